@@ -1,0 +1,121 @@
+/**
+ * The command-line program: global options, the command table, and the
+ * translation of the parser's errors into shoal's one-line usage errors.
+ */
+import { Command, CommanderError } from "@commander-js/extra-typings";
+import { ExitStatus, UsageError } from "../errors.ts";
+import { VERSION } from "../version.ts";
+import { addGlobalOptions } from "./context.ts";
+import { registerVersion } from "./version.ts";
+
+/** Every command, in the order `shoal --help` lists them. */
+const commands: ((program: Command) => void)[] = [
+  registerVersion,
+];
+
+export function buildProgram(): Command {
+  const program = new Command("shoal")
+    .description("Rootless OCI containers for HPC clusters.")
+    .usage("[OPTIONS] COMMAND [ARGS...]")
+    .version(`shoal ${VERSION}`, "--version", "print the version and exit")
+    .helpOption("-h, --help", "show help for shoal or a command")
+    .helpCommand(false)
+    .enablePositionalOptions()
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({
+      // Parse errors are rethrown and rendered by main.ts as one line.
+      outputError: () => {},
+    })
+    .addHelpText(
+      "after",
+      `
+Run 'shoal help COMMAND' for the options and examples of one command.
+
+Examples:
+  shoal doctor            check that this machine and user can run containers
+  shoal --version`,
+    );
+  addGlobalOptions(program);
+  for (const register of commands) register(program);
+  registerHelp(program);
+  return program;
+}
+
+/** `shoal help [COMMAND]`; the parser's own would print everything for an unknown name. */
+function registerHelp(program: Command): void {
+  program.command("help")
+    .description("show help for a command")
+    .argument("[COMMAND]", "the command to explain")
+    .action((name) => {
+      if (name === undefined) return program.outputHelp();
+      const cmd = program.commands.find((c) => c.name() === name || c.aliases().includes(name));
+      if (!cmd) {
+        const close = closestName(name, program.commands.map((c) => c.name()));
+        throw new UsageError(
+          `unknown command '${name}'${close ? ` (did you mean ${close}?)` : ""}`,
+          { hint: "see 'shoal --help'" },
+        );
+      }
+      cmd.outputHelp();
+    });
+}
+
+/** The candidate within edit distance 2 of `word`, as the parser suggests. */
+function closestName(word: string, candidates: string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const c of candidates) {
+    const d = editDistance(word, c);
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(
+        (prev[j] ?? 0) + 1,
+        (cur[j - 1] ?? 0) + 1,
+        (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    prev = cur;
+  }
+  return prev[b.length] ?? 0;
+}
+
+/**
+ * Turns the parser's multi-line message ("error: unknown command 'pul'\n(Did
+ * you mean pull?)") into shoal's single line with the suggestion inline.
+ */
+export function usageErrorFrom(err: CommanderError, command?: string): UsageError {
+  const [first = "", ...rest] = err.message.replace(/^error: /, "").split("\n");
+  const suggestion = rest.join(" ").match(/^\(Did you mean (.*)\?\)$/);
+  const message = suggestion ? `${first} (did you mean ${suggestion[1]}?)` : first;
+  const help = command ? `shoal ${command} --help` : "shoal --help";
+  return new UsageError(message, { hint: `see '${help}'` });
+}
+
+/** Parses argv and runs the command; returns the process exit code. */
+export async function runProgram(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  if (argv.length === 0) {
+    Deno.stderr.writeSync(new TextEncoder().encode(program.helpInformation()));
+    return 2;
+  }
+  try {
+    await program.parseAsync(argv, { from: "user" });
+  } catch (err) {
+    if (err instanceof ExitStatus) return err.code;
+    if (!(err instanceof CommanderError)) throw err;
+    // --help and --version end parsing by "throwing" success.
+    if (err.exitCode === 0) return 0;
+    const command = argv.find((a) => program.commands.some((c) => c.name() === a));
+    throw usageErrorFrom(err, command);
+  }
+  return 0;
+}
