@@ -57,8 +57,8 @@ Deno.test("unknown command names the closest one and exits 2", async () => {
     /unknown command 'frobnicate' \(see 'shoal --help'\)$/,
   );
   assertUsageError(
-    await shoal(["help", "doctr"]),
-    /unknown command 'doctr' \(did you mean doctor\?\)/,
+    await shoal(["help", "verion"]),
+    /unknown command 'verion' \(did you mean version\?\)/,
   );
 });
 
