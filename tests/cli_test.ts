@@ -22,7 +22,7 @@ Deno.test("--version prints the version and exits 0", async () => {
 Deno.test("--help lists every command with examples", async () => {
   const r = await shoal(["--help"]);
   assertEquals(r.code, 0);
-  for (const cmd of ["version", "help"]) {
+  for (const cmd of ["doctor", "version", "help"]) {
     assertMatch(r.stdout, new RegExp(`\\n  ${cmd}\\b`));
   }
   for (const flag of ["--debug", "--verbose", "--quiet", "--version"]) {
@@ -32,7 +32,7 @@ Deno.test("--help lists every command with examples", async () => {
 });
 
 Deno.test("'help COMMAND' and 'COMMAND --help' show the same text, with examples", async () => {
-  for (const cmd of ["version"]) {
+  for (const cmd of ["doctor", "version"]) {
     const a = await shoal(["help", cmd]);
     const b = await shoal([cmd, "--help"]);
     assertEquals(a.code, 0);
@@ -52,6 +52,7 @@ Deno.test("no command prints the usage to stderr and exits 2", async () => {
 
 Deno.test("unknown command names the closest one and exits 2", async () => {
   assertUsageError(await shoal(["verson"]), /did you mean version\?/);
+  assertUsageError(await shoal(["doctr"]), /unknown command 'doctr' \(did you mean doctor\?\)/);
   assertUsageError(
     await shoal(["frobnicate"]),
     /unknown command 'frobnicate' \(see 'shoal --help'\)$/,

@@ -4,12 +4,15 @@
  */
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { ExitStatus, UsageError } from "../errors.ts";
+import { closestName } from "../suggest.ts";
 import { VERSION } from "../version.ts";
 import { addGlobalOptions } from "./context.ts";
+import { registerDoctor } from "./doctor.ts";
 import { registerVersion } from "./version.ts";
 
 /** Every command, in the order `shoal --help` lists them. */
 const commands: ((program: Command) => void)[] = [
+  registerDoctor,
   registerVersion,
 ];
 
@@ -59,33 +62,6 @@ function registerHelp(program: Command): void {
       }
       cmd.outputHelp();
     });
-}
-
-/** The candidate within edit distance 2 of `word`, as the parser suggests. */
-function closestName(word: string, candidates: string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = 3;
-  for (const c of candidates) {
-    const d = editDistance(word, c);
-    if (d < bestDistance) [best, bestDistance] = [c, d];
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) {
-      cur[j] = Math.min(
-        (prev[j] ?? 0) + 1,
-        (cur[j - 1] ?? 0) + 1,
-        (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
-      );
-    }
-    prev = cur;
-  }
-  return prev[b.length] ?? 0;
 }
 
 /**

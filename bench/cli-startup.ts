@@ -3,7 +3,7 @@
  * same Deno starting an empty program. Thousands of ranks each start shoal, so
  * this overhead multiplies. Prints medians of several runs and their ratio.
  *
- *   deno task bench            (or: .tools/bin/deno run -A bench/startup.ts [RUNS])
+ *   deno task bench            (or: .tools/bin/deno run -A bench/cli-startup.ts [RUNS])
  */
 import { repoRoot, shoalScript } from "../tests/support/shoal.ts";
 

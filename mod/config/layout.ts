@@ -1,0 +1,79 @@
+/**
+ * Where an installation keeps its files, derived from the running program
+ * alone. An environment variable or the current directory could point an
+ * unprivileged user's shoal at a config of their choosing, so neither is
+ * consulted; the source tree is used only when shoal runs from a checkout.
+ */
+import { basename, dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ConfigError } from "../errors.ts";
+
+export interface InstallLayout {
+  /**
+   * `compiled`: `<prefix>/bin/shoal` built by `deno compile`; `bundle`:
+   * `<prefix>/lib/shoal/shoal.js` run by `<prefix>/lib/shoal/deno` through the
+   * launcher `<prefix>/bin/shoal`; `checkout`: main.ts at the root of a clone.
+   */
+  kind: "compiled" | "bundle" | "checkout";
+  prefix: string;
+  /** The site config, `<prefix>/etc/shoal.json`. */
+  configFile: string;
+  /** The setuid mount helper, `<prefix>/libexec/shoal/shoal-mount`. */
+  helper: string;
+  /** OCI hook definitions, `<prefix>/etc/hooks.d`. */
+  hooksDir: string;
+}
+
+const BUNDLE_SUFFIX = "/lib/shoal/shoal.js";
+
+export function installLayout(
+  execPath: string = Deno.execPath(),
+  mainModule: string = Deno.mainModule,
+): InstallLayout {
+  // A compiled binary is the only layout whose executable is not Deno itself.
+  if (basename(execPath) !== "deno") {
+    return layoutAt("compiled", dirname(dirname(execPath)));
+  }
+  const main = mainModule.startsWith("file:") ? fileURLToPath(mainModule) : undefined;
+  if (main === undefined) {
+    throw new ConfigError(`cannot tell where shoal is installed: it runs from ${mainModule}`, {
+      hint: "run shoal from an installation or a checkout",
+    });
+  }
+  if (main.endsWith(BUNDLE_SUFFIX)) {
+    return layoutAt("bundle", main.slice(0, -BUNDLE_SUFFIX.length) || "/");
+  }
+  return layoutAt("checkout", checkoutRoot(main));
+}
+
+function layoutAt(kind: InstallLayout["kind"], prefix: string): InstallLayout {
+  return {
+    kind,
+    prefix,
+    configFile: join(prefix, "etc", "shoal.json"),
+    helper: join(prefix, "libexec", "shoal", "shoal-mount"),
+    hooksDir: join(prefix, "etc", "hooks.d"),
+  };
+}
+
+/**
+ * The nearest directory above `main` holding main.ts and deno.json: main.ts
+ * itself when shoal runs, a test file's checkout under `deno test`.
+ */
+function checkoutRoot(main: string): string {
+  for (let dir = dirname(main);; dir = dirname(dir)) {
+    if (isFile(join(dir, "main.ts")) && isFile(join(dir, "deno.json"))) return dir;
+    if (dir === "/") break;
+  }
+  throw new ConfigError(`cannot tell where shoal is installed: no checkout contains ${main}`, {
+    hint: "run shoal from an installation or a checkout",
+  });
+}
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Which way this user's containers run, from the checks: the helper path
+ * (kernel squashfs, idmapped, under the setuid helper) when the site installed
+ * it soundly, else the unprivileged path (squashfuse and overlay in a user
+ * namespace), else none. Both end in rootless runc in a user namespace.
+ */
+import type { Check, RunPath } from "./report.ts";
+
+/** Checks each path needs to pass; root maps ids itself, with no ranges or setuid tools. */
+function requirements(isRoot: boolean): Record<RunPath, string[]> {
+  const common = [
+    "config",
+    "runc",
+    "userns",
+    ...(isRoot ? [] : ["subuid", "subgid", "newuidmap", "newgidmap", "privileges"]),
+  ];
+  return {
+    helper: ["helper", "security", "squashfs", "idmapped-mounts", ...common],
+    unprivileged: ["overlay-userns", "fuse", "squashfuse", ...common],
+  };
+}
+
+/**
+ * Checks that warn when something only the helper path uses is missing (the
+ * helper, kernel squashfs, idmapped mounts, cap_sys_admin): that blocks it.
+ */
+const HELPER_PIECES = new Set(["helper", "squashfs", "idmapped-mounts", "privileges"]);
+
+function blocks(check: Check | undefined): boolean {
+  if (check === undefined) return true;
+  return check.status === "fail" || (check.status === "warn" && HELPER_PIECES.has(check.id));
+}
+
+export interface RunPathChoice {
+  runPath: RunPath | null;
+  reason: string;
+}
+
+export function chooseRunPath(checks: Check[], isRoot: boolean): RunPathChoice {
+  const needs = requirements(isRoot);
+  const blockers = (path: RunPath) =>
+    needs[path]
+      .map((id) => ({ id, check: checks.find((c) => c.id === id) }))
+      .filter(({ check }) => blocks(check))
+      .map(({ id, check }) => check?.title ?? id);
+  const helper = blockers("helper");
+  const unprivileged = blockers("unprivileged");
+  if (helper.length === 0) {
+    return {
+      runPath: "helper",
+      reason: "the setuid helper is installed and passes the security checks: images are " +
+        "mounted with kernel squashfs",
+    };
+  }
+  if (unprivileged.length === 0) {
+    return {
+      runPath: "unprivileged",
+      reason: "images are mounted with squashfuse in a user namespace (the helper path is " +
+        `blocked by: ${helper.join(", ")})`,
+    };
+  }
+  return {
+    runPath: null,
+    reason: `the helper path is blocked by: ${helper.join(", ")}; ` +
+      `the unprivileged path is blocked by: ${unprivileged.join(", ")}`,
+  };
+}

@@ -1,0 +1,100 @@
+/**
+ * The C library through Deno FFI, opened on first use. Only process-wide calls
+ * belong here: Deno is multi-threaded, so a call that changes the calling
+ * thread's namespaces or credentials (unshare, setns, setuid) would split the
+ * process (see DESIGN.md); those happen in child processes instead.
+ */
+
+const symbols = {
+  __errno_location: { parameters: [], result: "pointer" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+  getuid: { parameters: [], result: "u32" },
+  geteuid: { parameters: [], result: "u32" },
+  getgid: { parameters: [], result: "u32" },
+  getegid: { parameters: [], result: "u32" },
+  getgroups: { parameters: ["i32", "buffer"], result: "i32" },
+  uname: { parameters: ["buffer"], result: "i32" },
+  statfs: { parameters: ["buffer", "buffer"], result: "i32" },
+  getxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
+  capget: { parameters: ["buffer", "buffer"], result: "i32" },
+  // prctl is variadic in C; every option used here takes integer arguments only,
+  // which the x86-64 and aarch64 calling conventions pass alike either way.
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
+  getpwuid_r: { parameters: ["u32", "buffer", "buffer", "usize", "buffer"], result: "i32" },
+  getgrgid_r: { parameters: ["u32", "buffer", "buffer", "usize", "buffer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+let library: Deno.DynamicLibrary<typeof symbols> | undefined;
+
+/** The libc symbols; the library is opened once, on the first call. */
+export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
+  if (Deno.build.os !== "linux" || !["x86_64", "aarch64"].includes(Deno.build.arch)) {
+    // The struct layouts read in mod/sys/ are those of 64-bit Linux.
+    throw new Error(`shoal's libc bindings support 64-bit Linux only, not ${Deno.build.target}`);
+  }
+  library ??= Deno.dlopen("libc.so.6", symbols);
+  return library.symbols;
+}
+
+/** A failed libc call: which call, on what, and errno. */
+export class ErrnoError extends Error {
+  constructor(readonly call: string, readonly errno: number, subject?: string) {
+    super(`${call}${subject === undefined ? "" : ` ${subject}`}: ${strerror(errno)}`);
+    this.name = "ErrnoError";
+  }
+}
+
+/** Well-known errno values the callers branch on. */
+export const Errno = {
+  ENOENT: 2,
+  ERANGE: 34,
+  ENODATA: 61,
+  EOPNOTSUPP: 95,
+} as const;
+
+/**
+ * errno of the calling thread. Valid only right after a synchronous FFI call:
+ * a nonblocking one runs on another thread and leaves this one untouched.
+ */
+export function errno(): number {
+  const ptr = libc().__errno_location();
+  return ptr === null ? 0 : new Deno.UnsafePointerView(ptr).getInt32();
+}
+
+function strerror(code: number): string {
+  const ptr = libc().strerror(code);
+  return ptr === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(ptr);
+}
+
+/** Returns `result`, or throws the errno behind a negative one. */
+export function check<T extends number | bigint>(call: string, result: T, subject?: string): T {
+  if (result < 0) throw new ErrnoError(call, errno(), subject);
+  return result;
+}
+
+/** A NUL-terminated copy of `s` for a `const char *` argument. */
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/** The NUL-terminated string at `offset` of a buffer the C side filled in. */
+export function readCString(buf: Uint8Array, offset = 0, max = buf.length - offset): string {
+  const field = buf.subarray(offset, offset + max);
+  const end = field.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? field : field.subarray(0, end));
+}
+
+/** The NUL-terminated string a `char *` stored at `offset` of `buf` points to (or null). */
+export function readCStringPointer(buf: Uint8Array, offset: number): string | null {
+  const ptr = readPointer(buf, offset);
+  return ptr === null ? null : Deno.UnsafePointerView.getCString(ptr);
+}
+
+/** The pointer stored at `offset` of `buf`. */
+export function readPointer(buf: Uint8Array, offset: number): Deno.PointerValue {
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  return Deno.UnsafePointer.create(view.getBigUint64(offset, true));
+}

@@ -1,0 +1,258 @@
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
+import { type Result, shoal, shoalScript } from "./support/shoal.ts";
+import { runAs, TEST_USER_NOSUB, type TestUser, testUser } from "./support/users.ts";
+import type { Check, DoctorReport } from "../mod/doctor/report.ts";
+import { idmappedCheck, kernelCheck, usernsLimitsCheck } from "../mod/doctor/kernel.ts";
+import { chooseRunPath } from "../mod/doctor/runpath.ts";
+
+const CHECK_IDS = [
+  "config",
+  "kernel",
+  "userns",
+  "userns-limits",
+  "subuid",
+  "subgid",
+  "newuidmap",
+  "newgidmap",
+  "privileges",
+  "runc",
+  "overlay-userns",
+  "idmapped-mounts",
+  "squashfs",
+  "squashfuse",
+  "fuse",
+  "fusermount",
+  "cgroup",
+  "helper",
+  "security",
+];
+
+/** The report of a `doctor --format json` run, checked for shape and exit code. */
+function parseReport(r: Result): DoctorReport {
+  const report = JSON.parse(r.stdout) as DoctorReport;
+  assertEquals(r.code, report.canRun ? 0 : 1, r.stderr);
+  assertEquals(report.canRun, report.runPath !== null);
+  assertEquals(report.checks.map((c) => c.id), CHECK_IDS);
+  for (const c of report.checks) {
+    assert(["ok", "warn", "fail"].includes(c.status), `${c.id}: ${c.status}`);
+    assert(c.title !== "" && c.detail !== "", c.id);
+    if (c.status !== "ok") assert(c.fix !== undefined && c.fix !== "", `${c.id} has no fix`);
+  }
+  assert(report.runPathReason !== "");
+  return report;
+}
+
+function check(report: DoctorReport, id: string): Check {
+  const c = report.checks.find((c) => c.id === id);
+  assert(c !== undefined, id);
+  return c;
+}
+
+/** The user's ranges read straight from the file, independently of shoal's parser. */
+async function fileRanges(file: string, user: TestUser) {
+  const text = await Deno.readTextFile(file);
+  return text.split("\n")
+    .map((l) => l.split(":"))
+    .filter(([owner]) => owner === user.name || owner === String(user.uid))
+    .map(([, start, count]) => ({ start: Number(start), count: Number(count) }));
+}
+
+function doctorAs(user: TestUser, args: string[]): Promise<Result> {
+  return runAs(user, shoalScript, ["doctor", ...args]);
+}
+
+Deno.test("doctor as root: JSON report of uid 0, exit status from canRun", async () => {
+  const report = parseReport(await shoal(["doctor", "--format", "json"]));
+  assertEquals(report.user.uid, 0);
+  assertEquals(report.user.gid, 0);
+  assertEquals(report.user.name, "root");
+  assertEquals(report.user.home, "/root");
+  assert(report.user.groups.some((g) => g.gid === 0 && g.name === "root"));
+  // Root maps any ids itself; it needs no subordinate range.
+  assertEquals(check(report, "subuid").status, "ok");
+  assertEquals(check(report, "userns").status, "ok");
+  assertEquals(check(report, "kernel").detail, `Linux ${Deno.osRelease()}`);
+});
+
+Deno.test("doctor as root: the table lists every check and ends with the run path", async () => {
+  const json = parseReport(await shoal(["doctor", "--format", "json"]));
+  const r = await shoal(["doctor"]);
+  assertEquals(r.code, json.canRun ? 0 : 1);
+  const lines = r.stdout.trimEnd().split("\n");
+  assertEquals(lines[0], "shoal doctor for root (uid 0, gid 0)");
+  assertMatch(lines[2] ?? "", /^CHECK\s+STATUS\s+DETAIL$/);
+  for (const c of json.checks) {
+    assertMatch(
+      r.stdout,
+      new RegExp(`\\n${c.title.replace(/[/.]/g, "\\$&")}\\s+(ok|WARN|FAIL)\\s`),
+    );
+  }
+  const last = lines.at(-1) ?? "";
+  if (json.canRun) assertMatch(last, new RegExp(`^You can run containers: ${json.runPath} path;`));
+  else assertMatch(last, /^You cannot run containers here: .*Ask your admin/);
+});
+
+Deno.test("doctor as a user reports their /etc/subuid and /etc/subgid ranges exactly", async () => {
+  const user = await testUser();
+  const r = await doctorAs(user, ["--format", "json"]);
+  const report = parseReport(r);
+  assertEquals(report.user.uid, user.uid);
+  assertEquals(report.user.name, user.name);
+  assertEquals(report.user.home, user.home);
+  assertEquals(report.subuid, await fileRanges("/etc/subuid", user));
+  assertEquals(report.subgid, await fileRanges("/etc/subgid", user));
+  assert(report.subuid.length > 0);
+  const { start, count } = user.subuid;
+  assertStringIncludes(check(report, "subuid").detail, `${start}-${start + count - 1}`);
+  assertEquals(check(report, "subuid").status, "ok");
+});
+
+// The overlay probe's mount lives in the child's private namespace and ends with it.
+Deno.test("doctor's probes leave no files behind", async () => {
+  const user = await testUser();
+  const tmp = await Deno.makeTempDir();
+  try {
+    await Deno.chown(tmp, user.uid, user.gid);
+    const report = parseReport(
+      await runAs(user, shoalScript, ["doctor", "--format", "json"], {
+        env: { TMPDIR: tmp },
+      }),
+    );
+    assertEquals(check(report, "overlay-userns").status, "ok");
+    assertEquals(await Array.fromAsync(Deno.readDir(tmp)), []);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("doctor as a user: /dev/fuse access decides the unprivileged path", async () => {
+  const user = await testUser();
+  const report = parseReport(await doctorAs(user, ["--format", "json"]));
+  const mode = (await Deno.stat("/dev/fuse")).mode ?? 0;
+  const fuse = check(report, "fuse");
+  if ((mode & 0o006) === 0o006) {
+    assertEquals(fuse.status, "ok");
+  } else {
+    // The machine's truth: a user cannot open the device, so no squashfuse.
+    assertEquals(fuse.status, "fail");
+    assertStringIncludes(fuse.fix ?? "", "chmod 0666 /dev/fuse");
+    assert(report.runPath !== "unprivileged");
+    const table = await doctorAs(user, []);
+    assertStringIncludes(table.stdout, "chmod 0666 /dev/fuse");
+    if (!report.canRun) {
+      assertEquals(table.code, 1);
+      assertMatch(table.stdout, /You cannot run containers here: .*FUSE device/);
+    }
+  }
+});
+
+Deno.test("doctor as a user without subordinate ids fails with the usermod fix", async () => {
+  const user = await testUser(TEST_USER_NOSUB);
+  const report = parseReport(await doctorAs(user, ["--format", "json"]));
+  assertEquals(report.subuid, []);
+  assertEquals(report.subgid, []);
+  for (const id of ["subuid", "subgid"]) {
+    const c = check(report, id);
+    assertEquals(c.status, "fail");
+    assertMatch(
+      c.fix ?? "",
+      new RegExp(`^usermod --add-subuids \\d+-\\d+ --add-subgids \\d+-\\d+ ${user.name}\\b`),
+    );
+  }
+  assertEquals(report.canRun, false);
+  const table = await doctorAs(user, []);
+  assertEquals(table.code, 1);
+  // One fix line for both ranges, then the verdict naming them.
+  const fixLines = table.stdout.split("\n").filter((l) => l.includes("usermod --add-subuids"));
+  assertEquals(fixLines.length, 1, table.stdout);
+  assertMatch(table.stdout, /You cannot run containers here: .*\/etc\/subuid range/);
+});
+
+Deno.test("doctor reports a broken config as a failed check and still runs every probe", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${dir}/shoal`);
+    await Deno.writeTextFile(`${dir}/shoal/config.json`, '{ "format": "json", }');
+    const r = await shoal(["doctor", "--format", "json"], { env: { XDG_CONFIG_HOME: dir } });
+    const report = parseReport(r);
+    const config = check(report, "config");
+    assertEquals(config.status, "fail");
+    assertStringIncludes(config.detail, `"${dir}/shoal/config.json": invalid JSON at line 1`);
+    assertStringIncludes(
+      config.detail,
+      "the other checks use the site config without your preferences",
+    );
+    assertEquals(report.canRun, false);
+    assertEquals(r.code, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("doctor --help has examples; a bad format is a usage error", async () => {
+  const help = await shoal(["doctor", "--help"]);
+  assertEquals(help.code, 0);
+  assertStringIncludes(help.stdout, "shoal doctor --format json");
+  const bad = await shoal(["doctor", "--format", "yaml"]);
+  assertEquals(bad.code, 2);
+  assertEquals(bad.stdout, "");
+});
+
+function fakeChecks(overrides: Record<string, Check["status"]>): Check[] {
+  return CHECK_IDS.map((id) => ({
+    id,
+    title: id,
+    status: overrides[id] ?? "ok",
+    detail: "x",
+  }));
+}
+
+Deno.test("run path: the helper when it is sound, else squashfuse, else none with why", () => {
+  assertEquals(chooseRunPath(fakeChecks({}), false).runPath, "helper");
+  // A missing helper (a warning) leaves the unprivileged path; a slow squashfuse does not block.
+  const noHelper = chooseRunPath(fakeChecks({ helper: "warn", squashfuse: "warn" }), false);
+  assertEquals(noHelper.runPath, "unprivileged");
+  assertStringIncludes(noHelper.reason, "blocked by: helper");
+  // Failed security checks rule the helper out, never silently.
+  assertEquals(chooseRunPath(fakeChecks({ security: "fail" }), false).runPath, "unprivileged");
+  const none = chooseRunPath(fakeChecks({ helper: "warn", fuse: "fail" }), false);
+  assertEquals(none.runPath, null);
+  assertEquals(
+    none.reason,
+    "the helper path is blocked by: helper; the unprivileged path is blocked by: fuse",
+  );
+  // Without subordinate ids a user gets neither path; root needs none.
+  const noSub = fakeChecks({ subuid: "fail", newuidmap: "fail" });
+  assertEquals(chooseRunPath(noSub, false).runPath, null);
+  assertEquals(chooseRunPath(noSub, true).runPath, "helper");
+  assertEquals(chooseRunPath(fakeChecks({ config: "fail" }), true).runPath, null);
+});
+
+Deno.test("blocked user namespaces get the sysctl that unblocks them", () => {
+  const none = {
+    maxUserNamespaces: 15000,
+    unprivilegedUsernsClone: undefined,
+    apparmorRestrict: undefined,
+  };
+  assertEquals(usernsLimitsCheck(none).status, "ok");
+  const zero = usernsLimitsCheck({ ...none, maxUserNamespaces: 0 });
+  assertEquals(zero.status, "fail");
+  assertMatch(zero.fix ?? "", /^sysctl -w user\.max_user_namespaces=15000 .*\/etc\/sysctl\.d\//);
+  const debian = usernsLimitsCheck({ ...none, unprivilegedUsernsClone: 0 });
+  assertEquals(debian.detail, "user.max_user_namespaces=15000, kernel.unprivileged_userns_clone=0");
+  assertMatch(debian.fix ?? "", /^sysctl -w kernel\.unprivileged_userns_clone=1 /);
+  const ubuntu = usernsLimitsCheck({ ...none, apparmorRestrict: 1 });
+  assertMatch(ubuntu.fix ?? "", /^sysctl -w kernel\.apparmor_restrict_unprivileged_userns=0 /);
+  assertEquals(usernsLimitsCheck({ ...none, maxUserNamespaces: 10 }).status, "warn");
+});
+
+Deno.test("old kernels: no overlay in user namespaces before 5.11, no idmapped mounts before 5.12", () => {
+  const old = { release: "5.10.0-28-amd64", version: [5, 10] as [number, number] };
+  assertEquals(kernelCheck(old).status, "warn");
+  const idmapped = idmappedCheck(old);
+  assertEquals(idmapped.status, "warn");
+  assertStringIncludes(idmapped.detail, "the helper path needs them");
+  const current = { release: "6.1.0-18-amd64", version: [6, 1] as [number, number] };
+  assertEquals(kernelCheck(current).status, "ok");
+  assertEquals(idmappedCheck(current).status, "ok");
+});

@@ -1,0 +1,113 @@
+/**
+ * Real unprivileged users for the tests, created on demand (tests run as root,
+ * as CI does) and reused across test files and runs.
+ */
+import { type Result, runCommand, type RunOptions } from "./shoal.ts";
+
+export interface TestUser {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+  /** The user's range in /etc/subuid (and the same one in /etc/subgid). */
+  subuid: { start: number; count: number };
+}
+
+/** The default test user, with a subordinate id range. */
+export const TEST_USER = "shoal-test";
+/** A second user without a subordinate range. */
+export const TEST_USER_NOSUB = "shoal-test-nosub";
+
+async function must(cmd: string, args: string[]): Promise<string> {
+  const r = await runCommand(cmd, args);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+function subRange(file: string, name: string): { start: number; count: number } {
+  let text = "";
+  try {
+    text = Deno.readTextFileSync(file);
+  } catch { /* no file: no range */ }
+  for (const line of text.split("\n")) {
+    const [owner, start, count] = line.split(":");
+    if (owner === name && start && count) return { start: Number(start), count: Number(count) };
+  }
+  return { start: 0, count: 0 };
+}
+
+/**
+ * Creates the user if missing (under a lock: test files run in parallel) and
+ * returns who it is. `withSubordinateIds: false` removes any subuid/subgid range.
+ */
+export async function testUser(
+  name = TEST_USER,
+  withSubordinateIds = name === TEST_USER,
+): Promise<TestUser> {
+  if (Deno.uid() !== 0) {
+    throw new Error(
+      "these tests create users and must run as root (CI does); run scripts/test as root",
+    );
+  }
+  const subFlags = withSubordinateIds
+    ? ""
+    : '; usermod --del-subuids 1-4294967294 --del-subgids 1-4294967294 "$1" 2>/dev/null; true';
+  await must("flock", [
+    "/tmp/shoal-test-users.lock",
+    "sh",
+    "-c",
+    `id -u "$1" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$1"${subFlags}`,
+    "sh",
+    name,
+  ]);
+  const [, , uid, gid, , home] = (await must("getent", ["passwd", name])).trim().split(":");
+  const user: TestUser = {
+    name,
+    uid: Number(uid),
+    gid: Number(gid),
+    home: home ?? "",
+    subuid: subRange("/etc/subuid", name),
+  };
+  if (withSubordinateIds && user.subuid.count === 0) {
+    throw new Error(
+      `useradd gave ${name} no /etc/subuid range (is SUB_UID_COUNT 0 in /etc/login.defs?)`,
+    );
+  }
+  return user;
+}
+
+/**
+ * Runs a command as `user` with a clean login-like environment (HOME, USER,
+ * LOGNAME, PATH, SHELL) plus `options.env`, in the user's home unless told.
+ */
+export function runAs(
+  user: TestUser,
+  cmd: string,
+  args: string[],
+  options: RunOptions = {},
+): Promise<Result> {
+  const env: Record<string, string> = {
+    HOME: user.home,
+    USER: user.name,
+    LOGNAME: user.name,
+    SHELL: "/bin/sh",
+    PATH: "/usr/local/bin:/usr/bin:/bin",
+    ...options.env,
+  };
+  const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  return runCommand(
+    "setpriv",
+    [
+      `--reuid=${user.uid}`,
+      `--regid=${user.gid}`,
+      "--init-groups",
+      "--",
+      "env",
+      "-i",
+      ...envArgs,
+      cmd,
+      ...args,
+    ],
+    { ...options, env: undefined, cwd: options.cwd ?? user.home },
+  );
+}
