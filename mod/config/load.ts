@@ -15,6 +15,7 @@ import {
 } from "./schema.ts";
 import { checkInstallation, checkUncheckedConfig } from "./security.ts";
 import { closestName } from "../suggest.ts";
+import { getpwuid } from "../sys/user.ts";
 
 /** Who runs shoal, and the environment config values are expanded with. */
 export interface ConfigEnv {
@@ -28,18 +29,18 @@ export interface ConfigEnv {
   path?: string;
 }
 
-/** The invoking user: environment first, /etc/passwd where it is silent. */
+/** The invoking user: environment first, the user database (NSS: LDAP users too) where it is silent. */
 export function currentEnv(): ConfigEnv {
   const uid = Deno.uid();
   if (uid === null) throw new ConfigError("shoal runs only on Linux");
   const get = (name: string) => Deno.env.get(name) || undefined;
-  const entry = passwdEntry(uid);
+  const entry = getpwuid(uid);
   const user = get("USER") ?? get("LOGNAME") ?? entry?.name;
   const home = get("HOME") ?? entry?.home;
   if (user === undefined || home === undefined) {
     throw new ConfigError(
       `cannot tell who you are: ${user === undefined ? "USER" : "HOME"} is not set ` +
-        `and uid ${uid} is not in /etc/passwd`,
+        `and uid ${uid} is not in the user database`,
       { hint: "set USER and HOME" },
     );
   }
@@ -52,20 +53,6 @@ export function currentEnv(): ConfigEnv {
     xdgConfigHome: get("XDG_CONFIG_HOME"),
     path: get("PATH"),
   };
-}
-
-function passwdEntry(uid: number): { name: string; home: string } | undefined {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync("/etc/passwd");
-  } catch {
-    return undefined;
-  }
-  for (const line of text.split("\n")) {
-    const [name, , id, , , home] = line.split(":");
-    if (name && home !== undefined && Number(id) === uid) return { name, home };
-  }
-  return undefined;
 }
 
 /** Absolute paths of everything shoal uses, after defaults, preferences and expansion. */
@@ -98,8 +85,8 @@ export interface LoadedConfig {
 
 export interface LoadOptions {
   layout?: InstallLayout;
-  /** A site config other than the layout's; unlike the layout's, it must exist. */
-  file?: string;
+  /** A site config other than the layout's; unlike the layout's, it must exist. null: defaults only. */
+  file?: string | null;
   env?: ConfigEnv;
   /** Default `$XDG_CONFIG_HOME/shoal/config.json`; null reads none. */
   preferencesFile?: string | null;
@@ -111,7 +98,9 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
   const env = opts.env ?? currentEnv();
   const layout = opts.layout ?? installLayout();
   const siteFile = opts.file ?? layout.configFile;
-  const siteData = await readJson(siteFile, opts.file !== undefined);
+  const siteData = opts.file === null
+    ? undefined
+    : await readJson(siteFile, opts.file !== undefined);
   const config = validate(siteConfigSchema, siteData ?? {}, siteFile);
 
   const prefsPath = opts.preferencesFile === null
