@@ -1,0 +1,188 @@
+/**
+ * Image references, parsed and normalized exactly as Docker does
+ * (github.com/distribution/reference, ParseNormalizedNamed), so a name that
+ * works with `docker pull` means the same image here:
+ *
+ *   [registry[:port]/]path[:tag][@algorithm:hex]
+ *   debian               -> docker.io/library/debian:latest
+ *   user/img             -> docker.io/user/img:latest
+ *   localhost:5000/x     -> localhost:5000/x:latest
+ *
+ * Unlike Docker's single "invalid reference format", every refusal names
+ * what is wrong, in one line.
+ */
+import { UsageError } from "../errors.ts";
+
+export interface ImageReference {
+  /** "docker.io", "quay.io", "127.0.0.1:5000", "[::1]:5000". */
+  registry: string;
+  /** Path inside the registry: "library/debian", "user/img". */
+  repository: string;
+  /** "latest" when neither a tag nor a digest was given; absent for digest-only references. */
+  tag?: string;
+  /** "sha256:<64 hex>" (or sha384/sha512); when present it, not the tag, selects the image. */
+  digest?: string;
+}
+
+export const DEFAULT_REGISTRY = "docker.io";
+const LEGACY_DEFAULT_REGISTRY = "index.docker.io";
+const OFFICIAL_PREFIX = "library/";
+const DEFAULT_TAG = "latest";
+/** Docker's NameTotalLengthMax, counted over registry + "/" + repository. */
+export const NAME_MAX_LENGTH = 255;
+
+const HOST_COMPONENT = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
+const REGISTRY_RE = new RegExp(
+  `^(?:${HOST_COMPONENT}(?:\\.${HOST_COMPONENT})*|\\[[a-fA-F0-9:]+\\])(?::[0-9]+)?$`,
+);
+const PATH_COMPONENT_RE = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
+const TAG_RE = /^\w[\w.-]{0,127}$/;
+/** What distribution's regexp lets through; the algorithm table below then decides. */
+const DIGEST_SHAPE_RE = /^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}$/;
+/** go-digest's registered algorithms and their hex lengths; hex must be lower case. */
+const DIGEST_HEX_LENGTH: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
+const IMAGE_ID_RE = /^[a-f0-9]{64}$/;
+
+function refuse(input: string, reason: string): never {
+  return fail(`invalid image reference ${JSON.stringify(input)}: ${reason}`);
+}
+
+function fail(message: string): never {
+  throw new UsageError(message);
+}
+
+/**
+ * Docker's splitDockerDomain: the first component is a registry when it is
+ * "localhost", contains "." or ":", or has upper case (which a repository
+ * path may not); otherwise the reference is on Docker Hub, where one-word
+ * names live under "library/".
+ */
+function splitRegistry(name: string): { registry: string; rest: string } {
+  const slash = name.indexOf("/");
+  if (slash < 0) return { registry: DEFAULT_REGISTRY, rest: OFFICIAL_PREFIX + name };
+  const first = name.slice(0, slash);
+  let registry = DEFAULT_REGISTRY;
+  let rest = name;
+  if (first === LEGACY_DEFAULT_REGISTRY) {
+    rest = name.slice(slash + 1);
+  } else if (
+    first === "localhost" || /[.:]/.test(first) || first.toLowerCase() !== first
+  ) {
+    registry = first;
+    rest = name.slice(slash + 1);
+  }
+  if (registry === DEFAULT_REGISTRY && !rest.includes("/")) rest = OFFICIAL_PREFIX + rest;
+  return { registry, rest };
+}
+
+function checkDigest(input: string, digest: string): void {
+  if (digest === "") refuse(input, "empty digest after '@'");
+  const colon = digest.indexOf(":");
+  const algorithm = digest.slice(0, colon);
+  const expected = DIGEST_HEX_LENGTH[algorithm];
+  if (colon > 0 && expected !== undefined) {
+    const hex = digest.slice(colon + 1);
+    if (hex.length !== expected || !/^[a-f0-9]+$/.test(hex)) {
+      refuse(input, `a ${algorithm} digest is ${expected} lower-case hex digits`);
+    }
+    return;
+  }
+  if (!DIGEST_SHAPE_RE.test(digest)) {
+    refuse(input, `digest ${JSON.stringify(digest)} is not ALGORITHM:HEX (e.g. sha256:<64 hex>)`);
+  }
+  refuse(
+    input,
+    `unsupported digest algorithm ${JSON.stringify(algorithm)} (sha256, sha384, sha512)`,
+  );
+}
+
+function checkPathComponent(input: string, component: string): void {
+  if (component === "") refuse(input, "empty path component (leading, trailing or double '/')");
+  if (component.toLowerCase() !== component) refuse(input, "repository name must be lower case");
+  if (!PATH_COMPONENT_RE.test(component)) {
+    refuse(
+      input,
+      `invalid path component ${JSON.stringify(component)}: lower-case letters and digits, ` +
+        "separated by one '.', one or two '_', or '-'s",
+    );
+  }
+}
+
+/**
+ * Parses and normalizes a reference; throws UsageError naming the problem.
+ * A bare 64-hex string is refused as Docker does: it would be an image ID.
+ */
+export function parseReference(input: string): ImageReference {
+  if (input === "") fail("invalid image reference: empty");
+  if (IMAGE_ID_RE.test(input)) {
+    refuse(input, "64 hex digits is an image ID, not a repository name");
+  }
+  // A digest holds no '@', a name and a tag hold none either: the first '@' splits.
+  const at = input.indexOf("@");
+  const digest = at < 0 ? undefined : input.slice(at + 1);
+  const nameAndTag = at < 0 ? input : input.slice(0, at);
+  // A tag follows the last ':' that comes after every '/' (earlier ones are a port).
+  const colon = nameAndTag.lastIndexOf(":");
+  const hasTag = colon > nameAndTag.lastIndexOf("/");
+  const name = hasTag ? nameAndTag.slice(0, colon) : nameAndTag;
+  const tag = hasTag ? nameAndTag.slice(colon + 1) : undefined;
+
+  if (name === "") refuse(input, "empty repository name");
+  // Neither a host nor a path component may hold "..": say so before either is blamed.
+  if (name.includes("..")) refuse(input, "'..' is not allowed in an image name");
+  const { registry, rest } = splitRegistry(name);
+  if (registry !== DEFAULT_REGISTRY && !REGISTRY_RE.test(registry)) {
+    refuse(input, `invalid registry ${JSON.stringify(registry)}: expected HOST[:PORT]`);
+  }
+  for (const component of rest.split("/")) checkPathComponent(input, component);
+  if (registry.length + 1 + rest.length > NAME_MAX_LENGTH) {
+    refuse(input, `name longer than ${NAME_MAX_LENGTH} characters`);
+  }
+  if (tag !== undefined) {
+    if (tag === "") refuse(input, "empty tag after ':'");
+    if (!TAG_RE.test(tag)) {
+      refuse(
+        input,
+        `invalid tag ${JSON.stringify(tag)}: up to 128 letters, digits, '_', '.', '-', ` +
+          "not starting with '.' or '-'",
+      );
+    }
+  }
+  if (digest !== undefined) checkDigest(input, digest);
+
+  const ref: ImageReference = { registry, repository: rest };
+  if (tag !== undefined || digest === undefined) ref.tag = tag ?? DEFAULT_TAG;
+  if (digest !== undefined) ref.digest = digest;
+  return ref;
+}
+
+/** "docker.io/library/debian", the fully qualified name without tag or digest. */
+export function referenceName(ref: ImageReference): string {
+  return `${ref.registry}/${ref.repository}`;
+}
+
+/** The short name Docker shows: "debian", "user/img", "quay.io/org/img". */
+export function familiarName(ref: ImageReference): string {
+  if (ref.registry !== DEFAULT_REGISTRY) return referenceName(ref);
+  return ref.repository.startsWith(OFFICIAL_PREFIX) &&
+      !ref.repository.slice(OFFICIAL_PREFIX.length).includes("/")
+    ? ref.repository.slice(OFFICIAL_PREFIX.length)
+    : ref.repository;
+}
+
+/**
+ * The reference as text: fully qualified ("docker.io/library/debian:latest")
+ * by default, which parses back to the same reference; `familiar` gives
+ * Docker's short form ("debian:latest").
+ */
+export function formatReference(ref: ImageReference, options: { familiar?: boolean } = {}): string {
+  const name = options.familiar ? familiarName(ref) : referenceName(ref);
+  return `${name}${ref.tag !== undefined ? `:${ref.tag}` : ""}${
+    ref.digest !== undefined ? `@${ref.digest}` : ""
+  }`;
+}
+
+/** Docker Hub's name is docker.io, but its API is served from registry-1.docker.io. */
+export function registryApiHost(registry: string): string {
+  return registry === DEFAULT_REGISTRY ? "registry-1.docker.io" : registry;
+}
