@@ -3,7 +3,14 @@
 const encoder = new TextEncoder();
 
 export function printLine(line = ""): void {
-  Deno.stdout.writeSync(encoder.encode(line + "\n"));
+  const bytes = encoder.encode(line + "\n");
+  try {
+    for (let done = 0; done < bytes.length;) done += Deno.stdout.writeSync(bytes.subarray(done));
+  } catch (err) {
+    // The reader went away (`shoal images | head`): stop quietly, as a shell tool would.
+    if (err instanceof Deno.errors.BrokenPipe) Deno.exit(0);
+    throw err;
+  }
 }
 
 export function printJson(value: unknown): void {

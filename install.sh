@@ -1,0 +1,415 @@
+#!/bin/sh
+# Installs shoal from this checkout, or removes an installation.
+#
+# As root, a site install under a prefix (default /usr/local): the executable,
+# the setuid helper (when helper/ is in the checkout), a default config and the
+# hooks dir, all root-owned. With --user, a home install under ~/.local that
+# runs without the helper. Every file and directory an install creates is
+# recorded in <prefix>/lib/shoal/manifest, which is what --uninstall removes.
+# Nothing installed refers back to this checkout. See README.md, "Install".
+set -eu
+umask 022
+
+ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
+DENO=$ROOT/.tools/bin/deno
+TEMPLATE=$ROOT/share/shoal.json.default
+MANIFEST=lib/shoal/manifest
+# An online `deno compile` downloads denort (tens of MB); where a firewall
+# drops packets instead of refusing them it would wait for a long TCP timeout.
+COMPILE_TIMEOUT=180
+
+usage() {
+  cat <<'EOF'
+Usage: ./install.sh [--prefix DIR] [--no-compile] [--no-bootstrap]
+       ./install.sh --user [--prefix DIR] [--no-compile] [--no-bootstrap]
+       ./install.sh --uninstall [--prefix DIR | --user]
+
+Installs shoal from this checkout: as root for every user of the machine,
+with --user for yourself only.
+
+Options:
+  --prefix DIR    install under DIR (default /usr/local; with --user ~/.local)
+  --user          install into your home without root: no setuid helper, and
+                  a config with the security checks off (it protects nothing
+                  privileged)
+  --uninstall     remove what an earlier install put under the prefix; a
+                  config edited since the install is kept
+  --no-compile    install the JavaScript bundle and launcher even where
+                  `deno compile` works
+  --no-bootstrap  do not run scripts/bootstrap first
+  -h, --help      show this help
+
+shoal is installed as a single executable when `deno compile` can get Deno's
+runtime, denort: from dl.deno.land, or on an air-gapped machine from the file
+named by DENORT_BIN=/path/to/denort. Otherwise it is installed as one
+JavaScript file run by a copy of Deno, through the launcher <prefix>/bin/shoal.
+EOF
+}
+
+die() {
+  echo "install.sh: error: $*" >&2
+  exit 1
+}
+usage_error() {
+  echo "install.sh: error: $* (see './install.sh --help')" >&2
+  exit 2
+}
+warn() { echo "install.sh: warning: $*" >&2; }
+# One line per action: what was done, to which path.
+act() { printf '%-10s %s\n' "$1" "$2"; }
+sha() { sha256sum <"$1" | cut -d' ' -f1; }
+
+mode=install
+user=no
+prefix=
+bootstrap=yes
+compile=auto
+while [ $# -gt 0 ]; do
+  case $1 in
+    --prefix)
+      [ $# -ge 2 ] && [ -n "$2" ] || usage_error "--prefix needs a directory"
+      prefix=$2
+      shift 2
+      ;;
+    --prefix=?*) prefix=${1#--prefix=}; shift ;;
+    --user) user=yes; shift ;;
+    --uninstall) mode=uninstall; shift ;;
+    --no-compile) compile=no; shift ;;
+    --no-bootstrap) bootstrap=no; shift ;;
+    -h | --help) usage; exit 0 ;;
+    -*) usage_error "unknown option '$1'" ;;
+    *) usage_error "unexpected argument '$1'" ;;
+  esac
+done
+
+if [ "$user" = yes ]; then
+  case ${HOME:-} in /?*) ;; *) die "--user needs HOME set to your home directory" ;; esac
+  : "${prefix:=$HOME/.local}"
+  OWNER=$(id -u)
+  OWN=
+elif [ "$(id -u)" = 0 ]; then
+  : "${prefix:=/usr/local}"
+  OWNER=0
+  OWN="-o root -g root"
+else
+  die "a site install needs root: run it as root, or use --user to install into ~/.local"
+fi
+case $prefix in /*) ;; *) prefix=$(pwd)/$prefix ;; esac
+while [ "$prefix" != / ] && [ "${prefix%/}" != "$prefix" ]; do prefix=${prefix%/}; done
+[ "$prefix" != / ] || usage_error "--prefix / would scatter shoal over the root directory"
+OLD=$prefix/$MANIFEST
+
+# A manifest entry must name a path inside the prefix: uninstall runs as root.
+check_rel() {
+  [ "$1" != . ] || return 0
+  case /$1/ in
+    */./* | */../* | //*) die "$OLD has an unexpected entry '$1': remove the installation by hand" ;;
+  esac
+}
+
+# The path a manifest entry names; '.' is the prefix itself.
+path_of() { if [ "$1" = . ]; then echo "$prefix"; else echo "$prefix/$1"; fi; }
+
+# ---------------------------------------------------------------- uninstall
+
+uninstall() {
+  if [ ! -f "$OLD" ]; then
+    echo "nothing to uninstall: no shoal installation in $prefix"
+    return 0
+  fi
+  while read -r kind _ rel; do
+    case $kind in file | config) ;; *) continue ;; esac
+    check_rel "$rel"
+    path=$prefix/$rel
+    [ -e "$path" ] || [ -L "$path" ] || continue
+    if [ "$kind" = config ] && ! grep -qxF "config $(sha "$path") $rel" "$OLD"; then
+      act kept "$path (edited since it was installed)"
+    else
+      rm -f "$path"
+      act removed "$path"
+    fi
+  done <"$OLD"
+  dirs=$(sed -n 's/^dir - //p' "$OLD")
+  rm -f "$OLD"
+  act removed "$OLD"
+  # Deepest first, so that each directory is empty by the time it comes up.
+  printf '%s\n' "$dirs" | awk 'NF { print length($0), $0 }' | sort -rn | cut -d' ' -f2- |
+    while read -r rel; do
+      check_rel "$rel"
+      path=$(path_of "$rel")
+      [ -d "$path" ] || continue
+      if rmdir "$path" 2>/dev/null; then act removed "$path/"; else act kept "$path/ (not empty)"; fi
+    done
+}
+
+if [ "$mode" = uninstall ]; then
+  uninstall
+  exit 0
+fi
+
+# ---------------------------------------------------------------- build
+
+parent=$(dirname "$prefix")
+[ -d "$parent" ] || die "$parent does not exist: create it, or choose another --prefix"
+
+if [ "$bootstrap" = yes ]; then
+  sh "$ROOT/scripts/bootstrap" || die "scripts/bootstrap failed (see above)"
+fi
+[ -x "$DENO" ] || die "Deno is not set up in this checkout: run scripts/bootstrap (or drop --no-bootstrap)"
+DENO_VERSION=$("$DENO" --version | sed -n '1s/^deno \([^ ]*\).*/\1/p')
+export DENO_NO_UPDATE_CHECK=1
+
+STAGE=$(mktemp -d)
+trap 'rm -rf "$STAGE"' EXIT
+trap 'exit 130' INT TERM
+
+# Why Deno failed, in one line: the first informative line of its cause chain.
+deno_reason() {
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | sed -n 's/^ *[0-9][0-9]*: //p' |
+    grep -v '^Setting up base binary' | head -n 1 |
+    grep . || sed 's/\x1b\[[0-9;]*m//g' "$1" | sed -n 's/^error: //p' | head -n 1
+}
+
+# Everything is built in $STAGE before the prefix is touched, so a failed
+# build leaves an earlier installation as it was.
+(cd "$ROOT" && "$DENO" bundle --quiet main.ts -o "$STAGE/shoal.js") 2>"$STAGE/err" ||
+  die "deno bundle failed: $(deno_reason "$STAGE/err")"
+# deno compile embeds the file's mtime: a fixed one makes rebuilds identical.
+touch -d @0 "$STAGE/shoal.js"
+
+# Builds $STAGE/shoal with deno compile and checks that it runs; on failure
+# sets WHY and returns non-zero.
+try_compile() {
+  # The output's name is embedded too, hence always "shoal".
+  if (cd "$STAGE" && timeout "$COMPILE_TIMEOUT" "$DENO" compile -A --no-config --quiet \
+    --output "$STAGE/shoal" "$STAGE/shoal.js") 2>"$STAGE/err"; then
+    if version=$("$STAGE/shoal" --version 2>&1) && [ "${version#shoal }" != "$version" ]; then
+      return 0
+    fi
+    WHY="the executable it built does not run shoal (is DENORT_BIN the denort of Deno $DENO_VERSION for $(uname -m)?)"
+  elif [ $? = 124 ]; then
+    WHY="it gave up after ${COMPILE_TIMEOUT}s"
+  else
+    WHY=$(deno_reason "$STAGE/err")
+  fi
+  rm -f "$STAGE/shoal"
+  return 1
+}
+
+if [ "$compile" = no ]; then
+  KIND=bundle
+  NOTE="--no-compile"
+elif try_compile; then
+  KIND=compiled
+  NOTE="single executable"
+elif [ -n "${DENORT_BIN:-}" ]; then
+  die "deno compile with DENORT_BIN=$DENORT_BIN failed: $WHY"
+else
+  KIND=bundle
+  NOTE="deno compile could not get denort: $WHY; set DENORT_BIN=/path/to/denort for a single executable"
+fi
+
+if [ "$KIND" = bundle ]; then
+  cat >"$STAGE/launcher" <<'EOF'
+#!/bin/sh
+# shoal's launcher, written by install.sh: runs the bundled shoal with the Deno
+# installed next to it, found from this script's own location so that the
+# installation can be moved. -A because shoal reads /proc and /sys and calls
+# libc through FFI, which Deno grants only with all permissions.
+self=$(readlink -f -- "$0") || exit 1
+lib=$(dirname -- "$(dirname -- "$self")")/lib/shoal
+export DENO_NO_UPDATE_CHECK=1
+exec "$lib/deno" run -A --no-config --quiet --no-prompt "$lib/shoal.js" "$@"
+EOF
+fi
+
+if [ "$user" = yes ]; then
+  # A config only its owner can write protects nothing privileged, and cannot
+  # pass the root-ownership checks.
+  sed 's/"securityChecks": true/"securityChecks": false/' "$TEMPLATE" >"$STAGE/shoal.json"
+  grep -q '"securityChecks": false' "$STAGE/shoal.json" ||
+    die "$TEMPLATE has no '\"securityChecks\": true' line to turn off"
+else
+  cp "$TEMPLATE" "$STAGE/shoal.json"
+fi
+
+HELPER=no
+if [ "$user" = yes ]; then
+  HELPER_NOTE="a user install runs without the setuid helper"
+elif [ -f "$ROOT/helper/Makefile" ]; then
+  command -v make >/dev/null 2>&1 || die "make is needed to build the helper (scripts/bootstrap installs it)"
+  # Built in a copy: several installs may run from one checkout at once.
+  cp -R "$ROOT/helper" "$STAGE/helper"
+  make -s -C "$STAGE/helper" shoal-mount >"$STAGE/err" 2>&1 ||
+    die "building the helper failed: $(tail -n 1 "$STAGE/err")"
+  HELPER=yes
+else
+  HELPER_NOTE="this checkout has no helper/Makefile yet; shoal runs without the helper"
+fi
+
+# ---------------------------------------------------------------- install
+
+: >"$STAGE/manifest"
+in_old() { [ -f "$OLD" ] && grep -qxF -- "$*" "$OLD"; }
+# Notes an entry for the final manifest and, once its directory exists, adds
+# it to the manifest on disk at once: an interrupted install can then still
+# be uninstalled. Before anything is changed, so nothing escapes it.
+record() {
+  grep -qxF -- "$*" "$STAGE/manifest" || echo "$*" >>"$STAGE/manifest"
+  [ -d "$prefix/lib/shoal" ] || return 0
+  in_old "$*" || echo "$*" >>"$OLD"
+}
+owned_ok() { [ "$(stat -c '%a %u' "$1")" = "$2 $OWNER" ]; }
+
+# Creates REL and the directories above it up to the prefix where missing,
+# recording those it created; directories that were there are left alone.
+ensure_dir() {
+  [ "$1" = . ] || ensure_dir "$(dirname "$1")"
+  path=$(path_of "$1")
+  if [ -d "$path" ] && [ ! -L "$path" ]; then
+    if in_old "dir - $1"; then record "dir - $1"; fi
+    return 0
+  fi
+  [ ! -e "$path" ] && [ ! -L "$path" ] || die "$path exists and is not a directory"
+  record "dir - $1"
+  # shellcheck disable=SC2086
+  install -d -m 755 $OWN "$path"
+  act created "$path/"
+}
+
+# Installs SRC as REL with MODE, replacing any older file atomically (a
+# running binary cannot be overwritten in place).
+install_file() {
+  src=$1 rel=$2 fmode=$3 note=${4:+ ($4)}
+  dest=$prefix/$rel
+  ensure_dir "$(dirname "$rel")"
+  record "file $(sha "$src") $rel"
+  if [ -f "$dest" ] && [ ! -L "$dest" ] && cmp -s "$src" "$dest" && owned_ok "$dest" "$fmode"; then
+    act "up to date" "$dest$note"
+    return 0
+  fi
+  verb=installed
+  if [ -e "$dest" ] || [ -L "$dest" ]; then verb=updated; fi
+  # shellcheck disable=SC2086
+  install -m "$fmode" $OWN "$src" "$dest.new"
+  mv -f "$dest.new" "$dest"
+  act "$verb" "$dest$note"
+}
+
+# The default config goes in only where it cannot overwrite an admin's edits:
+# when there is none, or when it is still what an earlier install put there.
+install_config() {
+  rel=etc/shoal.json
+  dest=$prefix/$rel
+  ensure_dir etc
+  new=$(sha "$STAGE/shoal.json")
+  if [ ! -e "$dest" ] && [ ! -L "$dest" ]; then
+    verb=installed
+  elif ! { [ -f "$OLD" ] && grep -q "^config [0-9a-f]* $rel\$" "$OLD"; }; then
+    act kept "$dest (an existing config, not installed by install.sh)"
+    return 0
+  elif ! in_old "config $(sha "$dest") $rel"; then
+    record "$(grep "^config [0-9a-f]* $rel\$" "$OLD" | head -n 1)"
+    act kept "$dest (edited since it was installed)"
+    return 0
+  elif [ "$(sha "$dest")" = "$new" ] && owned_ok "$dest" 644; then
+    record "config $new $rel"
+    act "up to date" "$dest"
+    return 0
+  else
+    verb=updated
+  fi
+  record "config $new $rel"
+  # shellcheck disable=SC2086
+  install -m 644 $OWN "$STAGE/shoal.json" "$dest.new"
+  mv -f "$dest.new" "$dest"
+  act "$verb" "$dest (default config)"
+}
+
+echo "installing shoal into $prefix: $KIND ($NOTE)"
+ensure_dir lib/shoal
+[ -f "$OLD" ] || echo "# What install.sh put under this prefix (paths relative to it); ./install.sh --uninstall removes it." >"$OLD"
+while read -r entry; do in_old "$entry" || echo "$entry" >>"$OLD"; done <"$STAGE/manifest"
+if [ "$KIND" = compiled ]; then
+  install_file "$STAGE/shoal" bin/shoal 755 "compiled with deno compile"
+else
+  install_file "$STAGE/launcher" bin/shoal 755 launcher
+  install_file "$DENO" lib/shoal/deno 755 "Deno $DENO_VERSION"
+  install_file "$STAGE/shoal.js" lib/shoal/shoal.js 644 bundle
+fi
+install_config
+hooks_existed=no
+[ -d "$prefix/etc/hooks.d" ] && hooks_existed=yes
+ensure_dir etc/hooks.d
+[ "$hooks_existed" = no ] || act "up to date" "$prefix/etc/hooks.d/"
+if [ "$HELPER" = yes ]; then
+  install_file "$STAGE/helper/shoal-mount" libexec/shoal/shoal-mount 4755 "setuid root helper"
+else
+  act skipped "$prefix/libexec/shoal/shoal-mount ($HELPER_NOTE)"
+fi
+
+# What an earlier install put here and this one did not (another kind, a
+# helper no longer built) goes; directories it created stay recorded.
+while read -r kind _ rel; do
+  case $kind in
+    file)
+      check_rel "$rel"
+      awk -v r="$rel" '$1 == "file" && $3 == r { found = 1 } END { exit !found }' \
+        "$STAGE/manifest" && continue
+      if [ -e "$prefix/$rel" ]; then
+        rm -f "$prefix/$rel"
+        act removed "$prefix/$rel"
+      fi
+      ;;
+    dir) [ ! -d "$(path_of "$rel")" ] || record "dir - $rel" ;;
+  esac
+done <"$OLD"
+
+{
+  head -n 1 "$OLD"
+  echo "kind - $KIND"
+  cat "$STAGE/manifest"
+} >"$STAGE/manifest.full"
+if ! cmp -s "$STAGE/manifest.full" "$OLD" || ! owned_ok "$OLD" 644; then
+  # shellcheck disable=SC2086
+  install -m 644 $OWN "$STAGE/manifest.full" "$OLD.new"
+  mv -f "$OLD.new" "$OLD"
+fi
+
+# shoal refuses to trust a config, helper or hooks dir that someone other than
+# root (or, for --user, you) could replace through any directory above it.
+seen=
+check_chain() {
+  p=$1
+  while :; do
+    case " $seen " in *" $p "*) return 0 ;; esac
+    seen="$seen $p"
+    uid=$(stat -c %u "$p")
+    if [ "$uid" != 0 ] && [ "$uid" != "$OWNER" ]; then
+      warn "$p is owned by uid $uid: shoal's security checks will refuse this installation (run: chown root \"$p\", or install elsewhere)"
+    elif [ ! -L "$p" ] && [ -n "$(find "$p" -maxdepth 0 -perm /022 -print)" ]; then
+      warn "$p is writable by group or others: shoal's security checks will refuse this installation (run: chmod go-w \"$p\", or install elsewhere)"
+    fi
+    [ "$p" != / ] || return 0
+    p=$(dirname "$p")
+  done
+}
+for f in etc/shoal.json etc/hooks.d libexec/shoal/shoal-mount; do
+  [ -e "$prefix/$f" ] || continue
+  check_chain "$prefix/$f"
+  check_chain "$(readlink -f "$prefix/$f")"
+done
+
+missing=
+for tool in runc newuidmap newgidmap squashfuse fusermount3 tar2sqfs; do
+  PATH=$PATH:/usr/sbin:/sbin command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+[ -z "$missing" ] ||
+  warn "not found:$missing; shoal needs them to run containers (as root, scripts/bootstrap installs them; 'shoal doctor' explains each)"
+
+version=$("$prefix/bin/shoal" --version 2>&1) || die "the installed $prefix/bin/shoal does not run: $version"
+act checked "$prefix/bin/shoal --version: $version"
+case ":$PATH:" in
+  *":$prefix/bin:"*) echo "done: run 'shoal doctor' to see what this machine supports" ;;
+  *) echo "done: run '$prefix/bin/shoal doctor' to see what this machine supports (add $prefix/bin to PATH)" ;;
+esac
