@@ -25,10 +25,35 @@ async function median(cmd: string, args: string[]): Promise<number> {
   return times[Math.floor(times.length / 2)] ?? NaN;
 }
 
-const floor = await median(deno, ["eval", "--no-config", ""]);
-const version = await median(shoalScript, ["version"]);
-console.log(`startup, median of ${runs} runs (checkout ${repoRoot})`);
-console.log(`  deno eval '' (floor)   ${floor.toFixed(1)} ms`);
-console.log(
-  `  shoal version          ${version.toFixed(1)} ms   ratio ${(version / floor).toFixed(2)}x`,
-);
+// The installed launcher runs one bundled file (install.sh); time that form too.
+const dir = await Deno.makeTempDir({ prefix: "shoal-bench-" });
+try {
+  const bundle = `${dir}/shoal.js`;
+  const built = await new Deno.Command(deno, {
+    args: [
+      "bundle",
+      "--quiet",
+      "--config",
+      `${repoRoot}/deno.json`,
+      "-o",
+      bundle,
+      `${repoRoot}/main.ts`,
+    ],
+    stdout: "null",
+  }).output();
+  if (!built.success) throw new Error("deno bundle failed");
+
+  const floor = await median(deno, ["eval", "--no-config", ""]);
+  const installed = await median(deno, ["run", "-A", "--no-config", bundle, "version"]);
+  const checkout = await median(shoalScript, ["version"]);
+  const row = (name: string, ms: number) =>
+    console.log(
+      `  ${name.padEnd(34)} ${ms.toFixed(1).padStart(6)} ms   ${(ms / floor).toFixed(2)}x`,
+    );
+  console.log(`shoal start-up, median of ${runs} runs, ratio to the floor`);
+  row("deno eval '' (floor)", floor);
+  row("shoal version, installed (bundle)", installed);
+  row("shoal version, from the checkout", checkout);
+} finally {
+  await Deno.remove(dir, { recursive: true });
+}
