@@ -8,11 +8,13 @@ import { closestName } from "../suggest.ts";
 import { VERSION } from "../version.ts";
 import { addGlobalOptions } from "./context.ts";
 import { registerDoctor } from "./doctor.ts";
+import { registerLogin } from "./login.ts";
 import { registerVersion } from "./version.ts";
 
 /** Every command, in the order `shoal --help` lists them. */
 const commands: ((program: Command) => void)[] = [
   registerDoctor,
+  registerLogin,
   registerVersion,
 ];
 

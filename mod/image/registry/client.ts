@@ -483,6 +483,7 @@ class Client implements RegistryClient {
       if (res.status === 401) {
         throw new RegistryError(`${what}: the registry rejected the credentials`, 401, false, {
           cause: err,
+          hint: "check the username and the password or token",
         });
       }
       throw err;

@@ -132,8 +132,13 @@ export async function errorFromResponse(
 export function networkError(err: unknown, what: string, registry: string): RegistryError {
   if (err instanceof RegistryError) return err;
   const detail = describeNetworkError(err);
-  return new RegistryError(`${what}: cannot reach ${registry}: ${detail}`, undefined, true, {
+  // A certificate problem does not go away by retrying; it needs the CA or an explicit opt-out.
+  const tls = /certificate|UnknownIssuer|CertNotValid|tls handshake/i.test(detail);
+  return new RegistryError(`${what}: cannot reach ${registry}: ${detail}`, undefined, !tls, {
     cause: err,
+    hint: tls
+      ? `trust the registry's CA with registries.ca in the site config ({"${registry}": "/path/ca.pem"}), or pass --tls-verify=false`
+      : undefined,
   });
 }
 
