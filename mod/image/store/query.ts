@@ -1,0 +1,81 @@
+/**
+ * What `shoal run IMAGE` or `shoal rmi IMAGE` may name: a reference (by tag,
+ * by digest, or tag@digest, normalized as `docker pull` does) or an IMAGE ID
+ * (full, or a unique prefix of at least 4 hex digits, with or without
+ * "sha256:"). As with Docker, a name that is both (`cafe`) is first a
+ * reference.
+ */
+import { ShoalError, UsageError } from "../../errors.ts";
+import { formatReference, type ImageReference, parseReference } from "../reference.ts";
+import type { IndexEntry } from "./metadata.ts";
+
+export interface ImageQuery {
+  /** As the user wrote it, for messages. */
+  text: string;
+  ref?: ImageReference;
+  idPrefix?: string;
+}
+
+const ID_PREFIX_RE = /^(sha256:)?([a-f0-9]{4,64})$/;
+
+/** Throws the reference parser's UsageError for input that is neither form. */
+export function parseQuery(input: string | ImageReference): ImageQuery {
+  if (typeof input !== "string") return { text: formatReference(input), ref: input };
+  const id = ID_PREFIX_RE.exec(input);
+  const query: ImageQuery = { text: input };
+  if (id !== null) query.idPrefix = id[2];
+  if (id?.[1] !== undefined) return query;
+  try {
+    query.ref = parseReference(input);
+  } catch (err) {
+    if (!(err instanceof UsageError) || query.idPrefix === undefined) throw err;
+  }
+  return query;
+}
+
+function digestMatches(entry: IndexEntry, digest: string): boolean {
+  return entry.digest === digest || entry.manifestDigest === digest;
+}
+
+/** Whether an entry is what a reference names: the tag and the digest must both fit when given. */
+function referenceMatches(entry: IndexEntry, ref: ImageReference): boolean {
+  return entry.registry === ref.registry && entry.repository === ref.repository &&
+    (ref.tag === undefined || entry.tag === ref.tag) &&
+    (ref.digest === undefined || digestMatches(entry, ref.digest));
+}
+
+export interface Selection {
+  /** Most recently pulled first. */
+  entries: IndexEntry[];
+  /** Selected by IMAGE ID: every reference of one image. */
+  byId: boolean;
+}
+
+/** The entries a query names. An ID prefix that fits several images is refused, not guessed. */
+export function selectEntries(entries: IndexEntry[], query: ImageQuery): Selection {
+  const newestFirst = (list: IndexEntry[]) =>
+    list.sort((a, b) => b.pulledAt.localeCompare(a.pulledAt));
+  if (query.ref !== undefined) {
+    const ref = query.ref;
+    const byRef = entries.filter((e) => referenceMatches(e, ref));
+    if (byRef.length > 0 || query.idPrefix === undefined) {
+      return { entries: newestFirst(byRef), byId: false };
+    }
+  }
+  const prefix = query.idPrefix ?? "";
+  const ids = new Set(
+    entries.map((e) => e.configDigest).filter((d) =>
+      d.slice(d.indexOf(":") + 1).startsWith(prefix)
+    ),
+  );
+  if (ids.size > 1) {
+    const shown = [...ids].slice(0, 3).map((d) => d.slice(d.indexOf(":") + 1, d.indexOf(":") + 13));
+    throw new ShoalError(
+      `"${query.text}" matches ${ids.size} images (${shown.join(", ")}${
+        ids.size > 3 ? ", ..." : ""
+      })`,
+      { hint: "give more digits of the IMAGE ID, or the name and tag" },
+    );
+  }
+  return { entries: newestFirst(entries.filter((e) => ids.has(e.configDigest))), byId: true };
+}
