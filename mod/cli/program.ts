@@ -8,13 +8,17 @@ import { closestName } from "../suggest.ts";
 import { VERSION } from "../version.ts";
 import { addGlobalOptions } from "./context.ts";
 import { registerDoctor } from "./doctor.ts";
+import { registerImages } from "./images.ts";
 import { registerLogin } from "./login.ts";
+import { registerPull } from "./pull.ts";
 import { registerVersion } from "./version.ts";
 
 /** Every command, in the order `shoal --help` lists them. */
 const commands: ((program: Command) => void)[] = [
-  registerDoctor,
+  registerPull,
+  registerImages,
   registerLogin,
+  registerDoctor,
   registerVersion,
 ];
 

@@ -134,12 +134,19 @@ export function networkError(err: unknown, what: string, registry: string): Regi
   const detail = describeNetworkError(err);
   // A certificate problem does not go away by retrying; it needs the CA or an explicit opt-out.
   const tls = /certificate|UnknownIssuer|CertNotValid|tls handshake/i.test(detail);
-  return new RegistryError(`${what}: cannot reach ${registry}: ${detail}`, undefined, !tls, {
-    cause: err,
-    hint: tls
-      ? `trust the registry's CA with registries.ca in the site config ({"${registry}": "/path/ca.pem"}), or pass --tls-verify=false`
-      : undefined,
-  });
+  // rustls' words for an HTTPS request answered in plain HTTP.
+  const plain = /InvalidContentType|corrupt message|wrong version number/i.test(detail);
+  const hint = tls
+    ? `trust the registry's CA with registries.ca in the site config ({"${registry}": "/path/ca.pem"}), or pass --tls-verify=false`
+    : plain
+    ? `the registry answers in plain HTTP, not HTTPS: name it in registries.insecure in the site config, or pass --tls-verify=false`
+    : undefined;
+  return new RegistryError(
+    `${what}: cannot reach ${registry}: ${plain ? "no HTTPS there" : detail}`,
+    undefined,
+    !tls && !plain,
+    { cause: err, hint },
+  );
 }
 
 function describeNetworkError(err: unknown): string {

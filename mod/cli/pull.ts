@@ -1,0 +1,82 @@
+import { type Command, Option } from "@commander-js/extra-typings";
+import { pull } from "../image/pull.ts";
+import { compressions } from "../config/schema.ts";
+import { UsageError } from "../errors.ts";
+import { addGlobalOptions, commandContext, tlsVerifyOption } from "./context.ts";
+import { printLine } from "./output.ts";
+import { pullProgress } from "./progress.ts";
+import { readStdinSecret } from "./prompt.ts";
+import { formatBytes, formatSeconds, shortId } from "./units.ts";
+
+export function registerPull(program: Command): void {
+  addGlobalOptions(
+    program.command("pull")
+      .description("pull an image from a registry and store it as a squashfs file")
+      .argument("IMAGE", "[REGISTRY[:PORT]/]PATH[:TAG][@DIGEST]; default registry docker.io")
+      .option("--platform <OS/ARCH[/VARIANT]>", "the platform to pull (default: this machine's)")
+      .option("--centralized-repository", "store it in the site's repository for everyone (root)")
+      .addOption(tlsVerifyOption())
+      .option("--username <USER>", "credentials for this pull only (with --password-stdin)")
+      .option("--password-stdin", "read this pull's password from standard input")
+      .addOption(
+        new Option("--compression <ALGORITHM>", "squashfs compression (default from the config)")
+          .choices(compressions),
+      )
+      .option("--compression-level <N>", "compression level", (v) => {
+        if (!/^\d+$/.test(v)) {
+          throw new UsageError(`--compression-level takes a number, not '${v}'`);
+        }
+        return Number(v);
+      })
+      .addHelpText(
+        "after",
+        `
+Layers already in the repository are not downloaded again, an interrupted
+download resumes, and pulling an image that has not changed does no work.
+
+Examples:
+  shoal pull debian:bookworm
+  shoal pull ghcr.io/owner/tool:1.2 --platform linux/arm64
+  shoal pull --tls-verify=false localhost:5000/demo:latest
+  echo "$TOKEN" | shoal pull --username me --password-stdin nvcr.io/nvidia/pytorch:24.05-py3
+  sudo shoal pull --centralized-repository docker.io/library/ubuntu:24.04`,
+      ),
+  ).action(async (image, opts, cmd) => {
+    const { loaded, logger } = await commandContext(cmd);
+    if (opts.passwordStdin && opts.username === undefined) {
+      throw new UsageError("--password-stdin needs --username");
+    }
+    const password = opts.passwordStdin ? await readStdinSecret() : undefined;
+    const quiet = logger.verbosity === "quiet";
+    const result = await pull(loaded, {
+      reference: image,
+      platform: opts.platform,
+      tlsVerify: opts.tlsVerify,
+      centralized: opts.centralizedRepository,
+      compression: opts.compression,
+      compressionLevel: opts.compressionLevel,
+      username: opts.username,
+      password,
+    }, {
+      logger,
+      onEvent: quiet ? undefined : pullProgress(Deno.stderr.isTerminal()),
+    });
+    const img = result.image;
+    if (quiet) return;
+    if (result.upToDate) {
+      printLine(`${img.reference} is up to date (IMAGE ID ${shortId(img.configDigest)})`);
+      return;
+    }
+    const t = result.timings;
+    printLine(
+      `Pulled ${img.reference} (IMAGE ID ${shortId(img.configDigest)}, ${
+        formatBytes(img.size)
+      }) in ${formatSeconds(t.resolve + t.download + t.convert)}`,
+    );
+    logger.verbose(
+      `resolve ${formatSeconds(t.resolve)}, download ${formatSeconds(t.download)} (${
+        formatBytes(result.downloadedBytes)
+      }), convert ${formatSeconds(t.convert)}; stored in ${img.squashfsPath}`,
+    );
+  });
+}

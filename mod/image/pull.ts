@@ -1,0 +1,264 @@
+/**
+ * `shoal pull`: resolve a reference at its registry, download what the store
+ * does not have, convert the layers into one squashfs image, and commit it.
+ * A second pull of an image that has not changed costs one HEAD request.
+ */
+import type { LoadedConfig } from "../config/load.ts";
+import type { compressions } from "../config/schema.ts";
+import { ShoalError, UsageError } from "../errors.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import {
+  formatReference,
+  type ImageReference,
+  parseReference,
+  registryApiHost,
+} from "./reference.ts";
+import { createRegistryClient, type ResolvedImage } from "./registry/client.ts";
+import type { BlobProgress } from "./registry/blobs.ts";
+import { createCredentialProvider, type CredentialProvider } from "./registry/credentials.ts";
+import {
+  formatPlatform,
+  hostPlatform,
+  parsePlatform,
+  type Platform,
+  platformMatches,
+} from "./registry/platform.ts";
+import { buildSquashfs } from "./squashfs.ts";
+import { type ImageStore, openStore } from "./store/store.ts";
+import type { ImageRecord } from "./store/metadata.ts";
+
+export interface PullRequest {
+  reference: string;
+  /** `os/arch[/variant]`; default the host's. */
+  platform?: string;
+  /** false: unverified HTTPS, then plain HTTP (`--tls-verify=false`). */
+  tlsVerify?: boolean;
+  /** Store in the site's centralized repository (root only). */
+  centralized?: boolean;
+  compression?: typeof compressions[number];
+  compressionLevel?: number;
+  /** Credentials for this pull only (`--username`, `--password-stdin`). */
+  username?: string;
+  password?: string;
+}
+
+/** What a pull reports while it works, for the CLI to render. */
+export type PullEvent =
+  | { kind: "resolved"; reference: string; digest: string; platform: string; layers: LayerInfo[] }
+  | { kind: "layer"; progress: BlobProgress }
+  | { kind: "converting"; layers: number }
+  | { kind: "committing" };
+
+export interface LayerInfo {
+  digest: string;
+  size: number;
+}
+
+export interface PullResult {
+  image: ImageRecord;
+  /** Nothing was downloaded or converted: the store already had this image. */
+  upToDate: boolean;
+  /** Layer bytes fetched from the network in this pull. */
+  downloadedBytes: number;
+  /** Seconds spent resolving, downloading and converting. */
+  timings: { resolve: number; download: number; convert: number };
+}
+
+export interface PullOptions {
+  logger?: Logger;
+  onEvent?: (event: PullEvent) => void;
+  /** Replaces the user's credential files (tests, library use). */
+  credentials?: CredentialProvider;
+  signal?: AbortSignal;
+}
+
+/** The repository a command reads or writes: the user's own, or the site's centralized one. */
+export function repositoryFor(
+  loaded: LoadedConfig,
+  centralized: boolean | undefined,
+  logger: Logger = silentLogger,
+): ImageStore {
+  const lockTimeoutSeconds = loaded.config.locks.timeoutSeconds;
+  if (!centralized) {
+    return openStore(loaded.paths.localRepository, { lockTimeoutSeconds, logger });
+  }
+  const root = loaded.paths.centralizedRepository;
+  if (root === undefined) {
+    throw new ShoalError("this site has no centralized repository", {
+      hint: `an admin sets repositories.centralized in ${loaded.layout.configFile}`,
+    });
+  }
+  return openStore(root, { centralized: true, lockTimeoutSeconds, logger });
+}
+
+export async function pull(
+  loaded: LoadedConfig,
+  request: PullRequest,
+  options: PullOptions = {},
+): Promise<PullResult> {
+  const logger = options.logger ?? silentLogger;
+  const emit = options.onEvent ?? (() => {});
+  const ref = parseReference(request.reference);
+  const platform = request.platform === undefined ? undefined : parsePlatform(request.platform);
+  if ((request.username === undefined) !== (request.password === undefined)) {
+    throw new UsageError("give both --username and --password-stdin, or neither");
+  }
+  const tar2sqfs = loaded.paths.tar2sqfs;
+  if (tar2sqfs === undefined) {
+    throw new ShoalError("tar2sqfs is not installed", {
+      hint: "install squashfs-tools-ng, or set runtime.tar2sqfs in the site config",
+    });
+  }
+  const store = repositoryFor(loaded, request.centralized, logger);
+  using client = createRegistryClient({
+    config: loaded.config,
+    logger,
+    tlsVerify: request.tlsVerify,
+    credentials: credentialsFor(request, ref, options.credentials, logger),
+  });
+
+  const started = performance.now();
+  // Cheap check first: a HEAD gives the digest the tag points at now.
+  const current = await upToDate(store, client, ref, platform);
+  if (current) {
+    return {
+      image: current,
+      upToDate: true,
+      downloadedBytes: 0,
+      timings: { resolve: seconds(started), download: 0, convert: 0 },
+    };
+  }
+
+  return await store.withPullLock(ref, async () => {
+    const resolved = await client.resolveManifest(ref, platform ? { platform } : {});
+    const resolvedAt = performance.now();
+    // Another pull may have stored it while this one waited for the lock.
+    const stored = await store.lookup(ref);
+    if (stored && sameImage(stored, resolved)) {
+      return {
+        image: stored,
+        upToDate: true,
+        downloadedBytes: 0,
+        timings: { resolve: seconds(started), download: 0, convert: 0 },
+      };
+    }
+    emit({
+      kind: "resolved",
+      reference: formatReference(ref),
+      digest: resolved.digest,
+      platform: formatPlatform(resolved.platform),
+      layers: resolved.layers.map((l) => ({ digest: l.digest, size: l.size })),
+    });
+
+    let downloadedBytes = 0;
+    const startedAt = new Map<string, number>();
+    const paths = await client.fetchBlobs(resolved, {
+      cacheDir: store.blobsDir,
+      signal: options.signal,
+      onProgress: (p) => {
+        if (!startedAt.has(p.digest)) startedAt.set(p.digest, p.cached ? p.total : p.done);
+        if (p.complete && !p.cached) downloadedBytes += p.total - (startedAt.get(p.digest) ?? 0);
+        emit({ kind: "layer", progress: p });
+      },
+    });
+    const downloadedAt = performance.now();
+
+    emit({ kind: "converting", layers: paths.length });
+    await using work = await store.tempDir();
+    const squashfs = `${work.path}/image.sqsh`;
+    const squash = loaded.config.squashfs;
+    const built = await buildSquashfs(
+      resolved.layers.map((l, i) => ({
+        path: paths[i]!,
+        digest: l.digest,
+        mediaType: l.mediaType,
+      })),
+      squashfs,
+      {
+        tar2sqfs,
+        compression: request.compression ?? squash.compression,
+        level: request.compressionLevel ?? (request.compression ? undefined : squash.level),
+        blockSizeKiB: squash.blockSizeKiB,
+        maxBytes: loaded.config.pull.maxImageGiB * 2 ** 30,
+        logger,
+      },
+    );
+    const convertedAt = performance.now();
+
+    emit({ kind: "committing" });
+    const c = resolved.config.config ?? {};
+    const image = await store.commit({
+      registry: ref.registry,
+      repository: ref.repository,
+      ...(ref.tag !== undefined && { tag: ref.tag }),
+      digest: resolved.digest,
+      ...(resolved.manifestDigest !== resolved.digest && {
+        manifestDigest: resolved.manifestDigest,
+      }),
+      server: resolved.source,
+      configDigest: resolved.configDigest,
+      platform: resolved.platform,
+      env: c.Env ?? [],
+      entrypoint: c.Entrypoint ?? [],
+      cmd: c.Cmd ?? [],
+      workdir: c.WorkingDir ?? "",
+      user: c.User ?? "",
+      labels: c.Labels ?? {},
+      passwd: built.passwd ?? "",
+      group: built.group ?? "",
+      ...(resolved.config.created !== undefined && { created: resolved.config.created }),
+      layers: resolved.layers.map((l) => l.digest),
+    }, squashfs);
+    return {
+      image,
+      upToDate: false,
+      downloadedBytes,
+      timings: {
+        resolve: (resolvedAt - started) / 1000,
+        download: (downloadedAt - resolvedAt) / 1000,
+        convert: (convertedAt - downloadedAt) / 1000,
+      },
+    };
+  });
+}
+
+function seconds(since: number): number {
+  return (performance.now() - since) / 1000;
+}
+
+/** The stored image when the registry still names the same one for this platform. */
+async function upToDate(
+  store: ImageStore,
+  client: { headDigest(ref: ImageReference): Promise<string | undefined> },
+  ref: ImageReference,
+  platform: Platform | undefined,
+): Promise<ImageRecord | undefined> {
+  const stored = await store.lookup(ref);
+  if (!stored || !platformMatches(stored.platform, platform ?? hostPlatform())) return undefined;
+  // A digest reference names content that cannot change.
+  if (ref.digest !== undefined && ref.tag === undefined) return stored;
+  const digest = await client.headDigest(ref).catch(() => undefined);
+  return digest !== undefined && digest === stored.digest ? stored : undefined;
+}
+
+function sameImage(stored: ImageRecord, resolved: ResolvedImage): boolean {
+  return stored.digest === resolved.digest && stored.configDigest === resolved.configDigest;
+}
+
+/** `--username`/`--password-stdin` take precedence for the image's own registry. */
+function credentialsFor(
+  request: PullRequest,
+  ref: ImageReference,
+  given: CredentialProvider | undefined,
+  logger: Logger,
+): CredentialProvider {
+  const base = given ?? createCredentialProvider({ logger });
+  const { username, password } = request;
+  if (username === undefined || password === undefined) return base;
+  return {
+    get: (registry, repository) =>
+      registry === ref.registry || registry === registryApiHost(ref.registry)
+        ? Promise.resolve({ kind: "basic", username, password })
+        : base.get(registry, repository),
+  };
+}
