@@ -1,0 +1,70 @@
+/**
+ * The container's environment, merged in Sarus's order: host environment,
+ * identity (HOME, USER, LOGNAME of the container user), image environment, site
+ * configuration (set, prepend, append, unset, in that order), then `-e`.
+ */
+import { UsageError } from "../errors.ts";
+import type { SiteConfig } from "../config/schema.ts";
+
+/** Docker's PATH for images that set none: the host's PATH means nothing inside. */
+export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** One `-e` option: `NAME=VALUE`, or `NAME` alone to take the host's value. */
+export interface EnvOption {
+  name: string;
+  /** Undefined for `-e NAME`. */
+  value?: string;
+}
+
+export function parseEnvOption(spec: string): EnvOption {
+  const eq = spec.indexOf("=");
+  const name = eq < 0 ? spec : spec.slice(0, eq);
+  if (!NAME.test(name)) {
+    throw new UsageError(
+      `-e ${spec}: invalid variable name '${name}' (letters, digits and _, not starting with a digit)`,
+    );
+  }
+  return eq < 0 ? { name } : { name, value: spec.slice(eq + 1) };
+}
+
+/** Joins path-list elements with ':' and drops empty ones (an empty element means the cwd). */
+function joinList(...values: string[]): string {
+  return values.flatMap((v) => v.split(":")).filter((e) => e !== "").join(":");
+}
+
+export interface EnvironmentInput {
+  host: Record<string, string>;
+  /** HOME, USER, LOGNAME of the user the container runs as. */
+  identity: Record<string, string>;
+  /** The image's `NAME=VALUE` list. */
+  image: string[];
+  site: SiteConfig["environment"];
+  options: EnvOption[];
+}
+
+/** The merged environment as `NAME=VALUE` strings, in first-set order. */
+export function mergeEnvironment(input: EnvironmentInput): string[] {
+  const env = new Map<string, string>(Object.entries(input.host));
+  for (const [k, v] of Object.entries(input.identity)) env.set(k, v);
+  let imagePath = false;
+  for (const entry of input.image) {
+    const eq = entry.indexOf("=");
+    if (eq <= 0) continue; // a malformed image entry carries nothing runc could pass
+    const name = entry.slice(0, eq);
+    env.set(name, entry.slice(eq + 1));
+    if (name === "PATH") imagePath = true;
+  }
+  if (!imagePath) env.set("PATH", DEFAULT_PATH);
+  const site = input.site;
+  for (const [k, v] of Object.entries(site.set)) env.set(k, v);
+  for (const [k, v] of Object.entries(site.prepend)) env.set(k, joinList(v, env.get(k) ?? ""));
+  for (const [k, v] of Object.entries(site.append)) env.set(k, joinList(env.get(k) ?? "", v));
+  for (const k of site.unset) env.delete(k);
+  for (const opt of input.options) {
+    const value = opt.value ?? input.host[opt.name];
+    if (value !== undefined) env.set(opt.name, value);
+  }
+  return [...env].map(([k, v]) => `${k}=${v}`);
+}

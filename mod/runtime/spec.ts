@@ -1,0 +1,484 @@
+/**
+ * Turns a run request into the OCI runtime configuration (config.json) for
+ * rootless runc, plus the container's /etc/passwd and /etc/group, as plain
+ * data. Reads only the files it is given by path (mount sources, devices, the
+ * seccomp profile, the init binary); creates and mounts nothing.
+ *
+ * Choices (see README "What the container sees"):
+ * - Namespaces: user, mount and uts (the host's hostname, changes stay
+ *   private); pid only with `--pid=private`. The host's network and IPC are
+ *   shared, as Sarus and Apptainer do: MPI needs both, SysV/POSIX IPC checks
+ *   happen in the host's namespace where container root has no privilege, and
+ *   an unprivileged user namespace can mount neither sysfs nor mqueue for them.
+ * - /proc is the host's (recursive bind) unless the pid namespace is private,
+ *   since a proc instance can only be mounted by the owner of its pid
+ *   namespace. /sys is the host's, read-only, as runc's rootless defaults.
+ * - /dev/shm is the host's (intra-node MPI shared memory); /tmp a private
+ *   tmpfs; /etc/resolv.conf and /etc/hosts the host's, read-only.
+ * - No cgroupsPath and no resources: rootless runc cannot use cgroup v1, and a
+ *   limit the user could not set outside is not theirs to set inside.
+ * - No rlimits: the caller's limits (ulimit, Slurm's) carry over unchanged.
+ */
+import { posix } from "node:path";
+import { ConfigError, ShoalError, UsageError } from "../errors.ts";
+import type { SiteConfig } from "../config/schema.ts";
+import type { ImageMetadata } from "../image/store/metadata.ts";
+import type { SubidRange } from "../sys/subid.ts";
+import { containerIdOf, idMap, type IdMapping, nestMappings } from "./idmap.ts";
+import {
+  type BindMount,
+  checkAllowedDestination,
+  type MountRequest,
+  resolveMounts,
+  withLockedFlags,
+} from "./mounts.ts";
+import { type EnvOption, mergeEnvironment } from "./env.ts";
+import { containerGroup, containerPasswd, containerShell, type PasswdEntry } from "./passwd.ts";
+import { type DeviceMount, type DeviceRequest, resolveDevice } from "./devices.ts";
+import { OCI_VERSION, type OciMount, type OciSpec, specProblems } from "./oci.ts";
+
+/** What `shoal run` was asked to do, parsed. */
+export interface RunRequest {
+  /** The command after the image name; empty to use the image's. */
+  command: string[];
+  /** `--entrypoint`: replaces the image's; "" clears it. */
+  entrypoint?: string;
+  /** `--mount` and `-v`, in command-line order. */
+  mounts: MountRequest[];
+  /** `-e`, in command-line order. */
+  env: EnvOption[];
+  /** `-w`: must be absolute. */
+  workdir?: string;
+  tty: boolean;
+  /** `-i`: the driver passes stdin; nothing in the spec depends on it. */
+  stdin: boolean;
+  init: boolean;
+  pid: "host" | "private";
+  /** `--name`: the driver's container name; not part of the spec. */
+  name?: string;
+  annotations: Record<string, string>;
+  devices: DeviceRequest[];
+  /** `--root` / `--fakeroot`. */
+  root: boolean;
+  /** `--writable-tmpfs-size` in bytes: the driver's overlay size; not part of the spec. */
+  writableTmpfsSize?: number;
+}
+
+/** What the image store's metadata says about the image. */
+export type ImageInfo = Pick<
+  ImageMetadata,
+  "env" | "entrypoint" | "cmd" | "workdir" | "user" | "passwd" | "group"
+>;
+
+/** The calling user, as the host knows them. */
+export interface UserInfo {
+  name: string;
+  uid: number;
+  gid: number;
+  /** The primary group's name; undefined when the host has none. */
+  groupName?: string;
+  gecos: string;
+  home: string;
+  shell: string;
+  /** Supplementary groups of the calling process (host gids). */
+  groups: { gid: number; name?: string }[];
+  /** The user's ranges in /etc/subuid and /etc/subgid, in file order. */
+  subuid: SubidRange[];
+  subgid: SubidRange[];
+  /** The calling process's environment. */
+  env: Record<string, string>;
+  umask: number;
+}
+
+/** Facts about the host the container shares. */
+export interface HostInfo {
+  hostname: string;
+  /** Whether the host has /dev/mqueue to share. */
+  mqueue: boolean;
+  /**
+   * Whether runc runs as root of an outer user namespace that has the `--root`
+   * mapping (idMap(uid, subuid, true)); the spec's mappings are then written
+   * in that namespace's ids (see nestMappings). Needed for keep-id: runc 1.1
+   * run directly by the user fails to chown its exec fifo to container root.
+   */
+  nested: boolean;
+}
+
+export interface BundleSpec {
+  spec: OciSpec;
+  /**
+   * Contents for the container's /etc/passwd and /etc/group, to be written into
+   * the writable rootfs rather than bind-mounted: useradd and package scripts
+   * replace these files by rename(2), which fails on a mount point.
+   */
+  passwd: string;
+  group: string;
+  /** Things the user should be told (one line each). */
+  warnings: string[];
+}
+
+/** What `--root` grants inside the user namespace: Docker's default set. */
+export const ROOT_CAPABILITIES = [
+  "CAP_CHOWN",
+  "CAP_DAC_OVERRIDE",
+  "CAP_FOWNER",
+  "CAP_SETUID",
+  "CAP_SETGID",
+  "CAP_KILL",
+  "CAP_NET_BIND_SERVICE",
+  "CAP_AUDIT_WRITE",
+  "CAP_SYS_CHROOT",
+  "CAP_FSETID",
+  "CAP_MKNOD",
+  "CAP_SETFCAP",
+  "CAP_SETPCAP",
+];
+
+/** Where `--init` puts the init binary: on /dev's tmpfs, so the image is not touched. */
+export const INIT_PATH = "/dev/init";
+export const DEFAULT_INIT = "/usr/bin/catatonit";
+
+/** runc's default masked and read-only paths (`runc spec`). */
+export const MASKED_PATHS = [
+  "/proc/acpi",
+  "/proc/asound",
+  "/proc/kcore",
+  "/proc/keys",
+  "/proc/latency_stats",
+  "/proc/timer_list",
+  "/proc/timer_stats",
+  "/proc/sched_debug",
+  "/sys/firmware",
+  "/proc/scsi",
+];
+export const READONLY_PATHS = [
+  "/proc/bus",
+  "/proc/fs",
+  "/proc/irq",
+  "/proc/sys",
+  "/proc/sysrq-trigger",
+];
+
+/** Parses `--annotation KEY=VALUE`. */
+export function parseAnnotationOption(spec: string): [string, string] {
+  const eq = spec.indexOf("=");
+  if (eq <= 0) throw new UsageError(`--annotation ${spec}: expected KEY=VALUE`);
+  return [spec.slice(0, eq), spec.slice(eq + 1)];
+}
+
+/**
+ * The container's command, by Docker's rules: an `--entrypoint` replaces the
+ * image's ENTRYPOINT and drops its CMD ("" clears the entrypoint); a command
+ * given replaces CMD.
+ */
+export function containerArgs(request: RunRequest, image: ImageInfo): string[] {
+  const overridden = request.entrypoint !== undefined;
+  const entrypoint = overridden
+    ? (request.entrypoint === "" ? [] : [request.entrypoint!])
+    : image.entrypoint;
+  const cmd = request.command.length > 0 ? request.command : overridden ? [] : image.cmd;
+  const args = [...entrypoint, ...cmd];
+  if (args.length === 0) {
+    throw new UsageError(
+      "no command to run: the image has no ENTRYPOINT or CMD (give one after the image name)",
+    );
+  }
+  return args;
+}
+
+/** The working directory: `-w` (absolute), else the image's, else /. */
+export function containerCwd(request: RunRequest, image: ImageInfo): string {
+  if (request.workdir !== undefined) {
+    if (!request.workdir.startsWith("/")) {
+      throw new UsageError(`--workdir ${request.workdir}: must be an absolute path`);
+    }
+    return posix.normalize(request.workdir);
+  }
+  return image.workdir === "" ? "/" : posix.resolve("/", image.workdir);
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+/** The runc rootless defaults, adapted to a shared pid/IPC namespace (see the header). */
+function baseMounts(request: RunRequest, host: HostInfo): OciMount[] {
+  const mounts: OciMount[] = [
+    request.pid === "private"
+      ? {
+        destination: "/proc",
+        type: "proc",
+        source: "proc",
+        options: ["nosuid", "noexec", "nodev"],
+      }
+      : {
+        destination: "/proc",
+        type: "bind",
+        source: "/proc",
+        options: ["rbind", "nosuid", "noexec", "nodev"],
+      },
+    {
+      destination: "/dev",
+      type: "tmpfs",
+      source: "tmpfs",
+      options: ["nosuid", "strictatime", "mode=755", "size=65536k"],
+    },
+    {
+      destination: "/dev/pts",
+      type: "devpts",
+      source: "devpts",
+      options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+    },
+    {
+      destination: "/dev/shm",
+      type: "bind",
+      source: "/dev/shm",
+      options: ["rbind", "nosuid", "nodev", "noexec"],
+    },
+  ];
+  if (host.mqueue) {
+    mounts.push({
+      destination: "/dev/mqueue",
+      type: "bind",
+      source: "/dev/mqueue",
+      options: ["bind", "nosuid", "nodev", "noexec"],
+    });
+  }
+  mounts.push(
+    {
+      destination: "/sys",
+      type: "bind",
+      source: "/sys",
+      options: ["rbind", "nosuid", "noexec", "nodev", "ro"],
+    },
+    {
+      destination: "/tmp",
+      type: "tmpfs",
+      source: "tmpfs",
+      options: ["nosuid", "nodev", "mode=1777"],
+    },
+  );
+  for (const file of ["/etc/resolv.conf", "/etc/hosts"]) {
+    mounts.push({
+      destination: file,
+      type: "bind",
+      source: file,
+      options: ["bind", "ro", "nosuid", "nodev", "noexec"],
+    });
+  }
+  return mounts;
+}
+
+function bindMount(m: BindMount): OciMount {
+  const options = ["rbind", "nosuid", "nodev"];
+  if (m.readonly) options.push("ro");
+  return { destination: m.destination, type: "bind", source: m.source, options };
+}
+
+/** Devices are bind-mounted (see devices.ts); exec and dev must stay allowed on them. */
+function deviceMount(d: DeviceMount): OciMount {
+  return {
+    destination: d.destination,
+    type: "bind",
+    source: d.source,
+    options: ["bind", "nosuid", "noexec"],
+  };
+}
+
+/** Site mounts that exist; missing optional ones are reported, missing others refused. */
+function siteMounts(config: SiteConfig, warnings: string[]): BindMount[] {
+  const out: BindMount[] = [];
+  for (const m of config.mounts) {
+    if (!exists(m.source)) {
+      if (m.optional) {
+        warnings.push(`site mount ${m.source} skipped: it does not exist on this node`);
+        continue;
+      }
+      throw new ConfigError(`site mount source ${m.source} does not exist`, {
+        hint: "ask your admin, or mark it optional in the site config",
+      });
+    }
+    out.push({
+      source: m.source,
+      destination: posix.normalize(m.destination),
+      readonly: m.readonly,
+    });
+  }
+  return out;
+}
+
+function devices(request: RunRequest, config: SiteConfig, warnings: string[]): DeviceMount[] {
+  const out: DeviceMount[] = [];
+  for (const d of config.devices) {
+    const req: DeviceRequest = {
+      hostPath: d.path,
+      containerPath: d.containerPath ?? d.path,
+      access: d.access,
+      option: `site device ${d.path}`,
+    };
+    const mount = resolveDevice(req, true);
+    if (mount === null) warnings.push(`site device ${d.path} skipped: not present on this node`);
+    else out.push(mount);
+  }
+  for (const req of request.devices) {
+    checkAllowedDestination(req.option, req.containerPath, config.forbiddenMountDestinations);
+    out.push(resolveDevice(req)!);
+  }
+  return out;
+}
+
+async function seccompProfile(path: string): Promise<Record<string, unknown>> {
+  let profile: unknown;
+  try {
+    profile = JSON.parse(await Deno.readTextFile(path));
+  } catch (err) {
+    throw new ConfigError(`seccomp profile ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  if (
+    typeof profile !== "object" || profile === null ||
+    typeof (profile as { defaultAction?: unknown }).defaultAction !== "string"
+  ) {
+    throw new ConfigError(
+      `seccomp profile ${path}: not an OCI linux.seccomp object (needs "defaultAction")`,
+    );
+  }
+  return profile as Record<string, unknown>;
+}
+
+function initMount(config: SiteConfig): OciMount {
+  const source = config.runtime.init ?? DEFAULT_INIT;
+  if (!exists(source)) {
+    throw new ConfigError(`--init: the init program ${source} does not exist`, {
+      hint: "install catatonit or set runtime.init in the site config",
+    });
+  }
+  return {
+    destination: INIT_PATH,
+    type: "bind",
+    source,
+    options: ["bind", "ro", "nosuid", "nodev"],
+  };
+}
+
+const NO_SUBIDS =
+  "only your own id is mapped into the container, so package managers and other tools that change file owners may fail (ask your admin for a range)";
+
+/** Builds the bundle's config.json and identity files for one run. */
+export async function buildBundleSpec(
+  request: RunRequest,
+  image: ImageInfo,
+  config: SiteConfig,
+  user: UserInfo,
+  host: HostInfo,
+): Promise<BundleSpec> {
+  const warnings: string[] = [];
+  const uids = idMap(user.uid, user.subuid, request.root);
+  const gids = idMap(user.gid, user.subgid, request.root);
+  if (!uids.subordinate) warnings.push(`no /etc/subuid range for ${user.name}: ${NO_SUBIDS}`);
+  if (!gids.subordinate) warnings.push(`no /etc/subgid range for ${user.name}: ${NO_SUBIDS}`);
+
+  const groupName = user.groupName ?? `group${user.gid}`;
+  const self: PasswdEntry = request.root
+    ? { name: "root", uid: 0, gid: 0, gecos: "root", home: "/root", shell: "/bin/sh" }
+    : {
+      name: user.name,
+      uid: user.uid,
+      gid: user.gid,
+      gecos: user.gecos,
+      home: user.home,
+      shell: containerShell(image.passwd, user.shell),
+    };
+  const visible = user.groups
+    .filter((g) => g.gid !== user.gid)
+    .flatMap((g) => {
+      const gid = containerIdOf(gids.mappings, g.gid);
+      return gid === undefined ? [] : [{ gid, name: g.name }];
+    });
+  const passwd = containerPasswd(image.passwd, self, request.root);
+  const group = containerGroup(
+    image.group,
+    { name: groupName, gid: user.gid, members: [] },
+    self.name,
+    visible,
+    request.root,
+  );
+
+  const env = mergeEnvironment({
+    host: user.env,
+    identity: { HOME: self.home, USER: self.name, LOGNAME: self.name },
+    image: image.env,
+    site: config.environment,
+    options: request.env,
+  });
+  let args = containerArgs(request, image);
+  const cwd = containerCwd(request, image);
+
+  const site = siteMounts(config, warnings);
+  const taken = new Map(site.map((m) => [m.destination, `site mount ${m.source}`]));
+  const userMounts = await resolveMounts(request.mounts, config.forbiddenMountDestinations, taken);
+  const mounts = [
+    ...baseMounts(request, host),
+    ...site.map(bindMount),
+    ...userMounts.map(bindMount),
+    ...devices(request, config, warnings).map(deviceMount),
+  ];
+  if (request.init) {
+    mounts.push(initMount(config));
+    args = [INIT_PATH, "--", ...args];
+  }
+  for (const m of mounts) {
+    if (m.type === "bind") m.options = withLockedFlags(m.options ?? [], m.source);
+  }
+
+  const inRuntime = (own: number, ranges: SubidRange[], maps: IdMapping[]) =>
+    host.nested ? nestMappings(maps, idMap(own, ranges, true).mappings) : maps;
+  const caps = request.root ? ROOT_CAPABILITIES : [];
+  const spec: OciSpec = {
+    ociVersion: OCI_VERSION,
+    process: {
+      terminal: request.tty,
+      user: { uid: self.uid, gid: self.gid, umask: user.umask },
+      args,
+      env,
+      cwd,
+      capabilities: {
+        bounding: [...caps],
+        effective: [...caps],
+        permitted: [...caps],
+        inheritable: [],
+        ambient: [],
+      },
+      noNewPrivileges: true,
+    },
+    root: { path: "rootfs", readonly: false },
+    hostname: host.hostname,
+    mounts,
+    linux: {
+      uidMappings: inRuntime(user.uid, user.subuid, uids.mappings),
+      gidMappings: inRuntime(user.gid, user.subgid, gids.mappings),
+      namespaces: [
+        ...(request.pid === "private" ? [{ type: "pid" as const }] : []),
+        { type: "uts" },
+        { type: "mount" },
+        { type: "user" },
+      ],
+      maskedPaths: [...MASKED_PATHS],
+      readonlyPaths: [...READONLY_PATHS],
+    },
+  };
+  if (Object.keys(request.annotations).length > 0) spec.annotations = { ...request.annotations };
+  if (config.seccompProfile !== undefined) {
+    spec.linux.seccomp = await seccompProfile(config.seccompProfile);
+  }
+  const problems = specProblems(spec);
+  if (problems.length > 0) {
+    throw new ShoalError(`generated an invalid OCI runtime config: ${problems.join("; ")}`);
+  }
+  return { spec, passwd, group, warnings };
+}
