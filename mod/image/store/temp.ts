@@ -3,9 +3,11 @@
  * finished squashfs reaches its place by a rename on the same filesystem.
  * Each `tmp/<name>/` has a lock file `tmp/<name>.lock`, created and locked
  * before the directory exists and held while the pull runs. A later writer
- * removes a directory whose lock is free (its pull died) and that has not
- * changed for a while; the delay covers the instant between creating the lock
- * file and locking it, and filesystems whose locks other nodes cannot see.
+ * removes a directory whose lock is free (its pull died). A directory made
+ * on this host goes at once: it exists only once its lock was taken, and this
+ * host sees its own locks. One made on another host must also have been left
+ * unchanged for a while, since some cluster filesystems (Lustre with
+ * localflock) do not show one node's locks to the others.
  */
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -29,6 +31,7 @@ export async function createTempDir(tmpRoot: string, modes: Modes): Promise<Temp
   const lock = await Deno.open(lockPath, { write: true, createNew: true, mode: modes.file });
   try {
     await lock.lock(true); // a fresh file nobody else has reason to lock: no wait
+    await lock.write(new TextEncoder().encode(`${Deno.hostname()}\n`));
     await Deno.mkdir(path, { mode: modes.dir });
     await Deno.chmod(path, modes.dir);
   } catch (err) {
@@ -69,6 +72,15 @@ async function isStale(path: string, now: number): Promise<boolean> {
   }
 }
 
+async function madeHere(lockPath: string): Promise<boolean> {
+  const text = await Deno.readTextFile(lockPath).catch(() => "");
+  return text.trim() === Deno.hostname();
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.lstat(path).then(() => true, () => false);
+}
+
 /** Removes the work of dead pulls; returns the names removed. */
 export async function removeStaleTempDirs(tmpRoot: string, now = Date.now()): Promise<string[]> {
   const names: string[] = [];
@@ -90,7 +102,8 @@ export async function removeStaleTempDirs(tmpRoot: string, now = Date.now()): Pr
     }
     const lockPath = join(tmpRoot, name);
     const dir = lockPath.slice(0, -LOCK_SUFFIX.length);
-    if (!(await isStale(lockPath, now)) || !(await isStale(dir, now))) continue;
+    const local = await madeHere(lockPath) && await exists(dir);
+    if (!local && (!(await isStale(lockPath, now)) || !(await isStale(dir, now)))) continue;
     const lock = await tryAcquireLock(lockPath, "exclusive").catch(() => undefined);
     if (lock === undefined) continue; // its pull is alive (or the file just went away)
     try {

@@ -1,0 +1,125 @@
+/**
+ * shoal pull under the conditions of a cluster: concurrent pulls, pulls
+ * killed midway, a real distribution image, progress on a terminal.
+ */
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
+import { startRegistry } from "./support/registry.ts";
+import { busyboxImage, pushImage } from "./support/oci.ts";
+import { debianImage } from "./support/debian.ts";
+import { cat, listImage } from "./support/squashfs.ts";
+import { runCommand, shoalScript } from "./support/shoal.ts";
+
+interface Listed {
+  reference: string;
+  squashfsPath: string;
+  passwd: string;
+}
+
+async function withDataHome(fn: (env: Record<string, string>, dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-pull-robust-" });
+  try {
+    await fn({ XDG_DATA_HOME: dir }, dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function images(env: Record<string, string>): Promise<Listed[]> {
+  const r = await runCommand(shoalScript, ["images", "--format", "json"], { env });
+  assertEquals(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+Deno.test("four pulls of the same image at once: one does the work, all succeed, one image", async () => {
+  await using reg = await startRegistry("plain");
+  await pushImage(reg, "c/bb", "latest", busyboxImage());
+  await withDataHome(async (env) => {
+    const ref = `${reg.host}/c/bb`;
+    const results = await Promise.all(
+      [0, 1, 2, 3].map(() => runCommand(shoalScript, ["pull", "--tls-verify=false", ref], { env })),
+    );
+    for (const r of results) assertEquals(r.code, 0, r.stderr);
+    const pulled = results.filter((r) => r.stdout.startsWith("Pulled "));
+    const upToDate = results.filter((r) => r.stdout.includes("is up to date"));
+    assertEquals(pulled.length + upToDate.length, 4);
+    assert(pulled.length >= 1);
+    assertEquals((await images(env)).length, 1);
+  });
+});
+
+Deno.test("a pull killed with SIGKILL at any moment never leaves a listed broken image; the next pull works", async () => {
+  await using reg = await startRegistry("plain");
+  await pushImage(reg, "k/debian", "bookworm", await debianImage());
+  await withDataHome(async (env, dir) => {
+    const ref = `${reg.host}/k/debian:bookworm`;
+    for (const delayMs of [150, 400, 700, 1000]) {
+      const child = new Deno.Command(shoalScript, {
+        args: ["pull", "-q", "--tls-verify=false", ref],
+        env,
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      await new Promise((r) => setTimeout(r, delayMs));
+      try {
+        child.kill("SIGKILL");
+      } catch { /* it finished first */ }
+      await child.status;
+      for (const img of await images(env)) {
+        // Whatever is listed is whole: its squashfs opens and holds the image.
+        assertStringIncludes(await cat(img.squashfsPath, "etc/debian_version"), "12.");
+      }
+    }
+    const r = await runCommand(shoalScript, ["pull", "--tls-verify=false", ref], { env });
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals((await images(env)).length, 1);
+    // Leftovers of the killed pulls are gone once a writer has run.
+    const tmp = [];
+    for await (const e of Deno.readDir(`${dir}/shoal/tmp`)) tmp.push(e.name);
+    assertEquals(tmp.filter((n) => !n.endsWith(".lock")), []);
+  });
+});
+
+Deno.test("the Debian image: apt-get, root-owned system files, _apt in the image's passwd", async () => {
+  await using reg = await startRegistry("plain");
+  await pushImage(reg, "library/debian", "bookworm", await debianImage());
+  await withDataHome(async (env) => {
+    const r = await runCommand(
+      shoalScript,
+      ["pull", "--tls-verify=false", `${reg.host}/library/debian:bookworm`],
+      { env },
+    );
+    assertEquals(r.code, 0, r.stderr);
+    const [img] = await images(env);
+    assertStringIncludes(img!.passwd, "_apt:x:42:");
+    const listed = await listImage(img!.squashfsPath);
+    const aptGet = listed.get("usr/bin/apt-get");
+    assertEquals([aptGet?.uid, aptGet?.gid, aptGet?.mode], [0, 0, "-rwxr-xr-x"]);
+    assertEquals(listed.get("var/cache/apt/archives/partial")?.uid, 42);
+    assertEquals(listed.get("bin")?.link, "usr/bin");
+  });
+});
+
+Deno.test("on a terminal, pull draws progress bars; without one, one line per step", async () => {
+  await using reg = await startRegistry("plain");
+  await pushImage(reg, "p/bb", "latest", busyboxImage());
+  await withDataHome(async (env) => {
+    const ref = `${reg.host}/p/bb`;
+    // script(1) gives shoal a pseudo-terminal, as an interactive shell would.
+    const tty = await runCommand("script", [
+      "-qec",
+      `${shoalScript} pull --tls-verify=false ${ref}`,
+      "/dev/null",
+    ], { env });
+    assertEquals(tty.code, 0, tty.stdout);
+    assertMatch(tty.stdout, /\[=+\]\s+1\.\d+ MB \/ 1\.\d+ MB/);
+    assertStringIncludes(tty.stdout, "\x1b[2K");
+    assertMatch(tty.stdout, /total\s+\[=+\]/);
+
+    await runCommand(shoalScript, ["rmi", ref], { env });
+    const plain = await runCommand(shoalScript, ["pull", "--tls-verify=false", ref], { env });
+    assertEquals(plain.code, 0, plain.stderr);
+    assert(!plain.stderr.includes("\x1b"), "no escape sequences when not a terminal");
+    assertMatch(plain.stderr, /^Pulling .* \(linux\/amd64, 1 layers, 1\.\d+ MB\)\n/);
+    assertMatch(plain.stderr, /\n {2}layer [0-9a-f]{12}: (already present|downloaded)/);
+  });
+});
