@@ -19,11 +19,9 @@ async function site(config: Record<string, unknown>): Promise<string> {
 }
 
 /** A fresh local repository for the user, so tests do not see each other's images. */
-async function freshUser(): Promise<{ user: TestUser; repo: string; env: Record<string, string> }> {
+async function freshUser(): Promise<{ user: TestUser; env: Record<string, string> }> {
   const user = await testUser();
-  const repo = `${user.home}/.local/share/shoal-pull-test`;
-  await Deno.remove(repo, { recursive: true }).catch(() => {});
-  return { user, repo, env: { XDG_DATA_HOME: `${user.home}/.local/share/shoal-pull-data` } };
+  return { user, env: { XDG_DATA_HOME: `${user.home}/shoal-pull-data` } };
 }
 
 function oneLine(r: Result, pattern: RegExp) {
@@ -59,7 +57,7 @@ async function images(
 }
 
 async function cleanData(user: TestUser) {
-  await Deno.remove(`${user.home}/.local/share/shoal-pull-data`, { recursive: true })
+  await Deno.remove(`${user.home}/shoal-pull-data`, { recursive: true })
     .catch(() => {});
 }
 
@@ -284,7 +282,7 @@ Deno.test("hostile layer: the pull fails with one line and leaves nothing listed
   assertEquals(r.code, 1);
   assertMatch(r.stderr.trimEnd().split("\n").at(-1)!, /^shoal: error: .*escape.*/);
   assertEquals(await images(bin, user, env), []);
-  const tmp = `${user.home}/.local/share/shoal-pull-data/shoal/tmp`;
+  const tmp = `${user.home}/shoal-pull-data/shoal/tmp`;
   const left: string[] = [];
   try {
     for await (const e of Deno.readDir(tmp)) if (!e.name.endsWith(".lock")) left.push(e.name);

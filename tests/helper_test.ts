@@ -1,0 +1,635 @@
+/**
+ * The setuid helper shoal-mount, installed by install.sh and run directly by
+ * the unprivileged test user, as shoal's runtime will run it: real images,
+ * real runc, real loop devices. Every refusal is checked for its one-line
+ * message and for leaving nothing behind (no mount in the host's table, no
+ * loop device, no file changed).
+ */
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
+import {
+  assertNothingLeft,
+  expectedMapping,
+  helper,
+  type HelperSite,
+  helperSite,
+  hostMountsOf,
+  makeBundle,
+  renderMapping,
+  RUNC,
+  snapshot,
+  squashfsImage,
+  writeConfig,
+} from "./support/helper.ts";
+import { installedShoal } from "./support/install.ts";
+import { busyboxEntries } from "./support/oci.ts";
+import { runCommand } from "./support/shoal.ts";
+import type { TarEntry } from "./support/tar.ts";
+import { runAs, TEST_USER_NOSUB, type TestUser, testUser } from "./support/users.ts";
+
+interface Fixture {
+  site: HelperSite;
+  user: TestUser;
+  nosub: TestUser;
+  /** The site config the tests start from (and return to). */
+  config: Record<string, unknown>;
+  /** The test user's local repository and run dir. */
+  local: string;
+  run: string;
+  images: Record<string, string>;
+}
+
+let fixture: Promise<Fixture> | undefined;
+const fx = () => (fixture ??= setUp());
+
+function imageEntries(marker: string): TarEntry[] {
+  return [
+    ...busyboxEntries(),
+    { type: "file", path: "etc/marker", content: `${marker}\n` },
+    { type: "file", path: "etc/owned-by-1000", uid: 1000, gid: 1000 },
+  ];
+}
+
+async function asUser(user: TestUser, cmd: string, ...args: string[]): Promise<void> {
+  const r = await runAs(user, cmd, args);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")} as ${user.name}: ${r.stderr}`);
+}
+
+async function setUp(): Promise<Fixture> {
+  const user = await testUser();
+  const nosub = await testUser(TEST_USER_NOSUB);
+  const site = await helperSite({});
+  // Not under the user's home: other test files check that it stays untouched.
+  const local = `${site.dir}/local/${user.name}`;
+  globalThis.addEventListener("unload", () => Deno.removeSync(site.dir, { recursive: true }));
+  await Deno.mkdir(`${site.dir}/local`, { mode: 0o755 });
+  await Deno.chmod(`${site.dir}/local`, 0o755);
+  await Deno.mkdir(`${site.dir}/run`, { mode: 0o755 });
+  await Deno.chmod(`${site.dir}/run`, 0o755);
+  for (const u of [user, nosub]) {
+    await Deno.mkdir(`${site.dir}/run/${u.name}`, { mode: 0o700 });
+    await Deno.chown(`${site.dir}/run/${u.name}`, u.uid, u.gid);
+  }
+  await Deno.mkdir(local, { mode: 0o755 });
+  await Deno.chown(local, user.uid, user.gid);
+  const config = {
+    securityChecks: true,
+    repositories: { local: `${site.dir}/local/$USER`, centralized: site.central },
+    runDir: `${site.dir}/run/$USER`,
+    helper: { kernelMountUserImages: false },
+  };
+  await writeConfig(site, config);
+
+  const images: Record<string, string> = {
+    good: `${site.central}/good.sqfs`,
+    localRoot: `${local}/root.sqfs`,
+    mine: `${local}/mine.sqfs`,
+    other: `${site.central}/other.sqfs`,
+    bad: `${site.outside}/bad.sqfs`,
+    writable: `${site.central}/writable.sqfs`,
+    text: `${site.central}/text.sqfs`,
+    garbage: `${site.central}/garbage.sqfs`,
+  };
+  await squashfsImage(images.good!, imageEntries("central"));
+  await squashfsImage(images.localRoot!, imageEntries("local-root"));
+  await squashfsImage(images.mine!, imageEntries("mine"), user);
+  await squashfsImage(images.other!, imageEntries("other"), nosub);
+  await squashfsImage(images.bad!, imageEntries("bad"));
+  await squashfsImage(images.writable!, imageEntries("writable"));
+  await Deno.chmod(images.writable!, 0o666);
+  await Deno.writeTextFile(images.text!, "not an image\n");
+  // Squashfs magic and version, then noise: only the kernel can tell.
+  const garbage = crypto.getRandomValues(new Uint8Array(65536));
+  garbage.set([0x68, 0x73, 0x71, 0x73], 0);
+  new DataView(garbage.buffer).setUint16(28, 4, true);
+  new DataView(garbage.buffer).setUint16(30, 0, true);
+  new DataView(garbage.buffer).setBigUint64(40, 65536n, true);
+  await Deno.writeFile(images.garbage!, garbage);
+  await Deno.symlink(images.good!, `${local}/link.sqfs`);
+  await Deno.symlink("/etc/shadow", `${local}/shadow.sqfs`);
+  await Deno.symlink(site.outside, `${local}/outdir`);
+  await Deno.symlink(site.central, `${local}/centraldir`);
+  return { site, user, nosub, config, local, run: `${site.dir}/run/${user.name}`, images };
+}
+
+let bundles = 0;
+
+/** A new bundle of `user` in their run dir. */
+async function bundle(
+  f: Fixture,
+  opts: { args: string[]; root: boolean; userns?: boolean },
+  user = f.user,
+): Promise<string> {
+  const dir = `${f.site.dir}/run/${user.name}/b${++bundles}`;
+  await makeBundle(user, dir, opts);
+  return dir;
+}
+
+/** `shoal-mount run` of IMAGE on BUNDLE, then `runc run` (or RUNC_ARGS). */
+function runHelper(
+  f: Fixture,
+  image: string,
+  dir: string,
+  opts: { root?: boolean; userns?: boolean; size?: string; user?: TestUser; runc?: string[] } = {},
+  env: Record<string, string> = {},
+) {
+  const user = opts.user ?? f.user;
+  const flags = [
+    ...(opts.root ? ["--root"] : []),
+    ...(opts.userns ? ["--userns"] : []),
+    ...(opts.size ? ["--tmpfs-size", opts.size] : []),
+  ];
+  const runcArgs = opts.runc ??
+    ["--root", `${f.site.dir}/run/${user.name}/state`, "run", "--bundle", dir, `c${++bundles}`];
+  return helper(
+    f.site,
+    user,
+    ["run", "--image", image, "--bundle", dir, ...flags, "--", ...runcArgs],
+    env,
+  );
+}
+
+function assertRefused(r: { code: number; stdout: string; stderr: string }, re: RegExp, code = 1) {
+  assertEquals(r.code, code, `exit status (stderr: ${r.stderr})`);
+  assertEquals(r.stdout, "");
+  const lines = r.stderr.trimEnd().split("\n");
+  assertEquals(lines.length, 1, `one line: ${r.stderr}`);
+  assertMatch(lines[0]!, /^shoal-mount: error: .+ \(.+\)$/);
+  assertMatch(lines[0]!, re);
+}
+
+const SHOW = "id -u; stat -c %u /bin/busybox; stat -c %u:%g /etc/owned-by-1000; cat /etc/marker";
+
+Deno.test("install.sh installs shoal-mount root-owned and setuid; check reports the site", async () => {
+  const f = await fx();
+  const installed = await installedShoal();
+  const st = await Deno.stat(`${installed.prefix}/libexec/shoal/shoal-mount`);
+  assertEquals([st.uid, (st.mode ?? 0) & 0o7777], [0, 0o4755]);
+
+  const version = await helper(f.site, f.user, ["--version"]);
+  assertEquals([version.code, version.stdout], [0, "shoal-mount 0.1.0\n"]);
+
+  const check = await helper(f.site, f.user, ["check"]);
+  assertEquals(check.code, 0, check.stderr);
+  const { user } = f;
+  for (
+    const line of [
+      `config: ${f.site.configFile}`,
+      `runc: ${RUNC}`,
+      `local repository: ${f.local}`,
+      `centralized repository: ${f.site.central}`,
+      `run dir: ${f.run}`,
+      "user images: refused",
+      `uid map --root: ${renderMapping(expectedMapping(user.uid, user.subuid, true))}`,
+      `uid map: ${renderMapping(expectedMapping(user.uid, user.subuid, false))}`,
+      `gid map: ${renderMapping(expectedMapping(user.gid, user.subuid, false))}`,
+    ]
+  ) assertStringIncludes(check.stdout, `${line}\n`);
+  // Keep-id puts the caller's own uid between two parts of the range.
+  assertStringIncludes(
+    check.stdout,
+    `uid map: 0 ${user.subuid.start} ${user.uid}, ${user.uid} ${user.uid} 1,`,
+  );
+
+  const nosub = await helper(f.site, f.nosub, ["check"]);
+  assertStringIncludes(nosub.stdout, `uid map --root: 0 ${f.nosub.uid} 1\n`);
+  assertStringIncludes(nosub.stdout, `uid map: ${f.nosub.uid} ${f.nosub.uid} 1\n`);
+
+  // $HOME comes from the user database, like $USER above.
+  await writeConfig(f.site, { repositories: { local: "${HOME}/images" } });
+  const expanded = await helper(f.site, f.user, ["check"], { HOME: "/tmp" });
+  assertStringIncludes(expanded.stdout, `local repository: ${user.home}/images\n`);
+  // The defaults: shoal's own, with the run dir rule the runtime must follow.
+  await writeConfig(f.site, {});
+  try {
+    const defaults = await helper(f.site, f.user, ["check"]);
+    let runDir = `/tmp/shoal-${user.uid}`;
+    try {
+      const r = await Deno.lstat(`/run/user/${user.uid}`);
+      if (r.isDirectory && r.uid === user.uid) runDir = `/run/user/${user.uid}/shoal`;
+    } catch { /* no /run/user/UID: /tmp */ }
+    assertStringIncludes(defaults.stdout, `local repository: ${user.home}/.local/share/shoal\n`);
+    assertStringIncludes(defaults.stdout, "centralized repository: none\n");
+    assertStringIncludes(defaults.stdout, `run dir: ${runDir}\n`);
+  } finally {
+    await writeConfig(f.site, f.config);
+  }
+});
+
+Deno.test("--root: uid 0 inside, image files keep their owners, nothing left on the host", async () => {
+  const f = await fx();
+  const dir = await bundle(f, {
+    args: ["sh", "-c", `${SHOW}; cat /proc/self/uid_map`],
+    root: true,
+  });
+  const r = await runHelper(f, f.images.good!, dir, { root: true });
+  assertEquals(r.code, 0, r.stderr);
+  const [uid, busybox, owned, marker, ...map] = r.stdout.trim().split("\n");
+  assertEquals([uid, busybox, owned, marker], ["0", "0", "1000:1000", "central"]);
+  assertEquals(
+    map.map((l) => l.trim().split(/\s+/).join(" ")).join(", "),
+    renderMapping(expectedMapping(f.user.uid, f.user.subuid, true)),
+  );
+  await assertNothingLeft(f.images.good!, [dir]);
+});
+
+Deno.test("without --root the user keeps their uid; image files keep their owners", async () => {
+  const f = await fx();
+  // runc joins the helper's user namespace (runc 1.1 cannot give its exec fifo
+  // and stdio pipes to a container root other than the caller otherwise).
+  const joined = await bundle(f, { args: ["sh", "-c", SHOW], root: false, userns: true });
+  const r = await runHelper(f, f.images.good!, joined, { userns: true });
+  assertEquals([r.code, r.stdout], [0, `${f.user.uid}\n0\n1000:1000\ncentral\n`], r.stderr);
+  await assertNothingLeft(f.images.good!, [joined]);
+});
+
+Deno.test("--root without a subordinate range maps root to the caller alone", async () => {
+  const f = await fx();
+  const dir = await bundle(
+    f,
+    { args: ["sh", "-c", `${SHOW}; cat /proc/self/uid_map`], root: true },
+    f.nosub,
+  );
+  const r = await runHelper(f, f.images.good!, dir, { root: true, user: f.nosub });
+  assertEquals(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n");
+  // Only root's files have an owner inside; uid 1000 is not mapped.
+  assertEquals(lines.slice(0, 4), ["0", "0", "65534:65534", "central"]);
+  assertEquals(lines.slice(4).map((l) => l.trim().split(/\s+/).join(" ")), [`0 ${f.nosub.uid} 1`]);
+  await assertNothingLeft(f.images.good!, [dir]);
+});
+
+Deno.test("--userns: runc joins the helper's namespace and creates none (blocked userns)", async () => {
+  const f = await fx();
+  const traced = async (userns: boolean) => {
+    const dir = await bundle(f, { args: ["true"], root: true, userns });
+    const log = `${f.site.dir}/strace-${bundles}`;
+    const r = await runCommand("strace", [
+      ...[
+        "-f",
+        "-qq",
+        "-u",
+        f.user.name,
+        "-o",
+        log,
+        "-e",
+        "trace=unshare,clone,clone3,setns,execve",
+      ],
+      f.site.helper,
+      ...["run", "--image", f.images.good!, "--bundle", dir, "--root"],
+      ...(userns ? ["--userns"] : []),
+      ...["--", "--root", `${f.run}/state`, "run", "--bundle", dir, `c${++bundles}`],
+    ], { cwd: "/" });
+    assertEquals(r.code, 0, r.stderr);
+    await assertNothingLeft(f.images.good!, [dir]);
+    const lines = (await Deno.readTextFile(log)).split("\n");
+    const runc = lines.findIndex((l) => l.includes(`execve("${RUNC}"`));
+    assert(runc > 0, "runc was run");
+    const after = lines.slice(runc);
+    return {
+      before: lines.slice(0, runc).filter((l) => /unshare\(CLONE_NEWUSER\)\s+= 0/.test(l)).length,
+      created: after.filter((l) => /(clone3?|unshare)\(.*CLONE_NEWUSER/.test(l)).length,
+      joined: after.filter((l) => /setns\(\d+, CLONE_NEWUSER\)\s+= 0/.test(l)).length,
+      newuidmap: after.filter((l) => l.includes("newuidmap")).length,
+    };
+  };
+  // With --userns, nothing after the privilege drop creates a user namespace.
+  assertEquals(await traced(true), { before: 1, created: 0, joined: 1, newuidmap: 0 });
+  const plain = await traced(false);
+  assert(plain.created > 0 && plain.newuidmap > 0, "without --userns, runc makes its own");
+});
+
+Deno.test("refuses images it must not mount, leaving nothing behind", async () => {
+  const f = await fx();
+  const dir = await bundle(f, { args: ["true"], root: true });
+  const cases: [string, string, RegExp, number?][] = [
+    ["outside the repositories", f.images.bad!, /is outside the image repositories/],
+    ["symlink to an allowed image", `${f.local}/link.sqfs`, /"[^"]*link.sqfs" is a symlink/],
+    ["symlink to /etc/shadow", `${f.local}/shadow.sqfs`, /shadow.sqfs" is a symlink/],
+    [
+      "a file the user cannot read",
+      "/etc/shadow",
+      /cannot open "\/etc\/shadow": Permission denied/,
+    ],
+    ["through a symlinked dir to outside", `${f.local}/outdir/bad.sqfs`, /outside the image/],
+    ["not squashfs", f.images.text!, /is not a squashfs 4 image/],
+    ["squashfs magic, garbage", f.images.garbage!, /the kernel cannot mount the image/],
+    ["another user's image", f.images.other!, new RegExp(`belongs to uid ${f.nosub.uid}`)],
+    ["the user's own image", f.images.mine!, /is owned by you.*kernelMountUserImages/],
+    ["a group-writable root image", f.images.writable!, /is writable by group or others/],
+    ["a directory", f.site.central, /is not a regular file/],
+    ["missing", `${f.site.central}/none.sqfs`, /No such file or directory/],
+    ["a relative path", "good.sqfs", /--image must be an absolute path/, 2],
+  ];
+  const watched = [
+    ...Object.values(f.images),
+    "/etc/shadow",
+    `${dir}/config.json`,
+  ];
+  const before = await snapshot(watched);
+  for (const [what, image, re, code] of cases) {
+    const r = await runHelper(f, image, dir, { root: true });
+    assertRefused(r, re, code ?? 1);
+    if (image.startsWith("/")) await assertNothingLeft(image, [dir]);
+    assertEquals(await snapshot(watched), before, what);
+  }
+});
+
+Deno.test("mounts root's images of either repository, and the user's when the site allows", async () => {
+  const f = await fx();
+  const dir = await bundle(f, { args: ["cat", "/etc/marker"], root: true });
+  const ok = async (image: string, marker: string) => {
+    const r = await runHelper(f, image, dir, { root: true });
+    assertEquals([r.code, r.stdout], [0, `${marker}\n`], r.stderr);
+    await assertNothingLeft(image, [dir]);
+  };
+  await ok(f.images.localRoot!, "local-root");
+  // The file's real location counts: a symlinked directory into the centralized repository.
+  await ok(`${f.local}/centraldir/good.sqfs`, "central");
+  await writeConfig(f.site, { ...f.config, helper: { kernelMountUserImages: true } });
+  try {
+    await ok(f.images.mine!, "mine");
+    assertRefused(await runHelper(f, f.images.other!, dir, { root: true }), /belongs to uid/);
+  } finally {
+    await writeConfig(f.site, f.config);
+  }
+});
+
+Deno.test("refuses bundle dirs it must not mount on", async () => {
+  const f = await fx();
+  const { user, run } = f;
+  const good = f.images.good!;
+  const mk = async (path: string, mode = 0o700, owner = user.uid) => {
+    await Deno.mkdir(path, { mode });
+    await Deno.chmod(path, mode);
+    await Deno.chown(path, owner, owner === 0 ? 0 : user.gid);
+  };
+  await mk(`${run}/rootowned`, 0o700, 0);
+  await mk(`${run}/g750`, 0o750);
+  await mk(`${run}/o755`, 0o755);
+  await mk(`${run}/real`);
+  await Deno.symlink(`${run}/real`, `${run}/link`);
+  await mk(`${run}/subreal`);
+  await mk(`${run}/subreal/b`);
+  await Deno.symlink(`${run}/subreal`, `${run}/sub`);
+  await mk(`${run}/gw`, 0o777);
+  await mk(`${run}/gw/b`);
+  await mk(`${f.site.dir}/elsewhere`);
+  const rootfsLink = await bundle(f, { args: ["true"], root: true });
+  await Deno.symlink("/etc", `${rootfsLink}/rootfs`);
+  const mntLink = await bundle(f, { args: ["true"], root: true });
+  await Deno.symlink("/etc", `${mntLink}/.mnt`);
+
+  const cases: [string, RegExp, number?][] = [
+    [`${run}/rootowned`, /must be owned by you with mode 0700/],
+    [`${run}/g750`, /must be owned by you with mode 0700/],
+    [`${run}/o755`, /must be owned by you with mode 0700/],
+    [`${run}/link`, /"[^"]*\/link" on the bundle path is a symlink/],
+    [`${run}/sub/b`, /"[^"]*\/sub" on the bundle path is a symlink/],
+    [`${run}/gw/b`, /"[^"]*\/gw" on the bundle path is not safe/],
+    [`${f.site.dir}/elsewhere`, /is not below the run dir/],
+    [run, /is not below the run dir/],
+    ["/", /is not below the run dir/],
+    ["/etc", /is not below the run dir/],
+    [rootfsLink, /rootfs" is not a directory of yours/],
+    [mntLink, /\.mnt" is not a directory of yours/],
+    [`${run}/./real`, /--bundle must be an absolute path/, 2],
+    [`${run}/real/`, /--bundle must be an absolute path/, 2],
+  ];
+  const etcMounts = (await hostMountsOf(" /etc ")).length;
+  const watched = ["/etc/hostname", "/etc/passwd", `${rootfsLink}/config.json`];
+  const before = await snapshot(watched);
+  for (const [dir, re, code] of cases) {
+    const r = await runHelper(f, good, dir, { root: true });
+    assertRefused(r, re, code ?? 1);
+    await assertNothingLeft(good, [run]);
+    assertEquals(await snapshot(watched), before, dir);
+  }
+  assertEquals((await hostMountsOf(" /etc ")).length, etcMounts);
+  // Nothing was created where the helper refused.
+  for (const dir of [`${run}/rootowned`, `${run}/real`, `${f.site.dir}/elsewhere`]) {
+    assertEquals([...Deno.readDirSync(dir)].length, 0, dir);
+  }
+});
+
+Deno.test("a path swapped between check and use never mounts the wrong thing", async () => {
+  const f = await fx();
+  const { run, local, user } = f;
+  // The image name flips between root's image (allowed), the user's own
+  // (refused here), and a symlink to an image outside the repositories.
+  await Deno.link(f.images.localRoot!, `${local}/race-root`);
+  await Deno.link(f.images.mine!, `${local}/race-mine`);
+  await Deno.symlink(f.images.bad!, `${local}/race-link`);
+  await Deno.link(f.images.localRoot!, `${local}/race.sqfs`);
+  // A bundle path component flips between a directory and a symlink to another bundle.
+  await asUser(user, "mkdir", "-m", "700", `${run}/rp`, `${run}/evil`);
+  await makeBundle(user, `${run}/rp/b`, {
+    args: ["sh", "-c", "echo real; cat /etc/marker"],
+    root: true,
+  });
+  await makeBundle(user, `${run}/evil/b`, {
+    args: ["sh", "-c", "echo evil; cat /etc/marker"],
+    root: true,
+  });
+  await Deno.symlink(`${run}/evil`, `${run}/rp-link`);
+  const swapper = new Deno.Command("sh", {
+    args: [
+      "-c",
+      `cd "$1" || exit 1
+       i=0
+       while [ $i -lt 200000 ]; do
+         i=$((i + 1))
+         ln -f race-mine race.tmp && mv -f race.tmp race.sqfs
+         cp -P race-link race.tmp && mv -f race.tmp race.sqfs
+         ln -f race-root race.tmp && mv -f race.tmp race.sqfs
+         mv "$2/rp" "$2/rp-dir" && mv "$2/rp-link" "$2/rp"
+         mv "$2/rp" "$2/rp-link" && mv "$2/rp-dir" "$2/rp"
+       done`,
+      "swapper",
+      local,
+      run,
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const outcomes = new Map<string, number>();
+  try {
+    for (let i = 0; i < 200; i++) {
+      const r = await runHelper(f, `${local}/race.sqfs`, `${run}/rp/b`, { root: true });
+      assert(!/evil|bad|mine/.test(r.stdout), `mounted the wrong thing: ${r.stdout}`);
+      // runc resolves the bundle path itself, as the user: it may land on the other one.
+      const outcome = r.code === 0 && r.stdout === "real\nlocal-root\n"
+        ? "ran"
+        : r.stderr.startsWith("shoal-mount: error: ")
+        ? r.stderr.replace(/"[^"]*"/g, "PATH").trim()
+        : "runc failed";
+      outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+    }
+  } finally {
+    swapper.kill("SIGKILL");
+    await swapper.status;
+  }
+  for (const image of ["race-root", "race-mine"]) {
+    await assertNothingLeft(`${local}/${image}`, [run]);
+  }
+  await assertNothingLeft(f.images.bad!, [run]);
+  const ran = outcomes.get("ran") ?? 0;
+  const refusals = [...outcomes.keys()].filter((k) => k.startsWith("shoal-mount: error:"));
+  // Both sides of the race happened, and each refusal named its reason.
+  assert(ran > 0 && refusals.length > 0, `outcomes: ${JSON.stringify([...outcomes])}`);
+  for (const k of refusals) {
+    assertMatch(
+      k,
+      // runc, resolving the path as the user while it flips, may create a 0755 bundle there.
+      /is a symlink|is owned by you|on the bundle path is a symlink|cannot open|is not a directory|must be owned by you with mode 0700/,
+    );
+  }
+});
+
+Deno.test("refuses a tampered installation", async () => {
+  const f = await fx();
+  const { site, user } = f;
+  const dir = await bundle(f, { args: ["true"], root: true });
+  const refusedBoth = async (re: RegExp) => {
+    assertRefused(await helper(site, user, ["check"]), re);
+    assertRefused(await runHelper(f, f.images.good!, dir, { root: true }), re);
+    await assertNothingLeft(f.images.good!, [dir]);
+  };
+  const restore = () => writeConfig(site, f.config);
+  try {
+    await Deno.chmod(site.configFile, 0o664);
+    await refusedBoth(/shoal.json" must not be writable by group or others/);
+    await restore();
+    await Deno.chown(site.configFile, user.uid, user.gid);
+    await refusedBoth(/shoal.json" must be owned by root/);
+    await Deno.chown(site.configFile, 0, 0);
+    await Deno.chmod(`${site.prefix}/libexec/shoal`, 0o775);
+    await refusedBoth(/libexec\/shoal" must not be writable by group or others/);
+    await Deno.chmod(`${site.prefix}/libexec/shoal`, 0o755);
+
+    const mine = `${f.local}/runc`;
+    await Deno.copyFile(RUNC, mine);
+    await Deno.chown(mine, user.uid, user.gid);
+    await writeConfig(site, { ...f.config, runtime: { runc: mine } });
+    await refusedBoth(/runc" must be owned by root/);
+    await Deno.remove(mine);
+    await writeConfig(site, { ...f.config, runtime: { runc: "runc" } });
+    await refusedBoth(/runc "runc" is not absolute/);
+
+    await Deno.writeTextFile(site.configFile, '{"runDir": "/tmp",}');
+    await refusedBoth(/invalid JSON at byte 18/);
+    await Deno.writeTextFile(site.configFile, '{"runDir": "$XDG_RUNTIME_DIR/shoal"}');
+    await refusedBoth(/unknown variable \$XDG_RUNTIME_DIR/);
+    await Deno.writeTextFile(site.configFile, '{"helper": {"kernelMountUserImages": "yes"}}');
+    await refusedBoth(/helper.kernelMountUserImages must be true or false/);
+    await Deno.writeTextFile(site.configFile, '{"repositories": {"local": 7}}');
+    await refusedBoth(/repositories.local must be a string/);
+    await Deno.remove(site.configFile);
+    await refusedBoth(/shoal.json" cannot be checked: No such file/);
+  } finally {
+    await Deno.chmod(`${site.prefix}/libexec/shoal`, 0o755);
+    await restore();
+    await Deno.chown(site.configFile, 0, 0);
+  }
+
+  // A setuid copy in a directory the user controls, next to a config of theirs.
+  const evil = `${f.local}/evil-prefix`;
+  await asUser(user, "mkdir", "-p", `${evil}/libexec/shoal`, `${evil}/etc`);
+  await Deno.writeTextFile(`${evil}/etc/shoal.json`, "{}");
+  await Deno.copyFile(site.helper, `${evil}/libexec/shoal/shoal-mount`);
+  await Deno.chmod(`${evil}/libexec/shoal/shoal-mount`, 0o4755);
+  const r = await runAs(user, `${evil}/libexec/shoal/shoal-mount`, ["check"]);
+  assertRefused(r, /evil-prefix\/libexec\/shoal" must be owned by root/);
+  await Deno.remove(evil, { recursive: true });
+});
+
+Deno.test("the caller's environment has no effect; runc gets no privilege", async () => {
+  const f = await fx();
+  const { site, user } = f;
+  const hostile = {
+    LD_PRELOAD: `${f.local}/nothing.so`,
+    LD_LIBRARY_PATH: f.local,
+    HOME: "/root",
+    USER: "root",
+    LOGNAME: "root",
+    PATH: f.local,
+    XDG_RUNTIME_DIR: f.local,
+    XDG_DATA_HOME: "/",
+    XDG_CONFIG_HOME: f.local,
+  };
+  const clean = await helper(site, user, ["check"]);
+  const dirty = await helper(site, user, ["check"], hostile);
+  assertEquals([dirty.code, dirty.stdout, dirty.stderr], [0, clean.stdout, ""]);
+
+  // runc's stand-in reports what the helper handed it.
+  const fake = `${site.dir}/fake-runc`;
+  await Deno.writeTextFile(
+    fake,
+    `#!/bin/sh
+tr '\\0' '\\n' < /proc/$$/environ | sort
+echo "ids $(id -u) $(id -g) $(id -G)"
+grep -E '^(CapPrm|CapEff|CapAmb|NoNewPrivs)' /proc/$$/status | tr -s '\\t ' ' '
+echo "args $*"
+grep -c " $2/rootfs .* - overlay " /proc/$$/mountinfo
+grep -c " $2/.mnt .* - tmpfs shoal .*size=1024k" /proc/$$/mountinfo
+cat "$2/rootfs/etc/marker"
+ls "$2/.mnt" 2>&1 >/dev/null | sed 's/.*: //'
+`,
+  );
+  await Deno.chmod(fake, 0o755);
+  await writeConfig(site, { ...f.config, runtime: { runc: fake } });
+  try {
+    const dir = await bundle(f, { args: ["true"], root: true });
+    const r = await runHelper(f, f.images.good!, dir, {
+      root: true,
+      size: "1m",
+      runc: ["x y", dir],
+    }, hostile);
+    assertEquals(r.code, 0, r.stderr);
+    const xdg = `/run/user/${user.uid}`;
+    let hasXdg = false;
+    try {
+      const st = await Deno.lstat(xdg);
+      hasXdg = st.isDirectory && st.uid === user.uid;
+    } catch { /* none */ }
+    const groups = (await runAs(user, "id", ["-G"])).stdout.trim();
+    assertEquals(
+      r.stdout,
+      [
+        `HOME=${user.home}`,
+        `LOGNAME=${user.name}`,
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        `USER=${user.name}`,
+        ...(hasXdg ? [`XDG_RUNTIME_DIR=${xdg}`] : []),
+        `ids ${user.uid} ${user.gid} ${groups}`,
+        "CapPrm: 0000000000000000",
+        "CapEff: 0000000000000000",
+        "CapAmb: 0000000000000000",
+        "NoNewPrivs: 0",
+        `args x y ${dir}`,
+        "1",
+        "1",
+        "central",
+        "Permission denied",
+        "",
+      ].join("\n"),
+    );
+    await assertNothingLeft(f.images.good!, [dir]);
+  } finally {
+    await writeConfig(site, f.config);
+  }
+});
+
+Deno.test("usage errors exit 2 with one line", async () => {
+  const f = await fx();
+  for (
+    const args of [
+      [],
+      ["mount"],
+      ["run", "--image", f.images.good!],
+      ["run", "--image", f.images.good!, "--bundle", f.run],
+      ["run", "--image", f.images.good!, "--bundle", f.run, "--"],
+      ["run", "--image", f.images.good!, "--bundle", f.run, "--rooot", "--", "x"],
+      ["run", "--image", f.images.good!, "--bundle", f.run, "--tmpfs-size", "1t", "--", "x"],
+    ]
+  ) assertRefused(await helper(f.site, f.user, args), /usage: shoal-mount run/, 2);
+});

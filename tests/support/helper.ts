@@ -1,0 +1,220 @@
+/**
+ * The setuid helper shoal-mount as a site has it: the helper install.sh built
+ * and installed, copied into a root-owned prefix of the test's own (so that a
+ * test may rewrite or tamper with the config without touching the shared
+ * installation), squashfs images made from tar entries, OCI bundles made by the
+ * unprivileged test user, and what the host shows afterwards.
+ */
+import { tarArchive, type TarEntry } from "./tar.ts";
+import { installedShoal, rootOwnedTempDir } from "./install.ts";
+import { type Result, runCommand } from "./shoal.ts";
+import { runAs, type TestUser } from "./users.ts";
+
+export const RUNC = "/usr/sbin/runc";
+
+export interface HelperSite {
+  /** Root-owned temp dir holding everything below; removed by `remove()`. */
+  dir: string;
+  prefix: string;
+  /** `<prefix>/libexec/shoal/shoal-mount`, root-owned, mode 4755. */
+  helper: string;
+  /** `<prefix>/etc/shoal.json`. */
+  configFile: string;
+  /** The centralized repository, root-owned. */
+  central: string;
+  /** A root-owned directory outside every repository. */
+  outside: string;
+}
+
+/** A site with the installed helper and `config` as its shoal.json. */
+export async function helperSite(config: Record<string, unknown>): Promise<HelperSite> {
+  const installed = await installedShoal();
+  const dir = await rootOwnedTempDir();
+  const prefix = `${dir}/prefix`;
+  for (const d of [prefix, `${prefix}/libexec`, `${prefix}/libexec/shoal`, `${prefix}/etc`]) {
+    await Deno.mkdir(d, { mode: 0o755 });
+  }
+  const helper = `${prefix}/libexec/shoal/shoal-mount`;
+  await Deno.copyFile(`${installed.prefix}/libexec/shoal/shoal-mount`, helper);
+  await Deno.chmod(helper, 0o4755);
+  const site: HelperSite = {
+    dir,
+    prefix,
+    helper,
+    configFile: `${prefix}/etc/shoal.json`,
+    central: `${dir}/central`,
+    outside: `${dir}/outside`,
+  };
+  await Deno.mkdir(site.central, { mode: 0o755 });
+  await Deno.mkdir(site.outside, { mode: 0o755 });
+  await writeConfig(site, config);
+  return site;
+}
+
+export async function writeConfig(site: HelperSite, config: Record<string, unknown>) {
+  await Deno.writeTextFile(site.configFile, JSON.stringify(config, null, 2));
+  await Deno.chmod(site.configFile, 0o644);
+}
+
+/** Runs the site's helper as `user` with ARGS (and extra environment). */
+export function helper(
+  site: HelperSite,
+  user: TestUser,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Result> {
+  return runAs(user, site.helper, args, { env });
+}
+
+async function must(cmd: string, args: string[], stdin?: string): Promise<string> {
+  const r = await runCommand(cmd, args, stdin === undefined ? {} : { stdin });
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/** Writes a squashfs image of `entries` to `path` with tar2sqfs, owned by `owner`. */
+export async function squashfsImage(
+  path: string,
+  entries: TarEntry[],
+  owner: { uid: number; gid: number } = { uid: 0, gid: 0 },
+): Promise<void> {
+  const child = new Deno.Command("tar2sqfs", {
+    args: ["--quiet", "--force", "--compressor", "gzip", path],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(tarArchive(entries));
+  await writer.close();
+  const out = await child.output();
+  if (!out.success) throw new Error(`tar2sqfs ${path}: ${new TextDecoder().decode(out.stderr)}`);
+  await Deno.chown(path, owner.uid, owner.gid);
+  await Deno.chmod(path, 0o644);
+}
+
+export interface IdMapping {
+  containerID: number;
+  hostID: number;
+  size: number;
+}
+
+/**
+ * The mapping the helper gives a container (its header comment states the
+ * rule): `id` the caller's uid or gid, `range` their subordinate range.
+ */
+export function expectedMapping(
+  id: number,
+  range: { start: number; count: number },
+  root: boolean,
+): IdMapping[] {
+  const m = (containerID: number, hostID: number, size: number) => ({ containerID, hostID, size });
+  if (root) return range.count ? [m(0, id, 1), m(1, range.start, range.count)] : [m(0, id, 1)];
+  if (!range.count) return [m(id, id, 1)];
+  if (id >= range.count) return [m(0, range.start, range.count), m(id, id, 1)];
+  return [
+    ...(id ? [m(0, range.start, id)] : []),
+    m(id, id, 1),
+    m(id + 1, range.start + id, range.count - id),
+  ];
+}
+
+/** `check`'s rendering of a mapping: "0 1001 1, 1 100000 65536". */
+export function renderMapping(map: IdMapping[]): string {
+  return map.map((e) => `${e.containerID} ${e.hostID} ${e.size}`).join(", ");
+}
+
+export interface BundleOptions {
+  /** The container's command. */
+  args: string[];
+  /** uid 0 inside (`--root`), else the user's own uid. */
+  root: boolean;
+  /** For `--userns`: join the namespace the helper binds at `<bundle>/userns`. */
+  userns?: boolean;
+}
+
+/**
+ * A bundle dir (mode 0700) made by `user` with `runc spec --rootless`, its
+ * config.json set to run `args` on `rootfs` with the helper's mapping.
+ */
+export async function makeBundle(user: TestUser, bundle: string, opts: BundleOptions) {
+  const made = await runAs(user, "mkdir", ["-m", "700", bundle]);
+  if (made.code !== 0) throw new Error(`mkdir ${bundle}: ${made.stderr}`);
+  const spec = await runAs(user, RUNC, ["spec", "--rootless", "--bundle", bundle]);
+  if (spec.code !== 0) throw new Error(`runc spec: ${spec.stderr}`);
+  const file = `${bundle}/config.json`;
+  const config = JSON.parse(await Deno.readTextFile(file));
+  const id = opts.root ? 0 : user.uid;
+  config.process.args = opts.args;
+  config.process.terminal = false;
+  config.process.user = { uid: id, gid: opts.root ? 0 : user.gid };
+  config.root = { path: "rootfs", readonly: false };
+  config.hostname = "helper-test";
+  if (opts.userns) {
+    // runc joins the helper's namespace; these only tell it who owns its stdio (see the helper).
+    const own = (i: number) => [
+      { containerID: 0, hostID: i, size: 1 },
+      ...(opts.root ? [] : [{ containerID: i, hostID: i, size: 1 }]),
+    ];
+    config.linux.uidMappings = own(user.uid);
+    config.linux.gidMappings = own(user.gid);
+    config.linux.namespaces = config.linux.namespaces.map((ns: { type: string }) =>
+      ns.type === "user" ? { type: "user", path: `${bundle}/userns` } : ns
+    );
+  } else {
+    config.linux.uidMappings = expectedMapping(user.uid, user.subuid, opts.root);
+    config.linux.gidMappings = expectedMapping(user.gid, user.subuid, opts.root);
+  }
+  await Deno.writeTextFile(file, JSON.stringify(config));
+  await Deno.chown(file, user.uid, user.gid);
+}
+
+/** Loop devices bound to `image` (`losetup -j`). */
+export async function loopDevicesOf(image: string): Promise<string> {
+  return (await must("losetup", ["-j", image])).trim();
+}
+
+/** Lines of the host's mount table that mention `path`. */
+export async function hostMountsOf(path: string): Promise<string[]> {
+  const table = await Deno.readTextFile("/proc/self/mountinfo");
+  return table.split("\n").filter((l) => l.includes(path));
+}
+
+/**
+ * Asserts that the host is as before a run: no mount mentioning any of
+ * `paths` and no loop device on `image`. A namespace is torn down just after
+ * its last process exits, so the loop device may take a moment to go.
+ */
+export async function assertNothingLeft(image: string, paths: string[]): Promise<void> {
+  for (const p of paths) {
+    const mounts = await hostMountsOf(p);
+    if (mounts.length) throw new Error(`host mount table mentions ${p}: ${mounts.join("; ")}`);
+  }
+  let loops = "";
+  for (let i = 0; i < 50; i++) {
+    loops = await loopDevicesOf(image);
+    if (loops === "") return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`a loop device is still bound to ${image}: ${loops}`);
+}
+
+/** Content and metadata of files, to show that a refused run changed none of them. */
+export async function snapshot(paths: string[]): Promise<string> {
+  const parts: string[] = [];
+  for (const p of paths) {
+    try {
+      const st = await Deno.lstat(p);
+      const body = st.isFile ? await Deno.readFile(p) : new Uint8Array();
+      const sum = await crypto.subtle.digest("SHA-256", body);
+      parts.push(
+        `${p} ${st.mode} ${st.uid}:${st.gid} ${st.mtime?.getTime()} ${
+          btoa(String.fromCharCode(...new Uint8Array(sum)))
+        }`,
+      );
+    } catch (err) {
+      parts.push(`${p} ${(err as Error).name}`);
+    }
+  }
+  return parts.join("\n");
+}
