@@ -9,6 +9,7 @@ import { VERSION } from "../version.ts";
 import { addGlobalOptions } from "./context.ts";
 import { registerDoctor } from "./doctor.ts";
 import { registerImages } from "./images.ts";
+import { registerLoad } from "./load.ts";
 import { registerLogin } from "./login.ts";
 import { registerPull } from "./pull.ts";
 import { registerVersion } from "./version.ts";
@@ -17,6 +18,7 @@ import { registerVersion } from "./version.ts";
 const commands: ((program: Command) => void)[] = [
   registerPull,
   registerImages,
+  registerLoad,
   registerLogin,
   registerDoctor,
   registerVersion,

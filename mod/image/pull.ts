@@ -4,7 +4,6 @@
  * A second pull of an image that has not changed costs one HEAD request.
  */
 import type { LoadedConfig } from "../config/load.ts";
-import type { compressions } from "../config/schema.ts";
 import { ShoalError, UsageError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
@@ -23,7 +22,7 @@ import {
   type Platform,
   platformMatches,
 } from "./registry/platform.ts";
-import { buildSquashfs } from "./squashfs.ts";
+import { buildSquashfs, type Compression, siteSquashfsOptions } from "./squashfs.ts";
 import { type ImageStore, openStore } from "./store/store.ts";
 import type { ImageRecord } from "./store/metadata.ts";
 
@@ -35,7 +34,7 @@ export interface PullRequest {
   tlsVerify?: boolean;
   /** Store in the site's centralized repository (root only). */
   centralized?: boolean;
-  compression?: typeof compressions[number];
+  compression?: Compression;
   compressionLevel?: number;
   /** Credentials for this pull only (`--username`, `--password-stdin`). */
   username?: string;
@@ -103,12 +102,10 @@ export async function pull(
   if ((request.username === undefined) !== (request.password === undefined)) {
     throw new UsageError("give both --username and --password-stdin, or neither");
   }
-  const tar2sqfs = loaded.paths.tar2sqfs;
-  if (tar2sqfs === undefined) {
-    throw new ShoalError("tar2sqfs is not installed", {
-      hint: "install squashfs-tools-ng, or set runtime.tar2sqfs in the site config",
-    });
-  }
+  const squashOptions = siteSquashfsOptions(loaded, {
+    compression: request.compression,
+    level: request.compressionLevel,
+  }, logger);
   const store = repositoryFor(loaded, request.centralized, logger);
   using client = createRegistryClient({
     config: loaded.config,
@@ -166,7 +163,6 @@ export async function pull(
     emit({ kind: "converting", layers: paths.length });
     await using work = await store.tempDir();
     const squashfs = `${work.path}/image.sqsh`;
-    const squash = loaded.config.squashfs;
     const built = await buildSquashfs(
       resolved.layers.map((l, i) => ({
         path: paths[i]!,
@@ -174,14 +170,7 @@ export async function pull(
         mediaType: l.mediaType,
       })),
       squashfs,
-      {
-        tar2sqfs,
-        compression: request.compression ?? squash.compression,
-        level: request.compressionLevel ?? (request.compression ? undefined : squash.level),
-        blockSizeKiB: squash.blockSizeKiB,
-        maxBytes: loaded.config.pull.maxImageGiB * 2 ** 30,
-        logger,
-      },
+      squashOptions,
     );
     const convertedAt = performance.now();
 

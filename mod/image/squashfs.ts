@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
 import type { compressions } from "../config/schema.ts";
+import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { flattenLayers, type FlattenResult } from "./flatten.ts";
@@ -27,6 +28,39 @@ export interface SquashfsOptions {
   /** Compressor threads; default: the number of CPUs. */
   jobs?: number;
   logger?: Logger;
+}
+
+/** Per-image choices a user may make on the command line, over the site's defaults. */
+export interface CompressionChoice {
+  compression?: Compression;
+  level?: number;
+}
+
+/**
+ * The conversion options for this site: tar2sqfs as resolved from the config,
+ * the site's squashfs settings, and the size limit; a compressor chosen on the
+ * command line brings its own level (or its default), not the site's.
+ */
+export function siteSquashfsOptions(
+  loaded: Pick<LoadedConfig, "paths" | "config">,
+  choice: CompressionChoice = {},
+  logger?: Logger,
+): SquashfsOptions {
+  const tar2sqfs = loaded.paths.tar2sqfs;
+  if (tar2sqfs === undefined) {
+    throw new ShoalError("tar2sqfs is not installed", {
+      hint: "install squashfs-tools-ng, or set runtime.tar2sqfs in the site config",
+    });
+  }
+  const site = loaded.config.squashfs;
+  return {
+    tar2sqfs,
+    compression: choice.compression ?? site.compression,
+    level: choice.level ?? (choice.compression ? undefined : site.level),
+    blockSizeKiB: site.blockSizeKiB,
+    maxBytes: loaded.config.pull.maxImageGiB * 2 ** 30,
+    logger,
+  };
 }
 
 export interface SquashfsResult extends FlattenResult {

@@ -1,0 +1,87 @@
+import type { Command } from "@commander-js/extra-typings";
+import { load, type LoadEvent } from "../image/load.ts";
+import { addGlobalOptions, commandContext } from "./context.ts";
+import { printLine } from "./output.ts";
+import { formatBytes, formatSeconds, shortId } from "./units.ts";
+
+export function registerLoad(program: Command): void {
+  addGlobalOptions(
+    program.command("load")
+      .description("store an image from a `docker save` or OCI archive under a name")
+      .argument("FILE", "the archive (tar, plain or gzip-compressed); - reads standard input")
+      .argument("NAME[:TAG]", "the name to store it under, as for pull (default tag latest)")
+      .option(
+        "--platform <OS/ARCH[/VARIANT]>",
+        "the platform to take from a multi-platform archive (default: this machine's)",
+      )
+      .option("--centralized-repository", "store it in the site's repository for everyone (root)")
+      .addHelpText(
+        "after",
+        `
+Reads docker-archive files (\`docker save\`, \`podman save\`, classic and
+Docker 25+ layouts) and oci-archive files (\`podman save --format oci-archive\`,
+\`skopeo copy ... oci-archive:FILE\`). When the archive holds several images,
+the one named NAME (or tagged TAG) is taken, else the one for this machine's
+platform. Loading an archive whose image NAME already names does no work.
+
+Examples:
+  docker save busybox:latest -o busybox.tar && shoal load busybox.tar busybox
+  shoal load tools.tar.gz mylab/tools:1.4
+  ssh build-host docker save app:2 | gzip | shoal load - app:2
+  sudo shoal load --centralized-repository pytorch.tar site/pytorch:24.05`,
+      ),
+  ).action(async (file, name, opts, cmd) => {
+    const { loaded, logger } = await commandContext(cmd);
+    const quiet = logger.verbosity === "quiet";
+    const result = await load(loaded, {
+      file,
+      name,
+      platform: opts.platform,
+      centralized: opts.centralizedRepository,
+    }, { logger, onEvent: quiet ? undefined : loadProgress });
+    const img = result.image;
+    if (quiet) return;
+    if (result.upToDate) {
+      printLine(`${img.reference} is up to date (IMAGE ID ${shortId(img.configDigest)})`);
+      return;
+    }
+    const t = result.timings;
+    printLine(
+      `Loaded ${img.reference} (IMAGE ID ${shortId(img.configDigest)}, ${
+        formatBytes(img.size)
+      }) in ${formatSeconds(t.read + t.convert)}`,
+    );
+    logger.verbose(
+      `read ${formatSeconds(t.read)}, convert ${
+        formatSeconds(t.convert)
+      }; stored in ${img.squashfsPath}`,
+    );
+  });
+}
+
+const enc = new TextEncoder();
+
+/** One plain line per step on stderr: reading a local file is quick, bars would only flicker. */
+function loadProgress(e: LoadEvent): void {
+  let line: string | undefined;
+  switch (e.kind) {
+    case "reading":
+      line = `Reading ${e.source}`;
+      break;
+    case "found": {
+      const total = e.layers.reduce((n, l) => n + l.size, 0);
+      const what = e.compressed ? `a gzip-compressed ${e.format}` : `an ${e.format}`;
+      const layers = `${e.layers.length} layer${e.layers.length === 1 ? "" : "s"}`;
+      line = `Loading ${e.reference} from ${what} (${e.platform}, ${layers}, ${
+        formatBytes(total)
+      })`;
+      break;
+    }
+    case "converting":
+      line = `Converting ${e.layers} layer${e.layers === 1 ? "" : "s"} to squashfs`;
+      break;
+    case "committing":
+      break;
+  }
+  if (line !== undefined) Deno.stderr.writeSync(enc.encode(line + "\n"));
+}
