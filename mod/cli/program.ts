@@ -44,7 +44,9 @@ export function buildProgram(): Command {
 Run 'shoal help COMMAND' for the options and examples of one command.
 
 Examples:
-  shoal doctor            check that this machine and user can run containers
+  shoal doctor                 check that this machine and user can run containers
+  shoal pull debian:bookworm   pull an image from Docker Hub
+  shoal images                 list your images
   shoal --version`,
     );
   addGlobalOptions(program);
