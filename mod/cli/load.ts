@@ -1,8 +1,8 @@
 import type { Command } from "@commander-js/extra-typings";
 import { load, type LoadEvent } from "../image/load.ts";
 import { addGlobalOptions, commandContext } from "./context.ts";
-import { printLine } from "./output.ts";
-import { formatBytes, formatSeconds, shortId } from "./units.ts";
+import { printStored } from "./stored.ts";
+import { formatBytes, formatSeconds } from "./units.ts";
 
 export function registerLoad(program: Command): void {
   addGlobalOptions(
@@ -41,16 +41,9 @@ Examples:
     }, { logger, onEvent: quiet ? undefined : loadProgress });
     const img = result.image;
     if (quiet) return;
-    if (result.upToDate) {
-      printLine(`${img.reference} is up to date (IMAGE ID ${shortId(img.configDigest)})`);
-      return;
-    }
     const t = result.timings;
-    printLine(
-      `Loaded ${img.reference} (IMAGE ID ${shortId(img.configDigest)}, ${
-        formatBytes(img.size)
-      }) in ${formatSeconds(t.read + t.convert)}`,
-    );
+    printStored("Loaded", img, result.upToDate, t.read + t.convert);
+    if (result.upToDate) return;
     logger.verbose(
       `read ${formatSeconds(t.read)}, convert ${
         formatSeconds(t.convert)

@@ -3,10 +3,10 @@ import { pull } from "../image/pull.ts";
 import { compressions } from "../config/schema.ts";
 import { UsageError } from "../errors.ts";
 import { addGlobalOptions, commandContext, tlsVerifyOption } from "./context.ts";
-import { printLine } from "./output.ts";
+import { printStored } from "./stored.ts";
 import { pullProgress } from "./progress.ts";
 import { readStdinSecret } from "./prompt.ts";
-import { formatBytes, formatSeconds, shortId } from "./units.ts";
+import { formatBytes, formatSeconds } from "./units.ts";
 
 export function registerPull(program: Command): void {
   addGlobalOptions(
@@ -63,16 +63,9 @@ Examples:
     });
     const img = result.image;
     if (quiet) return;
-    if (result.upToDate) {
-      printLine(`${img.reference} is up to date (IMAGE ID ${shortId(img.configDigest)})`);
-      return;
-    }
     const t = result.timings;
-    printLine(
-      `Pulled ${img.reference} (IMAGE ID ${shortId(img.configDigest)}, ${
-        formatBytes(img.size)
-      }) in ${formatSeconds(t.resolve + t.download + t.convert)}`,
-    );
+    printStored("Pulled", img, result.upToDate, t.resolve + t.download + t.convert);
+    if (result.upToDate) return;
     logger.verbose(
       `resolve ${formatSeconds(t.resolve)}, download ${formatSeconds(t.download)} (${
         formatBytes(result.downloadedBytes)

@@ -19,6 +19,7 @@ import { ByteBudget } from "./layer.ts";
 import { repositoryFor } from "./pull.ts";
 import { formatReference, parseReference } from "./reference.ts";
 import { formatPlatform, hostPlatform, parsePlatform } from "./registry/platform.ts";
+import { configFields } from "./config_fields.ts";
 import { buildSquashfs, siteSquashfsOptions } from "./squashfs.ts";
 import { spaceError } from "./store/atomic.ts";
 import type { ImageRecord } from "./store/metadata.ts";
@@ -130,7 +131,6 @@ export async function load(
 
     emit({ kind: "committing" });
     await cacheLayers(store, image);
-    const c = image.config.config ?? {};
     const record = await store.commit({
       registry: ref.registry,
       repository: ref.repository,
@@ -140,15 +140,7 @@ export async function load(
       server: `file:${request.file === "-" ? "stdin" : basename(request.file)}`,
       configDigest: image.configDigest,
       platform: image.platform,
-      env: c.Env ?? [],
-      entrypoint: c.Entrypoint ?? [],
-      cmd: c.Cmd ?? [],
-      workdir: c.WorkingDir ?? "",
-      user: c.User ?? "",
-      labels: c.Labels ?? {},
-      passwd: built.passwd ?? "",
-      group: built.group ?? "",
-      ...(image.config.created !== undefined && { created: image.config.created }),
+      ...configFields(image.config, built),
       layers: image.layers.map((l) => l.digest),
     }, squashfs);
     return {

@@ -22,6 +22,7 @@ import {
   type Platform,
   platformMatches,
 } from "./registry/platform.ts";
+import { configFields } from "./config_fields.ts";
 import { buildSquashfs, type Compression, siteSquashfsOptions } from "./squashfs.ts";
 import { type ImageStore, openStore } from "./store/store.ts";
 import type { ImageRecord } from "./store/metadata.ts";
@@ -175,7 +176,6 @@ export async function pull(
     const convertedAt = performance.now();
 
     emit({ kind: "committing" });
-    const c = resolved.config.config ?? {};
     const image = await store.commit({
       registry: ref.registry,
       repository: ref.repository,
@@ -187,15 +187,7 @@ export async function pull(
       server: resolved.source,
       configDigest: resolved.configDigest,
       platform: resolved.platform,
-      env: c.Env ?? [],
-      entrypoint: c.Entrypoint ?? [],
-      cmd: c.Cmd ?? [],
-      workdir: c.WorkingDir ?? "",
-      user: c.User ?? "",
-      labels: c.Labels ?? {},
-      passwd: built.passwd ?? "",
-      group: built.group ?? "",
-      ...(resolved.config.created !== undefined && { created: resolved.config.created }),
+      ...configFields(resolved.config, built),
       layers: resolved.layers.map((l) => l.digest),
     }, squashfs);
     return {
