@@ -10,6 +10,7 @@ import { makeHeader, type TarEntryType, type TarHeader } from "../../mod/image/t
 import { TarWriter } from "../../mod/image/tar/writer.ts";
 import type { SquashfsOptions } from "../../mod/image/squashfs.ts";
 import { runCommand } from "./shoal.ts";
+import { concatBytes as concat } from "../../mod/bytes.ts";
 
 export const TAR2SQFS = "/usr/bin/tar2sqfs";
 
@@ -46,15 +47,7 @@ async function* once(data: Uint8Array): AsyncIterable<Uint8Array> {
   yield data;
 }
 
-export function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
+export { concat };
 
 const mediaTypes = {
   gzip: "application/vnd.oci.image.layer.v1.tar+gzip",

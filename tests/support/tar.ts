@@ -4,6 +4,7 @@
  * devices owned by arbitrary uids, headers that lie about their size. Paths
  * are written exactly as given (only directories get a trailing '/').
  */
+import { concatBytes } from "../../mod/bytes.ts";
 
 interface EntryMeta {
   path: string;
@@ -178,11 +179,5 @@ function entryBlocks(entry: TarEntry): Uint8Array[] {
 export function tarArchive(entries: TarEntry[]): Uint8Array {
   const blocks = entries.flatMap(entryBlocks);
   blocks.push(new Uint8Array(2 * BLOCK));
-  const out = new Uint8Array(blocks.reduce((n, b) => n + b.length, 0));
-  let at = 0;
-  for (const b of blocks) {
-    out.set(b, at);
-    at += b.length;
-  }
-  return out;
+  return concatBytes(blocks);
 }

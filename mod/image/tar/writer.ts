@@ -7,6 +7,7 @@
  */
 import { ShoalError } from "../../errors.ts";
 import { BLOCK, checksum, padding, type TarHeader, typeflags } from "./header.ts";
+import { concatBytes } from "../../bytes.ts";
 
 const enc = new TextEncoder();
 const BATCH = 256 * 1024;
@@ -130,7 +131,7 @@ export function encodeHeader(h: TarHeader): Uint8Array {
   octal(block, 337, 8, h.devminor);
   setChecksum(block);
   if (pax.length === 0) return block;
-  return concat([paxHeader(pax), block]);
+  return concatBytes([paxHeader(pax), block]);
 }
 
 /** Fits a name into ustar's name (100) and prefix (155) fields, or returns undefined. */
@@ -147,7 +148,7 @@ function splitName(name: Uint8Array): { name: Uint8Array; prefix: Uint8Array } |
 }
 
 function paxHeader(records: [string, Uint8Array][]): Uint8Array {
-  const body = concat(records.map(([key, value]) => paxRecord(key, value)));
+  const body = concatBytes(records.map(([key, value]) => paxRecord(key, value)));
   const block = new Uint8Array(BLOCK);
   block.set(enc.encode("PaxHeader"), 0);
   octal(block, 100, 8, 0o644);
@@ -158,7 +159,7 @@ function paxHeader(records: [string, Uint8Array][]): Uint8Array {
   block[156] = "x".charCodeAt(0);
   block.set(enc.encode("ustar\x0000"), 257);
   setChecksum(block);
-  return concat([block, body, new Uint8Array(padding(body.length))]);
+  return concatBytes([block, body, new Uint8Array(padding(body.length))]);
 }
 
 /** "LEN KEY=VALUE\n", where LEN counts the whole record including its own digits. */
@@ -168,7 +169,7 @@ function paxRecord(key: string, value: Uint8Array): Uint8Array {
   let digits = String(base).length;
   while (String(base + digits).length !== digits) digits++;
   const len = base + digits;
-  return concat([enc.encode(`${len}`), rest, value, enc.encode("\n")]);
+  return concatBytes([enc.encode(`${len}`), rest, value, enc.encode("\n")]);
 }
 
 function formatMtime(t: number): string {
@@ -186,14 +187,4 @@ function setChecksum(block: Uint8Array): void {
   block.set(enc.encode(checksum(block).toString(8).padStart(6, "0")), 148);
   block[154] = 0;
   block[155] = 0x20;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
