@@ -3,7 +3,8 @@
  *
  * It gives an unprivileged user's container a kernel-mounted squashfs image as
  * an idmapped, writable (tmpfs overlay) root filesystem, in a mount namespace
- * of its own, then drops every privilege and execs runc as that user.
+ * of its own, then drops every privilege, runs runc as that user and watches
+ * it, so that nothing of the container outlives it.
  *
  * Interface (shoal's runtime calls exactly this):
  *
@@ -12,22 +13,29 @@
  *   shoal-mount check
  *   shoal-mount --version
  *
- * run: mounts FILE at DIR/rootfs, privately, and execs `runc RUNC_ARGS...`
+ * run: mounts FILE at DIR/rootfs, privately, and runs `runc RUNC_ARGS...`
  *   (e.g. `--root STATE run --bundle DIR ID`) with the caller's own ids,
- *   groups, umask and file descriptors; runc's exit status is the helper's.
+ *   groups, umask and file descriptors, staying as its watchdog (below);
+ *   runc's exit status is the helper's (128+N when runc dies of signal N).
  *   --root: the container maps uid 0 to the caller (see "Id mapping");
- *   without it the caller keeps their uid inside. --userns: the helper also
- *   creates the container's user namespace (owned by the caller, mapped as
- *   below) and bind-mounts it at DIR/userns; config.json must then list
+ *   without it the caller keeps their uid inside. The helper also creates the
+ *   container's user namespace (owned by the caller, mapped as below) and
+ *   bind-mounts it at DIR/userns; config.json must list
  *   {"type": "user", "path": "DIR/userns"}, and runc joins it instead of
- *   creating one: no unprivileged user namespace and no newuidmap needed.
+ *   creating one: no unprivileged user namespace and no newuidmap needed, and
+ *   the watchdog knows the container's processes by it. --userns is accepted
+ *   and changes nothing (it used to enable this; it is always done now).
  *   runc 1.1 still wants uidMappings/gidMappings in config.json then, but uses
  *   them only to look ids up: its container uid 0 entry names the owner it
  *   gives its stdio pipes and exec fifo, which only the caller can be (list
- *   0 -> u (1), and u -> u (1) without --root). Hence without --root, use
- *   --userns: otherwise runc 1.1 fails with "fchown fd N" or "chown
- *   .../exec.fifo: operation not permitted", since container root is then a
- *   subordinate id the caller cannot chown to.
+ *   0 -> u (1), and u -> u (1) without --root). Otherwise, without --root,
+ *   runc 1.1 fails with "fchown fd N" or "chown .../exec.fifo: operation not
+ *   permitted", since container root is then a subordinate id the caller
+ *   cannot chown to.
+ *   File descriptors: the helper passes every descriptor of the caller to
+ *   runc untouched (all of its own are close-on-exec), so runc's
+ *   `--preserve-fds N` hands the caller's 3..3+N-1 (PMI_FD) to the container;
+ *   the helper needs no N of its own.
  *   --tmpfs-size: the tmpfs option size= of the writable layer (digits, then
  *   optionally k, m, g or %; default the kernel's, half of the memory).
  * check: validates the installation and prints, one "key: value" a line, what
@@ -84,8 +92,9 @@
  * to a free loop device; squashfs mounted ro,nosuid,nodev, given an idmapped
  * mount (the container's mapping) and attached at DIR/.mnt/lower; an overlay
  * with upper and work on the tmpfs mounted at DIR/rootfs (nodev); then the
- * privilege drop and the exec. Every mount lives in the private namespace,
- * which ends with the last process in it; the loop device is released then.
+ * privilege drop and runc under the watchdog. Every mount lives in the private
+ * namespace, which ends with the last process in it (the watchdog kills the
+ * container's before it exits); the loop device is released then.
  *
  * Id mapping (shoal's config.json must carry the same uidMappings and
  * gidMappings; `check` prints both). u is the caller's real uid, S:N the
@@ -99,13 +108,37 @@
  * Without a gid range, setgroups is denied in the namespace, as newgidmap does.
  *
  * Why RUNC_ARGS pass through unchecked: runc runs with the caller's own ids
- * and no capability (dropped and verified before the exec), so whatever it is
+ * and no capability (dropped and verified before the fork), so whatever it is
  * asked to do, the caller could have asked for from their own shell.
  * no_new_privs is not set, because runc runs the setuid newuidmap/newgidmap.
- * The parent-death signal (SIGKILL) is set after the drop (a change of ids
- * clears it) and survives the exec of runc: a killed shoal takes runc along.
+ *
+ * The watchdog. After the mounts the helper drops every privilege (verified),
+ * becomes a child subreaper and forks: the child execs runc (parent-death
+ * signal SIGKILL: runc dies with the watchdog); the parent stays, holding
+ * nothing but the caller's ids, single-threaded, reading signals from a
+ * signalfd. It forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2
+ * that a process sends it to runc, which passes them to the container's
+ * process; those a terminal generates (Ctrl-C, hangup) already reach runc,
+ * in the same process group, and are not sent twice; SIGWINCH is runc's own
+ * business (it owns the terminal). Its parent-death signal is SIGRTMIN+1,
+ * which shoal never sends; it counts only when the helper was reparented (the
+ * kernel also sends it when just the caller's thread that started the helper
+ * ends). When runc exits, or the caller dies, it kills every process left in
+ * the container: each process whose /proc/PID/ns/user is the container's user
+ * namespace, and each child of its own (runc; orphans of the container, which
+ * reparent to the subreaper, also from namespaces nested in the container's),
+ * by /proc/PID descriptor (pidfd_send_signal: a recycled pid is never hit),
+ * round after round until none is left (at most a second), reaping them. The
+ * caller may kill processes running as subordinate ids because it owns the
+ * namespace (NS_GET_OWNER_UID is checked). When the caller died, the
+ * container goes first so that runc sees it end and removes its state dir,
+ * then runc. So neither a container that exits nor a killed shoal leaves a
+ * process, and with the last process the mount namespace ends: no mount, no
+ * loop device. Only SIGKILL of the helper itself leaves the container's
+ * processes running (runc dies with it; they keep the namespace alive).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -113,6 +146,7 @@
 #include <linux/capability.h>
 #include <linux/loop.h>
 #include <linux/mount.h>
+#include <linux/nsfs.h>
 #include <linux/securebits.h>
 #include <pwd.h>
 #include <sched.h>
@@ -124,10 +158,12 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define VERSION "0.1.0"
@@ -677,10 +713,14 @@ static void write_proc(pid_t pid, const char *file, const char *text) {
   close(fd);
 }
 
-/* A user namespace carrying the container's mapping, owned by the caller (so
- * that runc, running as the caller, may join it: --userns). A child creates it
- * with the caller's euid but root's capabilities, so it works where
- * unprivileged user namespaces are disabled; root writes its maps. */
+/* A user namespace carrying the container's mapping, owned by the caller: so
+ * that runc, running as the caller, may join it, and so that the watchdog,
+ * running as the caller, may kill processes of the container that run as
+ * subordinate ids (the owner holds CAP_KILL in it). A child creates it with
+ * the caller's euid and egid (the kernel makes them the owner) but root's
+ * capabilities (securebits keep them across the change of euid), so it works
+ * where unprivileged user namespaces are disabled (Debian's sysctl, Ubuntu's
+ * AppArmor rule: both ask for CAP_SYS_ADMIN); root writes its maps. */
 static int make_userns(const struct idmap *um, const struct idmap *gm, int deny_setgroups) {
   int ready[2], done[2];
   if (pipe2(ready, O_CLOEXEC) || pipe2(done, O_CLOEXEC)) refuse("this is a bug", "pipe: %s", ERR);
@@ -690,8 +730,9 @@ static int make_userns(const struct idmap *um, const struct idmap *gm, int deny_
     char c = 0;
     close(ready[0]);
     close(done[1]);
-    if (prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0) || setresuid(-1, uid, -1) ||
-        unshare(CLONE_NEWUSER) || write(ready[1], &c, 1) != 1)
+    if (prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP | SECBIT_NO_SETUID_FIXUP_LOCKED, 0, 0, 0) ||
+        setresgid(-1, gid, -1) || setresuid(-1, uid, -1) || unshare(CLONE_NEWUSER) ||
+        write(ready[1], &c, 1) != 1)
       _exit(1);
     if (read(done[0], &c, 1) < 0) _exit(1);
     _exit(0);
@@ -713,6 +754,9 @@ static int make_userns(const struct idmap *um, const struct idmap *gm, int deny_
   snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
   int ns = open(path, O_RDONLY | O_CLOEXEC);
   if (ns < 0) refuse("this is a bug", "cannot open %s: %s", path, ERR);
+  uid_t owner;
+  if (ioctl(ns, NS_GET_OWNER_UID, &owner) || owner != uid)
+    refuse("this is a bug", "the container's user namespace is not owned by you");
   close(done[1]);
   close(ready[0]);
   waitpid(pid, NULL, 0);
@@ -860,16 +904,148 @@ static void drop(void) {
     refuse("this is a bug", "privileges were not dropped");
 }
 
+/* ------------------------------------------------------------ watchdog */
+
+/* shoal never sends it, so it can only be the parent-death signal. */
+#define DEATH_SIGNAL (SIGRTMIN + 1)
+/* Kill passes and the pause between them: at most a second of waiting for
+ * killed processes to go (one stuck in the kernel, e.g. on a dead NFS server,
+ * is left to die of its pending SIGKILL). */
+#define SWEEP_ROUNDS 200
+#define SWEEP_PAUSE_NS 5000000L
+
+static void pause_briefly(void) {
+  struct timespec t = {0, SWEEP_PAUSE_NS};
+  nanosleep(&t, NULL);
+}
+
+/* One pass over /proc: SIGKILLs every live process in the container's user
+ * namespace and, with children set, every child of the watchdog (runc, and
+ * the container's orphans, which reparent to it as a subreaper: this also
+ * catches processes that left the namespace for one nested in it). Each
+ * process is held by its /proc/PID descriptor from the check to the kill, so
+ * a recycled pid is never signalled. Returns how many it signalled. */
+static int kill_pass(const struct stat *ns, int children) {
+  DIR *d = opendir("/proc");
+  if (!d) return 0;
+  int hits = 0;
+  pid_t self = getpid();
+  for (struct dirent *e; (e = readdir(d));) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    int p = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (p < 0) continue;
+    char buf[1024];
+    int f = openat(p, "stat", O_RDONLY | O_CLOEXEC);
+    ssize_t n = f < 0 ? -1 : read(f, buf, sizeof buf - 1);
+    if (f >= 0) close(f);
+    buf[n > 0 ? n : 0] = 0;
+    char *end = strrchr(buf, ')'), state = end && end[1] ? end[2] : 'X';
+    long ppid = end && end[1] && end[2] ? strtol(end + 3, NULL, 10) : 0;
+    struct stat st;
+    int member = fstatat(p, "ns/user", &st, 0) == 0 && st.st_dev == ns->st_dev && st.st_ino == ns->st_ino;
+    if (state != 'Z' && state != 'X' && (member || (children && ppid == self)) &&
+        syscall(SYS_pidfd_send_signal, p, SIGKILL, NULL, 0) == 0)
+      hits++;
+    close(p);
+  }
+  closedir(d);
+  return hits;
+}
+
+/* Reaps every exited child, keeping runc's wait status; 0 when none is left. */
+static int reap(pid_t runc, int *status) {
+  int ws;
+  pid_t p;
+  while ((p = waitpid(-1, &ws, WNOHANG)) > 0)
+    if (p == runc) *status = ws;
+  return !(p < 0 && errno == ECHILD);
+}
+
+/* Kills runc and everything of the container until nothing is left. */
+static void sweep(const struct stat *ns, pid_t runc, int *status) {
+  for (int i = 0; i < SWEEP_ROUNDS; i++) {
+    int hits = kill_pass(ns, 1);
+    if (!reap(runc, status) && hits == 0) return;
+    pause_briefly();
+  }
+  fputs("shoal-mount: error: processes of the container did not end within a second "
+        "(they are killed; their mounts go with the last of them)\n", stderr);
+}
+
+/* Runs runc in a child and stays as its watchdog, holding no privilege, until
+ * runc exits (then its status is the helper's) or the caller dies (then the
+ * container is killed). Either way every process left in the container is
+ * killed and reaped before the helper exits: the container's mount namespace,
+ * its mounts and the loop device go with the last of them. */
+static void watch(const char *runc, char **args, char **envp, pid_t caller, int nsfd) {
+  static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+  sigset_t set, old;
+  sigemptyset(&set);
+  for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaddset(&set, forwarded[i]);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, DEATH_SIGNAL);
+  struct stat ns;
+  /* Set before the fork: a process orphaned the moment after must find it. */
+  if (fstat(nsfd, &ns) || sigprocmask(SIG_BLOCK, &set, &old) || prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+    refuse("this is a bug", "cannot set up the watchdog: %s", ERR);
+  pid_t self = getpid(), pid = fork();
+  if (pid < 0) refuse("too many processes?", "fork: %s", ERR);
+  if (pid == 0) {
+    if (sigprocmask(SIG_SETMASK, &old, NULL) || prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0))
+      refuse("this is a bug", "cannot prepare runc: %s", ERR);
+    if (getppid() != self) _exit(128 + SIGKILL); /* the watchdog is gone */
+    execve(runc, args, envp);
+    refuse("check runtime.runc in the config", "cannot run %s: %s", runc, ERR);
+  }
+
+  signal(SIGPIPE, SIG_IGN); /* a closed stderr must not end the watch */
+  int status = -1, sfd = signalfd(-1, &set, SFD_CLOEXEC);
+  if (sfd < 0 || prctl(PR_SET_PDEATHSIG, DEATH_SIGNAL, 0, 0, 0)) {
+    int err = errno;
+    sweep(&ns, pid, &status);
+    refuse("this is a bug", "cannot watch the container: %s", strerror(err));
+  }
+  /* The caller may have died before the death signal was armed. */
+  if (getppid() != caller) kill(self, DEATH_SIGNAL);
+
+  int orphaned = 0;
+  while (status == -1 && !orphaned) {
+    struct signalfd_siginfo si;
+    ssize_t n = read(sfd, &si, sizeof si);
+    if (n < 0 && errno == EINTR) continue;
+    if (n != (ssize_t)sizeof si) break;
+    int sig = (int)si.ssi_signo;
+    if (sig == SIGCHLD) reap(pid, &status);
+    /* The signal comes when the caller's thread that started the helper
+     * ends; the caller is gone only when the helper was reparented. */
+    else if (sig == DEATH_SIGNAL) orphaned = getppid() != caller;
+    /* A terminal's signals (SI_KERNEL) reach runc itself, in the same
+     * process group; forwarding them as well would deliver them twice. */
+    else if (si.ssi_code <= 0) kill(pid, sig);
+  }
+  if (status == -1) {
+    /* The container first, so that runc sees it end, removes its state
+     * and exits by itself; then runc if it does not. */
+    for (int i = 0; i < SWEEP_ROUNDS / 2 && status == -1; i++) {
+      kill_pass(&ns, 0);
+      reap(pid, &status);
+      if (status == -1) pause_briefly();
+    }
+  }
+  sweep(&ns, pid, &status);
+  exit(status == -1 ? 128 + SIGKILL : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
+}
+
 /* ------------------------------------------------------------------ run */
 
 static void run(int argc, char **argv, int sep) {
   const char *image = NULL, *bundle = NULL, *size = NULL;
-  int root = 0, userns = 0;
+  int root = 0;
   for (int i = 2; i < sep; i++) {
     if (strcmp(argv[i], "--image") == 0 && i + 1 < sep) image = argv[++i];
     else if (strcmp(argv[i], "--bundle") == 0 && i + 1 < sep) bundle = argv[++i];
     else if (strcmp(argv[i], "--root") == 0) root = 1;
-    else if (strcmp(argv[i], "--userns") == 0) userns = 1;
+    else if (strcmp(argv[i], "--userns") == 0) continue; /* always, now; still accepted */
     else if (strcmp(argv[i], "--tmpfs-size") == 0 && i + 1 < sep) size = argv[++i];
     else usage("unexpected argument '%s'", argv[i]);
   }
@@ -897,7 +1073,7 @@ static void run(int argc, char **argv, int sep) {
   int bfd = open_bundle(&cfg, bundle);
   int rootfs = own_entry(bfd, bundle, "rootfs", 1);
   int mnt = own_entry(bfd, bundle, ".mnt", 1);
-  int nsfile = userns ? own_entry(bfd, bundle, "userns", 0) : -1;
+  int nsfile = own_entry(bfd, bundle, "userns", 0);
 
   const char *tmpfs_opts[] = {"mode", "0700", "uid", "0", "gid", "0", size ? "size" : NULL, size, NULL};
   int tmp = new_mount("tmpfs", "shoal", tmpfs_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
@@ -961,11 +1137,9 @@ static void run(int argc, char **argv, int sep) {
                       "the helper needs overlayfs over idmapped layers (Linux 5.19)");
   attach(ovl, rootfs, "", "the overlay");
 
-  if (userns) {
-    int t = (int)syscall(SYS_open_tree, ns, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
-    if (t < 0) refuse("this is a bug", "cannot bind the user namespace: %s", ERR);
-    attach(t, nsfile, "", "the user namespace");
-  }
+  int t = (int)syscall(SYS_open_tree, ns, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+  if (t < 0) refuse("this is a bug", "cannot bind the user namespace: %s", ERR);
+  attach(t, nsfile, "", "the user namespace");
 
   drop();
   umask(umask_was);
@@ -981,12 +1155,8 @@ static void run(int argc, char **argv, int sep) {
     snprintf(xdg_env, sizeof xdg_env, "XDG_RUNTIME_DIR=%s", xdg);
     envp[4] = xdg_env;
   }
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)) refuse("this is a bug", "prctl: %s", ERR);
-  if (getppid() != parent) refuse("the caller went away", "the calling process exited");
-
   argv[sep] = "runc";
-  execve(cfg.runc_real, argv + sep, envp);
-  refuse("check runtime.runc in the config", "cannot run %s: %s", cfg.runc, ERR);
+  watch(cfg.runc_real, argv + sep, envp, parent, ns);
 }
 
 /* ------------------------------------------------------------------ check */

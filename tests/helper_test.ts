@@ -13,10 +13,14 @@ import {
   type HelperSite,
   helperSite,
   hostMountsOf,
+  Lines,
   makeBundle,
+  processesRunning,
+  processStatus,
   renderMapping,
   RUNC,
   snapshot,
+  spawnAs,
   squashfsImage,
   writeConfig,
 } from "./support/helper.ts";
@@ -116,7 +120,7 @@ let bundles = 0;
 /** A new bundle of `user` in their run dir. */
 async function bundle(
   f: Fixture,
-  opts: { args: string[]; root: boolean; userns?: boolean },
+  opts: { args: string[]; root: boolean; userns?: boolean; hostPid?: boolean },
   user = f.user,
 ): Promise<string> {
   const dir = `${f.site.dir}/run/${user.name}/b${++bundles}`;
@@ -124,14 +128,16 @@ async function bundle(
   return dir;
 }
 
-/** `shoal-mount run` of IMAGE on BUNDLE, then `runc run` (or RUNC_ARGS). */
-function runHelper(
-  f: Fixture,
-  image: string,
-  dir: string,
-  opts: { root?: boolean; userns?: boolean; size?: string; user?: TestUser; runc?: string[] } = {},
-  env: Record<string, string> = {},
-) {
+interface RunOpts {
+  root?: boolean;
+  userns?: boolean;
+  size?: string;
+  user?: TestUser;
+  runc?: string[];
+}
+
+/** The helper's arguments for a run of IMAGE on BUNDLE, then `runc run` (or RUNC_ARGS). */
+function helperArgs(f: Fixture, image: string, dir: string, opts: RunOpts = {}): string[] {
   const user = opts.user ?? f.user;
   const flags = [
     ...(opts.root ? ["--root"] : []),
@@ -140,12 +146,18 @@ function runHelper(
   ];
   const runcArgs = opts.runc ??
     ["--root", `${f.site.dir}/run/${user.name}/state`, "run", "--bundle", dir, `c${++bundles}`];
-  return helper(
-    f.site,
-    user,
-    ["run", "--image", image, "--bundle", dir, ...flags, "--", ...runcArgs],
-    env,
-  );
+  return ["run", "--image", image, "--bundle", dir, ...flags, "--", ...runcArgs];
+}
+
+/** `shoal-mount run` of IMAGE on BUNDLE, then `runc run` (or RUNC_ARGS). */
+function runHelper(
+  f: Fixture,
+  image: string,
+  dir: string,
+  opts: RunOpts = {},
+  env: Record<string, string> = {},
+) {
+  return helper(f.site, opts.user ?? f.user, helperArgs(f, image, dir, opts), env);
 }
 
 function assertRefused(r: { code: number; stdout: string; stderr: string }, re: RegExp, code = 1) {
@@ -632,4 +644,303 @@ Deno.test("usage errors exit 2 with one line", async () => {
       ["run", "--image", f.images.good!, "--bundle", f.run, "--tmpfs-size", "1t", "--", "x"],
     ]
   ) assertRefused(await helper(f.site, f.user, args), /usage: shoal-mount run/, 2);
+});
+
+// ---------------------------------------------------------------- the watchdog
+
+/** A sleep duration no other process has: it names a container's process in `ps`. */
+const marker = () => String(100_000 + Math.floor(Math.random() * 800_000));
+
+/** Sleepers a container starts in the background, as daemons do: none may outlive it. */
+function daemons(tags: { plain: string; subuid: string; orphan: string }): string {
+  return [
+    `sleep ${tags.plain} >/dev/null 2>&1 &`,
+    // A process that switched to a subordinate uid: only the namespace's owner may kill it.
+    `su -s /bin/sh -c 'exec sleep ${tags.subuid}' nobody >/dev/null 2>&1 &`,
+    `i=0; while [ "$(stat -c %u /proc/$!)" != 65534 ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i+1)); done`,
+    "stat -c %u /proc/$!",
+    // Double fork: its parent is gone at once, so it is nobody's child in the container.
+    `(sleep ${tags.orphan} >/dev/null 2>&1 &)`,
+  ].join("\n");
+}
+
+const sleepers = (tags: Record<string, string>) =>
+  Object.values(tags).flatMap((t) => processesRunning(["sleep", t]));
+
+/** Waits (bounded) until `pid` is dead: gone, or a zombie its parent has not reaped yet. */
+async function assertGone(pid: number) {
+  for (let i = 0; i < 50; i++) {
+    try {
+      if (processStatus(pid).State?.startsWith("Z")) return;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return;
+      throw err;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`process ${pid} is still there`);
+}
+
+Deno.test("when the container's main process exits, every process it left running goes too", async () => {
+  const f = await fx();
+  const tags = { plain: marker(), subuid: marker(), orphan: marker() };
+  for (const userns of [true, false]) {
+    // Without --userns runc makes its own namespace: the orphans still reparent to the helper.
+    const dir = await bundle(f, {
+      args: ["sh", "-c", `${daemons(tags)}\necho started`],
+      root: true,
+      userns,
+      hostPid: true,
+    });
+    const r = await runHelper(f, f.images.good!, dir, { root: true, userns });
+    assertEquals([r.code, r.stdout], [0, "65534\nstarted\n"], r.stderr);
+    assertNoError(r.stderr);
+    assertEquals(sleepers(tags), []);
+    await assertNothingLeft(f.images.good!, [dir]);
+  }
+});
+
+/**
+ * Runs `body`, then ends `child` if it still runs, so that a failing test
+ * leaves nothing behind: SIGTERM first (the helper forwards it; a caller dies
+ * of it and the helper then kills the container), SIGKILL after a second.
+ */
+async function killedAfter(child: Deno.ChildProcess, body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } finally {
+    const kill = (signal: Deno.Signal) => {
+      try {
+        child.kill(signal);
+      } catch { /* already gone */ }
+    };
+    kill("SIGTERM");
+    const timer = setTimeout(() => kill("SIGKILL"), 1000);
+    await child.status;
+    clearTimeout(timer);
+  }
+}
+
+/** runc with a host PID namespace warns about cgroups it lacks; no error may come. */
+function assertNoError(stderr: string) {
+  assert(!/shoal-mount: error|level=error/.test(stderr), stderr);
+}
+
+for (const signal of ["SIGKILL", "SIGTERM"] as const) {
+  Deno.test(`${signal} to the helper's caller ends the container, its daemons and its mounts`, async () => {
+    const f = await fx();
+    const tags = { plain: marker(), subuid: marker(), orphan: marker(), main: marker() };
+    const dir = await bundle(f, {
+      args: ["sh", "-c", `${daemons(tags)}\necho ready\nexec sleep ${tags.main}`],
+      root: true,
+      userns: true,
+      hostPid: true,
+    });
+    const id = `killed${++bundles}`;
+    const args = helperArgs(f, f.images.good!, dir, {
+      root: true,
+      userns: true,
+      runc: ["--root", `${f.run}/state`, "run", "--bundle", dir, id],
+    });
+    // The caller stands in for shoal: killed, it cannot forward anything.
+    const caller = spawnAs(f.user, "sh", [
+      "-c",
+      '"$0" "$@" & echo $!; wait',
+      f.site.helper,
+      ...args,
+    ]);
+    const stderr = new Response(caller.stderr).text();
+    const out = new Lines(caller.stdout);
+    let helperPid = 0;
+    await killedAfter(caller, async () => {
+      helperPid = Number(await out.next());
+      assertEquals([await out.next(), await out.next()], ["65534", "ready"]);
+      assertEquals(sleepers(tags).length, 4);
+
+      const killed = performance.now();
+      caller.kill(signal);
+      // The end of the output: the helper, runc and every process of the container closed it.
+      assertEquals(await out.rest(3000), "");
+      const took = performance.now() - killed;
+      assert(took < 2000, `the container took ${took} ms to go`);
+      assertEquals((await caller.status).signal, signal);
+    });
+    assertNoError(await stderr);
+    assertEquals(sleepers(tags), []);
+    await assertGone(helperPid);
+    await assertNothingLeft(f.images.good!, [dir]);
+    // runc saw its container end and removed its state: `runc list` shows no stale entry.
+    assertEquals(await Deno.stat(`${f.run}/state/${id}`).catch(() => null), null);
+  });
+}
+
+/** The helper run directly (as shoal runs it), its output read line by line. */
+function spawnHelper(f: Fixture, dir: string, runc?: string[]) {
+  const args = helperArgs(f, f.images.good!, dir, { root: true, userns: true, runc });
+  const child = spawnAs(f.user, f.site.helper, args);
+  return { child, out: new Lines(child.stdout), stderr: new Response(child.stderr).text() };
+}
+
+Deno.test("signals sent to the helper reach the container's process", async () => {
+  const f = await fx();
+  const traps = [
+    "trap 'echo got USR1' USR1",
+    "trap 'echo got USR2' USR2",
+    "trap 'echo got TERM; exit 3' TERM",
+    "trap 'echo got INT; exit 4' INT",
+    "trap 'echo got HUP; exit 5' HUP",
+    "trap 'echo got QUIT; exit 6' QUIT",
+    "echo ready",
+    "while :; do sleep 0.02; done",
+  ].join("\n");
+  const cases = [["SIGTERM", 3], ["SIGINT", 4], ["SIGHUP", 5], ["SIGQUIT", 6]] as const;
+  for (const [signal, code] of cases) {
+    const dir = await bundle(f, {
+      args: ["sh", "-c", traps],
+      root: true,
+      userns: true,
+      hostPid: true,
+    });
+    const { child, out, stderr } = spawnHelper(f, dir);
+    await killedAfter(child, async () => {
+      assertEquals(await out.next(), "ready");
+      child.kill("SIGUSR1");
+      assertEquals(await out.next(), "got USR1");
+      child.kill("SIGUSR2");
+      assertEquals(await out.next(), "got USR2");
+      child.kill(signal);
+      assertEquals(await out.rest(), `got ${signal.slice(3)}\n`);
+      assertEquals((await child.status).code, code);
+    });
+    assertNoError(await stderr);
+    await assertNothingLeft(f.images.good!, [dir]);
+  }
+});
+
+/** Runs the helper with `runc` replaced by a script of the test's. */
+async function withFakeRunc<T>(f: Fixture, script: string, body: () => Promise<T>): Promise<T> {
+  const fake = `${f.site.dir}/fake-runc-${++bundles}`;
+  await Deno.writeTextFile(fake, `#!/bin/sh\n${script}\n`);
+  await Deno.chmod(fake, 0o755);
+  await writeConfig(f.site, { ...f.config, runtime: { runc: fake } });
+  try {
+    return await body();
+  } finally {
+    await writeConfig(f.site, f.config);
+    await Deno.remove(fake);
+  }
+}
+
+Deno.test("the container's exit status is the helper's; a signal death is 128+N", async () => {
+  const f = await fx();
+  const cases: [string[], number, RegExp][] = [
+    [["sh", "-c", "exit 7"], 7, /^(?!.*level=error)/s],
+    [["sh", "-c", "kill -KILL $$"], 137, /^(?!.*level=error)/s],
+    // runc's own failure: shoal turns it into 127 and one line.
+    [["/no/such/program"], 1, /level=error.*no such file or directory/],
+  ];
+  for (const [args, code, stderr] of cases) {
+    const dir = await bundle(f, { args, root: true, userns: true, hostPid: true });
+    const r = await runHelper(f, f.images.good!, dir, { root: true, userns: true });
+    assertEquals(r.code, code, r.stderr);
+    assertMatch(r.stderr, stderr);
+    await assertNothingLeft(f.images.good!, [dir]);
+  }
+  // runc itself killed by a signal.
+  const dir = await bundle(f, { args: ["true"], root: true });
+  const r = await withFakeRunc(f, "kill -TERM $$", () => runHelper(f, f.images.good!, dir));
+  assertEquals([r.code, r.stderr], [143, ""]);
+  await assertNothingLeft(f.images.good!, [dir]);
+});
+
+Deno.test("the caller's extra file descriptors reach the container (--preserve-fds), no other", async () => {
+  const f = await fx();
+  const file = `${f.run}/pmi-${++bundles}`;
+  await Deno.writeTextFile(file, "through fd 3\n");
+  await Deno.chown(file, f.user.uid, f.user.gid);
+  const withFd3 = (cmd: string, args: string[]) =>
+    runAs(f.user, "sh", ["-c", 'f=$1; shift; exec "$@" 3<"$f"', "sh", file, cmd, ...args]);
+
+  const dir = await bundle(f, { args: ["sh", "-c", "cat <&3"], root: true, userns: true });
+  const runc = ["--root", `${f.run}/state`, "run", "--preserve-fds", "1", "--bundle", dir];
+  const r = await withFd3(
+    f.site.helper,
+    helperArgs(f, f.images.good!, dir, {
+      root: true,
+      userns: true,
+      runc: [...runc, `c${++bundles}`],
+    }),
+  );
+  assertEquals([r.code, r.stdout], [0, "through fd 3\n"], r.stderr);
+  await assertNothingLeft(f.images.good!, [dir]);
+
+  // runc gets the caller's descriptors and none of the helper's own.
+  const listFds = "exec ls /proc/self/fd";
+  const callers = await withFd3("sh", ["-c", listFds]);
+  const runcs = await withFakeRunc(
+    f,
+    listFds,
+    () => withFd3(f.site.helper, helperArgs(f, f.images.good!, dir, { root: true })),
+  );
+  assertEquals([runcs.code, runcs.stdout], [0, callers.stdout], runcs.stderr);
+  assertStringIncludes(callers.stdout, "\n3\n");
+  await Deno.remove(file);
+});
+
+Deno.test("while the container runs, the helper holds no privilege and the caller owns the namespace", async () => {
+  const f = await fx();
+  const [subuid, main] = [marker(), marker()];
+  const dir = await bundle(f, {
+    args: [
+      "sh",
+      "-c",
+      `${daemons({ plain: marker(), subuid, orphan: marker() })}
+       echo $$; exec sleep ${main}`,
+    ],
+    root: true,
+    userns: true,
+    hostPid: true,
+  });
+  const { child, out, stderr } = spawnHelper(f, dir);
+  await killedAfter(child, async () => {
+    assertEquals(await out.next(), "65534");
+    const container = Number(await out.next());
+    const [sleeper] = processesRunning(["sleep", subuid]);
+    assert(sleeper, "the sleeper runs");
+
+    const status = processStatus(child.pid);
+    const { uid, gid } = f.user;
+    assertEquals(
+      [status.Uid, status.Gid, status.CapInh, status.CapPrm, status.CapEff, status.CapAmb],
+      [
+        `${uid} ${uid} ${uid} ${uid}`,
+        `${gid} ${gid} ${gid} ${gid}`,
+        ...Array(4).fill("0".repeat(16)),
+      ],
+    );
+    // Only the owner of a user namespace may enter it and kill its processes of other uids.
+    const entered = await runAs(f.user, "nsenter", [
+      "--user",
+      "--preserve-credentials",
+      "-t",
+      String(container),
+      "readlink",
+      "/proc/self/ns/user",
+    ]);
+    assertEquals([entered.code, entered.stdout], [
+      0,
+      `${await Deno.readLink(`/proc/${container}/ns/user`)}\n`,
+    ], entered.stderr);
+    assertEquals(processStatus(sleeper).Uid?.split(" ")[0], String(f.user.subuid.start + 65533));
+    const killed = await runAs(f.user, "kill", ["-KILL", String(sleeper)]);
+    assertEquals(killed.code, 0, killed.stderr);
+    await assertGone(sleeper);
+
+    child.kill("SIGTERM");
+    assertEquals(await out.rest(), "");
+    assertEquals((await child.status).code, 143);
+  });
+  assertNoError(await stderr);
+  assertEquals(processesRunning(["sleep", main]), []);
+  await assertNothingLeft(f.images.good!, [dir]);
 });

@@ -131,6 +131,8 @@ export interface BundleOptions {
   root: boolean;
   /** For `--userns`: join the namespace the helper binds at `<bundle>/userns`. */
   userns?: boolean;
+  /** Share the host's PID namespace, as shoal does by default (`--pid=host`). */
+  hostPid?: boolean;
 }
 
 /**
@@ -148,6 +150,12 @@ export async function makeBundle(user: TestUser, bundle: string, opts: BundleOpt
   config.process.args = opts.args;
   config.process.terminal = false;
   config.process.user = { uid: id, gid: opts.root ? 0 : user.gid };
+  if (opts.root) {
+    // Part of what shoal's --root grants: root inside may switch to other ids.
+    for (const set of ["bounding", "effective", "permitted"]) {
+      config.process.capabilities[set].push("CAP_SETUID", "CAP_SETGID");
+    }
+  }
   config.root = { path: "rootfs", readonly: false };
   config.hostname = "helper-test";
   if (opts.userns) {
@@ -165,8 +173,120 @@ export async function makeBundle(user: TestUser, bundle: string, opts: BundleOpt
     config.linux.uidMappings = expectedMapping(user.uid, user.subuid, opts.root);
     config.linux.gidMappings = expectedMapping(user.gid, user.subuid, opts.root);
   }
+  if (opts.hostPid) {
+    config.linux.namespaces = config.linux.namespaces.filter((ns: { type: string }) =>
+      ns.type !== "pid"
+    );
+    // A new proc mount needs a PID namespace of the user namespace's own: bind the host's.
+    config.mounts = config.mounts.map((m: { destination: string }) =>
+      m.destination === "/proc"
+        ? {
+          destination: "/proc",
+          type: "bind",
+          source: "/proc",
+          options: ["rbind", "nosuid", "nodev", "noexec"],
+        }
+        : m
+    );
+  }
   await Deno.writeTextFile(file, JSON.stringify(config));
   await Deno.chown(file, user.uid, user.gid);
+}
+
+/**
+ * Starts `cmd ARGS...` as `user` (as `runAs` does, but without waiting), stdout
+ * and stderr piped; setpriv and env exec, so the child's pid is `cmd`'s own.
+ */
+export function spawnAs(user: TestUser, cmd: string, args: string[]): Deno.ChildProcess {
+  return new Deno.Command("setpriv", {
+    args: [
+      `--reuid=${user.uid}`,
+      `--regid=${user.gid}`,
+      "--init-groups",
+      "--",
+      "env",
+      "-i",
+      `HOME=${user.home}`,
+      `USER=${user.name}`,
+      "PATH=/usr/local/bin:/usr/bin:/bin",
+      cmd,
+      ...args,
+    ],
+    cwd: user.home,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+/** Reads a child's output line by line, each wait bounded. */
+export class Lines {
+  #reader: ReadableStreamDefaultReader<string>;
+  #buffer = "";
+  #done = false;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  async #more(ms: number, what: string): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
+    });
+    try {
+      const { value, done } = await Promise.race([this.#reader.read(), timeout]);
+      if (done) this.#done = true;
+      else this.#buffer += value;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The next line, or null at the end of the output. */
+  async next(ms = 10_000): Promise<string | null> {
+    while (!this.#buffer.includes("\n") && !this.#done) await this.#more(ms, "line");
+    const i = this.#buffer.indexOf("\n");
+    if (i < 0) {
+      const last = this.#buffer;
+      this.#buffer = "";
+      return last === "" ? null : last;
+    }
+    const line = this.#buffer.slice(0, i);
+    this.#buffer = this.#buffer.slice(i + 1);
+    return line;
+  }
+
+  /** Everything up to the end of the output: every writer has closed it. */
+  async rest(ms = 10_000): Promise<string> {
+    while (!this.#done) await this.#more(ms, "end of output");
+    const all = this.#buffer;
+    this.#buffer = "";
+    return all;
+  }
+}
+
+/** Pids of the live processes whose command line is exactly `argv`. */
+export function processesRunning(argv: string[]): number[] {
+  const want = argv.join("\0") + "\0";
+  const pids: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      if (Deno.readTextFileSync(`/proc/${e.name}/cmdline`) === want) pids.push(Number(e.name));
+    } catch { /* gone meanwhile */ }
+  }
+  return pids;
+}
+
+/** Fields of /proc/PID/status, tabs and spaces squeezed: { Uid: "1001 1001 1001 1001" }. */
+export function processStatus(pid: number): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const line of Deno.readTextFileSync(`/proc/${pid}/status`).split("\n")) {
+    const i = line.indexOf(":");
+    if (i > 0) fields[line.slice(0, i)] = line.slice(i + 1).trim().split(/\s+/).join(" ");
+  }
+  return fields;
 }
 
 /** Loop devices bound to `image` (`losetup -j`). */
