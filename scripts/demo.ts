@@ -46,3 +46,70 @@ await show(["pull", "--tls-verify=false", image]);
 await show(["pull", "--tls-verify=false", image]);
 await show(["images"]);
 console.log(`\n(the demo used the repository ${dataHome}/shoal; it is removed now)`);
+
+// ---- Running it: the pulled image as an unprivileged user, then as root inside (issue 4) ----
+
+import { testUser } from "../tests/support/users.ts";
+
+/**
+ * Who runs the containers: the invoking user, or, when the demo runs as root,
+ * the unprivileged user `shoal-demo` (created like the tests' user, with a
+ * subordinate id range), in a repository of their own removed at the end.
+ */
+const runner = Deno.uid() === 0 ? await testUser("shoal-demo", true) : undefined;
+const runHome = await Deno.makeTempDir({ prefix: "shoal-demo-run-" });
+globalThis.addEventListener("unload", () => Deno.removeSync(runHome, { recursive: true }));
+if (runner !== undefined) {
+  await Deno.chown(runHome, runner.uid, runner.gid);
+  // Without the setuid helper, images are mounted with squashfuse, which needs /dev/fuse
+  // usable by users: the admin fix `shoal doctor` names above.
+  if (((await Deno.stat("/dev/fuse")).mode ?? 0) & 0o006 ^ 0o006) {
+    console.log("\n(as the admin: chmod 0666 /dev/fuse, the fix shoal doctor names)");
+    await Deno.chmod("/dev/fuse", 0o666);
+  }
+}
+
+async function showAs(args: string[]): Promise<void> {
+  const name = runner?.name ?? Deno.env.get("USER") ?? "you";
+  const quoted = args.map((a) =>
+    /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`
+  );
+  console.log(`\n${name}$ shoal ${quoted.join(" ")}`);
+  const env = [
+    `HOME=${runner?.home ?? Deno.env.get("HOME") ?? "/"}`,
+    `USER=${name}`,
+    `PATH=${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
+    `XDG_DATA_HOME=${runHome}`,
+  ];
+  const asUser = runner === undefined
+    ? []
+    : ["setpriv", `--reuid=${runner.uid}`, `--regid=${runner.gid}`, "--init-groups", "--"];
+  const argv = [...asUser, "env", "-i", ...env, shoalScript, ...args];
+  const { code } = await new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    cwd: runHome,
+    stdin: "null",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn().status;
+  if (code !== 0) {
+    throw new Error(`demo: 'shoal ${args.join(" ")}' failed with exit status ${code}`);
+  }
+}
+
+await showAs(["pull", "--tls-verify=false", image]);
+await showAs(["run", image]);
+await showAs(["run", image, "sh", "-c", 'id; echo "HOME=$HOME"; ls -ln /bin/busybox']);
+await showAs([
+  "run",
+  "--root",
+  image,
+  "sh",
+  "-c",
+  "id && mkdir -p /usr/local/bin && cp /bin/busybox /usr/local/bin/tool && chown 65534:65534" +
+  " /usr/local/bin/tool && ls -ln /usr/local/bin/tool",
+]);
+console.log(
+  "\n(the user ran the image as themselves, then as root inside it, installing a file owned by" +
+    " another id: it lived in the container's writable layer and is gone; the image is unchanged)",
+);

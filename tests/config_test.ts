@@ -10,7 +10,13 @@ import { testUser } from "./support/users.ts";
 import { ConfigError, SecurityError } from "../mod/errors.ts";
 import { jsonSyntaxError } from "../mod/config/json.ts";
 import { type InstallLayout, installLayout } from "../mod/config/layout.ts";
-import { type ConfigEnv, currentEnv, findTool, loadConfig } from "../mod/config/load.ts";
+import {
+  type ConfigEnv,
+  currentEnv,
+  defaultRunDir,
+  findTool,
+  loadConfig,
+} from "../mod/config/load.ts";
 import { installationProblems } from "../mod/config/security.ts";
 
 const alice: ConfigEnv = { uid: 4242, user: "alice", home: "/home/alice", path: "" };
@@ -113,11 +119,17 @@ Deno.test("no site config file: built-in defaults; a named file that is missing 
     assertEquals(loaded.paths.helper, `${t.base}/opt/libexec/shoal/shoal-mount`);
     assertEquals(loaded.paths.hooksDir, `${t.base}/opt/etc/hooks.d`);
 
+    // XDG_RUNTIME_DIR does not move the run dir: the setuid helper cannot trust it.
     const xdg = await load(t.layout, {
       env: { ...alice, xdgDataHome: "/data/alice", xdgRuntimeDir: "/run/user/4242" },
     });
     assertEquals(xdg.paths.localRepository, "/data/alice/shoal");
-    assertEquals(xdg.paths.runDir, "/run/user/4242/shoal");
+    assertEquals(xdg.paths.runDir, "/tmp/shoal-4242");
+    // systemd's per-user runtime dir is used when it exists and is the user's own.
+    await Deno.mkdir(`${t.base}/run/4242`, { recursive: true });
+    assertEquals(defaultRunDir(4242, `${t.base}/run`), "/tmp/shoal-4242");
+    await Deno.chown(`${t.base}/run/4242`, 4242, 4242);
+    assertEquals(defaultRunDir(4242, `${t.base}/run`), `${t.base}/run/4242/shoal`);
 
     const missing = `${t.base}/elsewhere.json`;
     const err = await assertRejects(() => load(t.layout, { file: missing }), ConfigError);

@@ -5,13 +5,7 @@
  */
 import { assert, assertEquals, assertRejects, assertThrows } from "./support/assert.ts";
 import { UsageError } from "../mod/errors.ts";
-import {
-  containerIdOf,
-  idMap,
-  MAX_RANGES,
-  MAX_SUBORDINATE_IDS,
-  nestMappings,
-} from "../mod/runtime/idmap.ts";
+import { containerIdOf, idMap, MAX_RANGES, MAX_SUBORDINATE_IDS } from "../mod/runtime/idmap.ts";
 import {
   type MountRequest,
   parseMountOption,
@@ -98,24 +92,6 @@ Deno.test("mappings: caps, overlaps, big uids, no range", () => {
     mappings: [{ containerID: 1001, hostID: 1001, size: 1 }],
     subordinate: false,
   });
-});
-
-Deno.test("nestMappings expresses keep-id in the ids of a --root outer namespace", () => {
-  const outer = idMap(1001, R, true).mappings;
-  assertEquals(nestMappings(idMap(1001, R, false).mappings, outer), [
-    { containerID: 0, hostID: 1, size: 1001 },
-    { containerID: 1001, hostID: 0, size: 1 },
-    { containerID: 1002, hostID: 1002, size: 64535 },
-  ]);
-  assertEquals(nestMappings(outer, outer), [
-    { containerID: 0, hostID: 0, size: 1 },
-    { containerID: 1, hostID: 1, size: 65536 },
-  ]);
-  assertThrows(
-    () => nestMappings([{ containerID: 0, hostID: 7, size: 1 }], outer),
-    Error,
-    "host id 7 is not mapped",
-  );
 });
 
 Deno.test("--mount accepts Sarus and Docker key spellings", () => {
@@ -441,6 +417,10 @@ Deno.test("callerInfo and hostInfo read who runs shoal and where", async () => {
   assertEquals(me.umask, parseInt(umask, 8));
   const ids = (await runCommand("id", ["-G"])).stdout.trim().split(" ").map(Number);
   assert(me.groups.every((g) => ids.includes(g.gid)));
-  const host = hostInfo(true);
-  assertEquals([host.hostname, host.nested], [Deno.hostname(), true]);
+  const host = hostInfo({ kind: "inherit" }, "/run/b");
+  assertEquals([host.hostname, host.userns.kind, host.bundle], [
+    Deno.hostname(),
+    "inherit",
+    "/run/b",
+  ]);
 });

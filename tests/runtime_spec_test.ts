@@ -16,6 +16,7 @@ import { ConfigError, UsageError } from "../mod/errors.ts";
 import { type SiteConfig, siteConfigSchema } from "../mod/config/schema.ts";
 import { parseMountOption, parseVolumeOption } from "../mod/runtime/mounts.ts";
 import { parseEnvOption } from "../mod/runtime/env.ts";
+import { idMap } from "../mod/runtime/idmap.ts";
 import { parseDeviceOption } from "../mod/runtime/devices.ts";
 import { type OciMount, specProblems } from "../mod/runtime/oci.ts";
 import {
@@ -55,7 +56,12 @@ const USER: UserInfo = {
   umask: 0o027,
 };
 
-const HOST: HostInfo = { hostname: "node7", mqueue: false, nested: false };
+const HOST: HostInfo = {
+  hostname: "node7",
+  mqueue: false,
+  userns: { kind: "create" },
+  bundle: "/tmp",
+};
 
 function request(over: Partial<RunRequest> = {}): RunRequest {
   return {
@@ -116,6 +122,8 @@ Deno.test("mounts: runc's rootless defaults, host /dev/shm, private /tmp, then s
       ["/tmp", "tmpfs", "tmpfs"],
       ["/etc/resolv.conf", "bind", "/etc/resolv.conf"],
       ["/etc/hosts", "bind", "/etc/hosts"],
+      ["/etc/passwd", "bind", "/tmp/passwd"],
+      ["/etc/group", "bind", "/tmp/group"],
       ["/site", "bind", dir],
       ["/data", "bind", dir],
       ["/dev/mynull", "bind", "/dev/null"],
@@ -201,33 +209,50 @@ Deno.test("environment: host, identity, image, site, -e; HOME follows the identi
   assert(rootEnv.includes("HOME=/root") && rootEnv.includes("USER=root"));
 });
 
-Deno.test("mappings are in host ids, or nested in the --root namespace runc runs in", async () => {
+Deno.test("user namespace: created from host-id mappings, inherited, or joined", async () => {
   const flat = (await build()).spec.linux;
   assertEquals(flat.uidMappings, [
     { containerID: 0, hostID: 100000, size: 1001 },
     { containerID: 1001, hostID: 1001, size: 1 },
     { containerID: 1002, hostID: 101001, size: 64535 },
   ]);
-  const nested = (await build({}, config(), USER, { ...HOST, nested: true })).spec.linux;
-  assertEquals(nested.gidMappings, [
-    { containerID: 0, hostID: 1, size: 1001 },
-    { containerID: 1001, hostID: 0, size: 1 },
-    { containerID: 1002, hostID: 1002, size: 64535 },
-  ]);
-  const rootNested = (await build({ root: true }, config(), USER, { ...HOST, nested: true }))
+  assertEquals(flat.namespaces.at(-1), { type: "user" });
+  // Inherited: runc runs in a namespace with this very mapping; the container stays in it.
+  const inherit = (await build({}, config(), USER, { ...HOST, userns: { kind: "inherit" } }))
     .spec.linux;
-  assertEquals(rootNested.uidMappings, [
-    { containerID: 0, hostID: 0, size: 1 },
-    { containerID: 1, hostID: 1, size: 65536 },
+  assertEquals([inherit.uidMappings, inherit.gidMappings], [undefined, undefined]);
+  assert(!inherit.namespaces.some((n) => n.type === "user"));
+  // Joined (the helper's): the mappings only tell runc who owns its stdio and exec fifo.
+  const join = { ...HOST, userns: { kind: "join" as const, path: "/run/b/userns" } };
+  const joined = (await build({}, config(), USER, join)).spec.linux;
+  assertEquals(joined.namespaces.at(-1), { type: "user", path: "/run/b/userns" });
+  assertEquals(joined.uidMappings, [
+    { containerID: 0, hostID: 1001, size: 1 },
+    { containerID: 1001, hostID: 1001, size: 1 },
   ]);
+  const rootJoined = (await build({ root: true }, config(), USER, join)).spec.linux;
+  assertEquals(rootJoined.gidMappings, [{ containerID: 0, hostID: 1001, size: 1 }]);
+});
+
+Deno.test("identity files: bind-mounted read-only for the user, the image's own for --root", async () => {
+  const keep = (await build()).spec.mounts.filter((m) => m.destination.startsWith("/etc/"));
+  assertEquals(keep.slice(2).map((m) => [m.destination, m.source, m.options?.includes("ro")]), [
+    ["/etc/passwd", "/tmp/passwd", true],
+    ["/etc/group", "/tmp/group", true],
+  ]);
+  const root = (await build({ root: true })).spec.mounts;
+  assert(!root.some((m) => m.destination === "/etc/passwd" || m.destination === "/etc/group"));
 });
 
 Deno.test("without subordinate ranges: a single mapping and a warning", async () => {
   const lone = { ...USER, subuid: [], subgid: [] };
   const r = await build({ root: true }, config(), lone);
   assertEquals(r.spec.linux.uidMappings, [{ containerID: 0, hostID: 1001, size: 1 }]);
-  assertEquals(r.warnings.length, 2);
-  assertMatch(r.warnings[0]!, /^no \/etc\/subuid range for alice: .*package managers .* may fail/);
+  assertEquals(r.warnings.length, 1);
+  assertMatch(
+    r.warnings[0]!,
+    /^no \/etc\/subuid or \/etc\/subgid range for alice: .*package managers .* may fail/,
+  );
   assertEquals((await build()).warnings, []);
 });
 
@@ -420,38 +445,51 @@ function testUserInfo(user: TestUser): UserInfo {
   };
 }
 
-/** Writes the bundle, runs it with runc as `user` (inside an outer namespace when nested). */
+/**
+ * Writes the bundle and runs it with runc as `user`: directly when runc
+ * creates the user namespace, else as root of an outer namespace that has the
+ * container's mapping (made by newuidmap on a holder process, entered with
+ * nsenter), as the FUSE path does.
+ */
 async function runBundle(
   user: TestUser,
   dir: string,
   built: Awaited<ReturnType<typeof buildBundleSpec>>,
-  nested: boolean,
+  root: boolean,
 ) {
   const rootfs = `${dir}/bundle/rootfs`;
   await Deno.writeTextFile(`${dir}/bundle/config.json`, JSON.stringify(built.spec, null, 2));
   await Deno.writeTextFile(`${rootfs}/etc/passwd`, built.passwd);
   await Deno.writeTextFile(`${rootfs}/etc/group`, built.group);
-  const id = `shoal-spec-test-${crypto.randomUUID().slice(0, 8)}`;
-  const runc = ["/usr/sbin/runc", "--root", `${dir}/state`];
-  const run = [...runc, "run", "--bundle", `${dir}/bundle`, id];
-  const s = user.subuid;
-  const outer = [
-    "/usr/bin/unshare",
-    "--user",
-    "--mount",
-    "--map-root-user",
-    `--map-users=${s.start},1,${s.count}`,
-    `--map-groups=${s.start},1,${s.count}`,
-  ];
-  const argv = nested ? [...outer, ...run] : run;
-  try {
-    return await runAs(user, argv[0]!, argv.slice(1));
-  } finally {
-    const del = nested
-      ? [...outer, ...runc, "delete", "--force", id]
-      : [...runc, "delete", "--force", id];
-    await runAs(user, del[0]!, del.slice(1));
+  for (const f of ["passwd", "group"] as const) {
+    await Deno.writeTextFile(`${dir}/bundle/${f}`, built[f]);
   }
+  const id = `shoal-spec-test-${crypto.randomUUID().slice(0, 8)}`;
+  const run = ["/usr/sbin/runc", "--root", `${dir}/state`, "run", "--bundle", `${dir}/bundle`, id];
+  if (root) return await runAs(user, run[0]!, run.slice(1));
+  const map = (own: number) =>
+    idMap(own, [user.subuid], false).mappings.map((m) => `${m.containerID} ${m.hostID} ${m.size}`)
+      .join(" ");
+  // The holder's output goes nowhere: a failed step must not leave it holding the test's pipe.
+  const outer = `
+    d=$1 umap=$2 gmap=$3
+    shift 3
+    mkfifo "$d/up" "$d/down"
+    unshare --user --mount sh -c 'echo >"$1/up"; read x <"$1/down"' holder "$d" </dev/null >/dev/null 2>&1 &
+    h=$!
+    read x <"$d/up"
+    newuidmap $h $umap && newgidmap $h $gmap || { kill $h; exit 1; }
+    nsenter --target $h --user --mount sh -c 'echo >"$1/down"; shift; exec "$@"' in "$d" "$@"
+  `;
+  return await runAs(user, "sh", [
+    "-c",
+    outer,
+    "outer",
+    dir,
+    map(user.uid),
+    map(user.gid),
+    ...run,
+  ]);
 }
 
 const SCRIPT = (hostPid: number, shmFile: string) =>
@@ -505,9 +543,14 @@ async function realRun(root: boolean) {
       IMAGE,
       config({ environment: { unset: ["UNWANTED"] }, runtime: { init: "/usr/bin/catatonit" } }),
       testUserInfo(user),
-      { hostname: "node7", mqueue: false, nested: !root },
+      {
+        hostname: "node7",
+        mqueue: false,
+        userns: { kind: root ? "create" : "inherit" },
+        bundle: `${dir}/bundle`,
+      },
     );
-    const r = await runBundle(user, dir, built, !root);
+    const r = await runBundle(user, dir, built, root);
     assertEquals(r.code, 0, r.stderr);
     const created = await Deno.stat(`${dir}/data/created`);
     assertEquals(created.uid, user.uid, "files made in a bind mount belong to the user");

@@ -9,13 +9,19 @@ import { VERSION } from "../version.ts";
 import { addGlobalOptions } from "./context.ts";
 import { registerDoctor } from "./doctor.ts";
 import { registerImages } from "./images.ts";
+import { registerKill } from "./kill.ts";
 import { registerLoad } from "./load.ts";
 import { registerLogin } from "./login.ts";
+import { registerPs } from "./ps.ts";
 import { registerPull } from "./pull.ts";
+import { registerRun } from "./run.ts";
 import { registerVersion } from "./version.ts";
 
 /** Every command, in the order `shoal --help` lists them. */
 const commands: ((program: Command) => void)[] = [
+  registerRun,
+  registerPs,
+  registerKill,
   registerPull,
   registerImages,
   registerLoad,

@@ -408,12 +408,23 @@ function resolvePaths(
       ? site("repositories.local", siteRepository)
       : defaultRepository,
     centralizedRepository: config.repositories.centralized,
-    runDir: config.runDir !== undefined
-      ? site("runDir", config.runDir)
-      : env.xdgRuntimeDir !== undefined && isAbsolute(env.xdgRuntimeDir)
-      ? join(env.xdgRuntimeDir, "shoal")
-      : `/tmp/shoal-${env.uid}`,
+    runDir: config.runDir !== undefined ? site("runDir", config.runDir) : defaultRunDir(env.uid),
   };
+}
+
+/**
+ * Where runs live by default: the setuid helper's rule, which shoal must
+ * follow so that the helper accepts its bundles. The environment
+ * ($XDG_RUNTIME_DIR) is not trusted: /run/user/UID/shoal when /run/user/UID is
+ * a directory of the user's (systemd's per-user tmpfs), else /tmp/shoal-UID.
+ */
+export function defaultRunDir(uid: number, base = "/run/user"): string {
+  const own = join(base, String(uid));
+  try {
+    const info = Deno.statSync(own);
+    if (info.isDirectory && info.uid === uid) return join(own, "shoal");
+  } catch { /* no per-user runtime dir */ }
+  return `/tmp/shoal-${uid}`;
 }
 
 /** Expands `$HOME`, `${HOME}`, `$USER` and `${USER}`; any other variable is an error. */

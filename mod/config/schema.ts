@@ -56,7 +56,7 @@ export const siteConfigSchema = z.strictObject({
     /** Init process for `run --init` (catatonit or tini). */
     init: absPath.optional(),
   }).prefault({}),
-  /** Base of per-run directories. Default `$XDG_RUNTIME_DIR/shoal`, else `/tmp/shoal-$UID`. */
+  /** Base of per-run directories. Default `/run/user/$UID/shoal` when that is yours, else `/tmp/shoal-$UID`. */
   runDir: expandablePath.optional(),
   registries: z.strictObject({
     /** Registries (`host[:port]`) reached over plain HTTP or without TLS verification. */

@@ -6,18 +6,30 @@
  */
 import type { Check, RunPath } from "./report.ts";
 
-/** Checks each path needs to pass; root maps ids itself, with no ranges or setuid tools. */
+/**
+ * Checks each path needs to pass. The helper creates the container's user
+ * namespace and maps it itself, so it needs neither unprivileged user
+ * namespaces nor newuidmap; root maps ids itself. A missing subordinate range
+ * blocks neither path: runs then map only the user's own id, and say so.
+ */
 function requirements(isRoot: boolean): Record<RunPath, string[]> {
-  const common = [
-    "config",
-    "runc",
-    "userns",
-    ...(isRoot ? [] : ["subuid", "subgid", "newuidmap", "newgidmap", "privileges"]),
-  ];
+  const common = ["config", "runc", ...(isRoot ? [] : ["privileges"])];
   return {
     helper: ["helper", "security", "squashfs", "idmapped-mounts", ...common],
-    unprivileged: ["overlay-userns", "fuse", "squashfuse", ...common],
+    unprivileged: [
+      "overlay-userns",
+      "fuse",
+      "squashfuse",
+      "userns",
+      ...common,
+      ...(isRoot ? [] : ["newuidmap", "newgidmap"]),
+    ],
   };
+}
+
+/** The checks `path` needs (see requirements), for callers that probe only those. */
+export function checksFor(path: RunPath, isRoot: boolean): string[] {
+  return requirements(isRoot)[path];
 }
 
 /**

@@ -5,7 +5,7 @@
 import { credentials, getgrgid, getpwuid } from "../sys/user.ts";
 import { rangesOf, readSubidFile, SUBGID_FILE, SUBUID_FILE } from "../sys/subid.ts";
 import { ShoalError } from "../errors.ts";
-import type { HostInfo, UserInfo } from "./spec.ts";
+import type { HostInfo, UserInfo, UsernsSource } from "./spec.ts";
 
 export async function callerInfo(): Promise<UserInfo> {
   const creds = credentials();
@@ -39,11 +39,11 @@ export async function callerInfo(): Promise<UserInfo> {
   };
 }
 
-/** `nested`: whether the driver runs runc inside an outer user namespace (see HostInfo). */
-export function hostInfo(nested: boolean): HostInfo {
+/** `userns` and `bundle`: see HostInfo. */
+export function hostInfo(userns: UsernsSource, bundle: string): HostInfo {
   let mqueue = false;
   try {
     mqueue = Deno.statSync("/dev/mqueue").isDirectory;
   } catch { /* no /dev/mqueue: nothing to share */ }
-  return { hostname: Deno.hostname(), mqueue, nested };
+  return { hostname: Deno.hostname(), mqueue, userns, bundle };
 }

@@ -109,33 +109,3 @@ export function containerIdOf(mappings: IdMapping[], hostId: number): number | u
   }
   return undefined;
 }
-
-/**
- * `inner` (container id -> host id) re-expressed for a runtime that itself runs
- * in a user namespace mapped by `outer` (outer container id -> host id): each
- * host id becomes the id it has in that namespace, extents split where the
- * outer extents break. runc 1.1 run by an unprivileged user chowns its exec
- * fifo to the host id of container root, which fails unless that is the user;
- * running runc as root of an outer namespace with the `--root` mapping avoids
- * that, and this gives the keep-id mapping in that namespace's terms.
- * Throws when a host id of `inner` is not mapped by `outer`.
- */
-export function nestMappings(inner: IdMapping[], outer: IdMapping[]): IdMapping[] {
-  const out: IdMapping[] = [];
-  for (const m of inner) {
-    let offset = 0;
-    while (offset < m.size) {
-      const host = m.hostID + offset;
-      const o = outer.find((e) => host >= e.hostID && host < e.hostID + e.size);
-      if (o === undefined) throw new Error(`host id ${host} is not mapped in the outer namespace`);
-      const n = Math.min(m.size - offset, o.hostID + o.size - host);
-      out.push({
-        containerID: m.containerID + offset,
-        hostID: o.containerID + host - o.hostID,
-        size: n,
-      });
-      offset += n;
-    }
-  }
-  return out;
-}

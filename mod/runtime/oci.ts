@@ -44,9 +44,11 @@ export interface OciMount {
 export type NamespaceType = "pid" | "network" | "mount" | "ipc" | "uts" | "user" | "cgroup";
 
 export interface OciLinux {
-  uidMappings: IdMapping[];
-  gidMappings: IdMapping[];
-  namespaces: { type: NamespaceType }[];
+  /** Absent when the container stays in the user namespace runc runs in. */
+  uidMappings?: IdMapping[];
+  gidMappings?: IdMapping[];
+  /** `path`: join that namespace instead of creating one. */
+  namespaces: { type: NamespaceType; path?: string }[];
   maskedPaths: string[];
   readonlyPaths: string[];
   seccomp?: Record<string, unknown>;
@@ -95,11 +97,15 @@ export function specProblems(spec: OciSpec): string[] {
   p(types.every((t) => NAMESPACES.has(t)), "unknown namespace type");
   p(new Set(types).size === types.length, "namespace types must be unique");
   const hasUserNs = types.includes("user");
-  for (const m of [...spec.linux.uidMappings, ...spec.linux.gidMappings]) {
+  for (const m of [...spec.linux.uidMappings ?? [], ...spec.linux.gidMappings ?? []]) {
     p(isId(m.containerID) && isId(m.hostID) && isId(m.size) && m.size > 0, "bad id mapping");
   }
-  p(!hasUserNs || spec.linux.uidMappings.length > 0, "a user namespace needs uidMappings");
-  p(!hasUserNs || spec.linux.gidMappings.length > 0, "a user namespace needs gidMappings");
+  p(!hasUserNs || (spec.linux.uidMappings ?? []).length > 0, "a user namespace needs uidMappings");
+  p(!hasUserNs || (spec.linux.gidMappings ?? []).length > 0, "a user namespace needs gidMappings");
+  p(
+    hasUserNs || (spec.linux.uidMappings === undefined && spec.linux.gidMappings === undefined),
+    "id mappings need a user namespace",
+  );
   p(spec.hostname === undefined || types.includes("uts"), "hostname needs a uts namespace");
   return problems;
 }

@@ -24,7 +24,7 @@ import { ConfigError, ShoalError, UsageError } from "../errors.ts";
 import type { SiteConfig } from "../config/schema.ts";
 import type { ImageMetadata } from "../image/store/metadata.ts";
 import type { SubidRange } from "../sys/subid.ts";
-import { containerIdOf, idMap, type IdMapping, nestMappings } from "./idmap.ts";
+import { containerIdOf, idMap, type IdMapping } from "./idmap.ts";
 import {
   type BindMount,
   checkAllowedDestination,
@@ -35,7 +35,7 @@ import {
 import { type EnvOption, mergeEnvironment } from "./env.ts";
 import { containerGroup, containerPasswd, containerShell, type PasswdEntry } from "./passwd.ts";
 import { type DeviceMount, type DeviceRequest, resolveDevice } from "./devices.ts";
-import { OCI_VERSION, type OciMount, type OciSpec, specProblems } from "./oci.ts";
+import { OCI_VERSION, type OciLinux, type OciMount, type OciSpec, specProblems } from "./oci.ts";
 
 /** What `shoal run` was asked to do, parsed. */
 export interface RunRequest {
@@ -90,26 +90,46 @@ export interface UserInfo {
   umask: number;
 }
 
-/** Facts about the host the container shares. */
+/**
+ * Where the container's user namespace comes from.
+ * - "create": runc creates it from the spec's mappings (runc run by the user
+ *   directly; runc 1.1 then cannot do keep-id: it fails to chown its exec fifo
+ *   to container root, a subordinate id).
+ * - "inherit": runc runs as root of a user namespace that already has the
+ *   container's own mapping (the FUSE path makes it with newuidmap); the
+ *   container stays in it, so the spec has no user namespace and no mappings.
+ * - "join": the setuid helper made it (with the container's mapping) and bound
+ *   it at `path`; runc joins it and uses the mappings only to look up the
+ *   owner of its stdio and exec fifo, which must be the caller (the helper's
+ *   header comment explains).
+ */
+export type UsernsSource =
+  | { kind: "create" }
+  | { kind: "inherit" }
+  | { kind: "join"; path: string };
+
+/** Facts about the host the container shares, and about this run's bundle. */
 export interface HostInfo {
   hostname: string;
   /** Whether the host has /dev/mqueue to share. */
   mqueue: boolean;
+  userns: UsernsSource;
   /**
-   * Whether runc runs as root of an outer user namespace that has the `--root`
-   * mapping (idMap(uid, subuid, true)); the spec's mappings are then written
-   * in that namespace's ids (see nestMappings). Needed for keep-id: runc 1.1
-   * run directly by the user fails to chown its exec fifo to container root.
+   * The bundle directory (absolute). With the default identity, its `passwd`
+   * and `group` files are bind-mounted read-only over the image's.
    */
-  nested: boolean;
+  bundle: string;
 }
 
 export interface BundleSpec {
   spec: OciSpec;
   /**
-   * Contents for the container's /etc/passwd and /etc/group, to be written into
-   * the writable rootfs rather than bind-mounted: useradd and package scripts
-   * replace these files by rename(2), which fails on a mount point.
+   * Contents for the container's /etc/passwd and /etc/group, to be written as
+   * `passwd` and `group` in the bundle: with the default identity the spec
+   * bind-mounts them (runc resolves the destination inside the rootfs). With
+   * `--root` the spec leaves the image's files alone, since useradd and package
+   * scripts replace them by rename(2), which fails on a mount point; these are
+   * then the image's own.
    */
   passwd: string;
   group: string;
@@ -366,6 +386,37 @@ function initMount(config: SiteConfig): OciMount {
   };
 }
 
+/**
+ * The bundle's generated passwd and group over the image's, read-only; they
+ * are written after the spec, so the locked flags are those of the bundle dir.
+ */
+function identityMounts(bundle: string): OciMount[] {
+  const options = withLockedFlags(["bind", "ro", "nosuid", "nodev", "noexec"], bundle);
+  return ["passwd", "group"].map((name) => ({
+    destination: `/etc/${name}`,
+    type: "bind",
+    source: posix.join(bundle, name),
+    options: [...options],
+  }));
+}
+
+/** The spec's id mappings for where the user namespace comes from (see UsernsSource). */
+function userNamespace(
+  source: UsernsSource,
+  root: boolean,
+  user: UserInfo,
+  uids: IdMapping[],
+  gids: IdMapping[],
+): Pick<OciLinux, "uidMappings" | "gidMappings"> {
+  if (source.kind === "inherit") return {};
+  if (source.kind === "create") return { uidMappings: uids, gidMappings: gids };
+  const lookup = (own: number) => [
+    { containerID: 0, hostID: own, size: 1 },
+    ...(root ? [] : [{ containerID: own, hostID: own, size: 1 }]),
+  ];
+  return { uidMappings: lookup(user.uid), gidMappings: lookup(user.gid) };
+}
+
 const NO_SUBIDS =
   "only your own id is mapped into the container, so package managers and other tools that change file owners may fail (ask your admin for a range)";
 
@@ -380,8 +431,13 @@ export async function buildBundleSpec(
   const warnings: string[] = [];
   const uids = idMap(user.uid, user.subuid, request.root);
   const gids = idMap(user.gid, user.subgid, request.root);
-  if (!uids.subordinate) warnings.push(`no /etc/subuid range for ${user.name}: ${NO_SUBIDS}`);
-  if (!gids.subordinate) warnings.push(`no /etc/subgid range for ${user.name}: ${NO_SUBIDS}`);
+  const missing = [
+    ...(uids.subordinate ? [] : ["/etc/subuid"]),
+    ...(gids.subordinate ? [] : ["/etc/subgid"]),
+  ];
+  if (missing.length > 0) {
+    warnings.push(`no ${missing.join(" or ")} range for ${user.name}: ${NO_SUBIDS}`);
+  }
 
   const groupName = user.groupName ?? `group${user.gid}`;
   const self: PasswdEntry = request.root
@@ -422,8 +478,9 @@ export async function buildBundleSpec(
   const site = siteMounts(config, warnings);
   const taken = new Map(site.map((m) => [m.destination, `site mount ${m.source}`]));
   const userMounts = await resolveMounts(request.mounts, config.forbiddenMountDestinations, taken);
+  const base = baseMounts(request, host);
   const mounts = [
-    ...baseMounts(request, host),
+    ...base,
     ...site.map(bindMount),
     ...userMounts.map(bindMount),
     ...devices(request, config, warnings).map(deviceMount),
@@ -435,9 +492,8 @@ export async function buildBundleSpec(
   for (const m of mounts) {
     if (m.type === "bind") m.options = withLockedFlags(m.options ?? [], m.source);
   }
+  if (!request.root) mounts.splice(base.length, 0, ...identityMounts(host.bundle));
 
-  const inRuntime = (own: number, ranges: SubidRange[], maps: IdMapping[]) =>
-    host.nested ? nestMappings(maps, idMap(own, ranges, true).mappings) : maps;
   const caps = request.root ? ROOT_CAPABILITIES : [];
   const spec: OciSpec = {
     ociVersion: OCI_VERSION,
@@ -460,13 +516,16 @@ export async function buildBundleSpec(
     hostname: host.hostname,
     mounts,
     linux: {
-      uidMappings: inRuntime(user.uid, user.subuid, uids.mappings),
-      gidMappings: inRuntime(user.gid, user.subgid, gids.mappings),
+      ...userNamespace(host.userns, request.root, user, uids.mappings, gids.mappings),
       namespaces: [
         ...(request.pid === "private" ? [{ type: "pid" as const }] : []),
         { type: "uts" },
         { type: "mount" },
-        { type: "user" },
+        ...(host.userns.kind === "inherit" ? [] : [
+          host.userns.kind === "join"
+            ? { type: "user" as const, path: host.userns.path }
+            : { type: "user" as const },
+        ]),
       ],
       maskedPaths: [...MASKED_PATHS],
       readonlyPaths: [...READONLY_PATHS],

@@ -1,0 +1,120 @@
+import { type Command, Option } from "@commander-js/extra-typings";
+import { ExitStatus, renderError, UsageError } from "../errors.ts";
+import { parseDeviceOption } from "../runtime/devices.ts";
+import { parseEnvOption } from "../runtime/env.ts";
+import { type MountRequest, parseMountOption, parseVolumeOption } from "../runtime/mounts.ts";
+import { runContainer } from "../runtime/run.ts";
+import { parseAnnotationOption, type RunRequest } from "../runtime/spec.ts";
+import { addGlobalOptions, commandContext } from "./context.ts";
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+/** `512m`, `2g`, `1048576`: bytes (k, m, g, t are powers of 1024, as tmpfs takes them). */
+export function parseSize(option: string, value: string): number {
+  const m = value.trim().toLowerCase().match(/^(\d+)\s*([kmgt]?)(i?b)?$/);
+  if (m === null || Number(m[1]) === 0) {
+    throw new UsageError(`${option} ${value}: expected a size such as 512m or 2g`);
+  }
+  const power = ["", "k", "m", "g", "t"].indexOf(m[2]!);
+  return Number(m[1]) * 1024 ** power;
+}
+
+function parseCount(option: string, value: string): number {
+  if (!/^\d+$/.test(value)) throw new UsageError(`${option} takes a number, not '${value}'`);
+  return Number(value);
+}
+
+export function registerRun(program: Command): void {
+  addGlobalOptions(
+    program.command("run")
+      .description("run a command in a new container from a pulled image")
+      .usage("[OPTIONS] IMAGE [COMMAND [ARG...]]")
+      .argument("IMAGE", "image reference or IMAGE ID (see 'shoal images')")
+      .argument("[COMMAND...]", "command and arguments (default: the image's)")
+      .passThroughOptions()
+      .option("--root", "be root (uid 0) inside, with your subordinate ids mapped")
+      .option("--fakeroot", "same as --root")
+      .option(
+        "--mount <SPEC>",
+        "bind mount: type=bind,source=/host,destination=/ctr[,readonly]",
+        collect,
+        [] as string[],
+      )
+      .option("-v, --volume <SRC:DST[:ro]>", "bind mount, Docker's short form", collect, [])
+      .option("-e, --env <NAME[=VALUE]>", "set a variable (NAME alone: take yours)", collect, [])
+      .option("-w, --workdir <DIR>", "working directory inside (absolute; created if missing)")
+      .option("--entrypoint <CMD>", "replace the image's ENTRYPOINT ('' clears it)")
+      .option("-t, --tty", "give the container a terminal")
+      .option("-i, --interactive", "pass standard input to the container")
+      .option("--init", "run a tiny init as PID 1 that reaps zombies")
+      .addOption(
+        new Option("--pid <MODE>", "pid namespace: host (default) or private")
+          .choices(["host", "private"] as const),
+      )
+      .option("--name <NAME>", "name the container (for 'shoal ps' and 'shoal kill')")
+      .option("--annotation <KEY=VALUE>", "OCI annotation for hooks", collect, [])
+      .option("--device <HOST[:CTR][:rwm]>", "make a host device available", collect, [])
+      .option("--centralized-repository", "take the image from the site's centralized repository")
+      .option("--writable-tmpfs-size <SIZE>", "size limit of the writable layer (e.g. 2g)")
+      .option("--preserve-fds <N>", "pass file descriptors 3..3+N-1 to the container")
+      .addHelpText(
+        "after",
+        `
+Options after IMAGE belong to the container's command. The container shares
+the host's network, IPC and (by default) process ids, sees /dev/shm and your
+bind mounts, and gets a private /tmp and a writable root filesystem whose
+changes vanish when it ends. You keep your uid, gids and $HOME inside unless
+you ask for --root. The container's exit status is shoal's.
+
+Examples:
+  shoal run debian:bookworm cat /etc/os-release
+  shoal run --root debian:bookworm bash -c 'apt-get update && apt-get install -y cowsay && /usr/games/cowsay hi'
+  shoal run -v "$PWD":/work -w /work ubuntu:24.04 make -j8
+  shoal run --mount=type=bind,source=$SCRATCH/data,destination=/data,readonly IMAGE ls /data
+  shoal run -it --name dev debian:bookworm bash
+  srun -n 64 shoal run --centralized-repository my/mpi-app:1.0 ./solver`,
+      ),
+  ).action(async (image, command, opts, cmd) => {
+    const { loaded, logger } = await commandContext(cmd);
+    const mounts: MountRequest[] = [
+      ...opts.mount.map(parseMountOption),
+      ...opts.volume.map(parseVolumeOption),
+    ];
+    const request: RunRequest = {
+      command,
+      entrypoint: opts.entrypoint,
+      mounts,
+      env: opts.env.map(parseEnvOption),
+      workdir: opts.workdir,
+      tty: opts.tty === true,
+      stdin: opts.interactive === true,
+      init: opts.init === true,
+      pid: opts.pid ?? "host",
+      name: opts.name,
+      annotations: Object.fromEntries(opts.annotation.map(parseAnnotationOption)),
+      devices: opts.device.map(parseDeviceOption),
+      root: opts.root === true || opts.fakeroot === true,
+      writableTmpfsSize: opts.writableTmpfsSize === undefined
+        ? undefined
+        : parseSize("--writable-tmpfs-size", opts.writableTmpfsSize),
+    };
+    if (request.tty && !Deno.stdin.isTerminal()) {
+      throw new UsageError("-t needs a terminal on standard input", {
+        hint: "drop -t, or use -i to pass input from a pipe",
+      });
+    }
+    const outcome = await runContainer(loaded, {
+      image,
+      centralized: opts.centralizedRepository === true,
+      request,
+      preserveFds: opts.preserveFds === undefined
+        ? 0
+        : parseCount("--preserve-fds", opts.preserveFds),
+      logger,
+    });
+    if (outcome.error !== undefined) {
+      console.error(renderError(outcome.error, logger.verbosity === "debug"));
+    }
+    if (outcome.status !== 0) throw new ExitStatus(outcome.status);
+  });
+}

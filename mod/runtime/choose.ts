@@ -1,0 +1,118 @@
+/**
+ * Which way one run goes: path A (the setuid helper: kernel squashfs, idmapped)
+ * or path B (squashfuse and overlay in a user namespace). The decision is
+ * doctor's (mod/doctor/runpath.ts), fed with the checks that cost no child
+ * process, plus one rule doctor cannot know: whether the helper may mount this
+ * particular image (root's images always; the user's own only where the site
+ * sets helper.kernelMountUserImages, since the kernel's squashfs parser then
+ * reads data the user wrote).
+ */
+import type { LoadedConfig } from "../config/load.ts";
+import { ShoalError } from "../errors.ts";
+import { kernelVersion, uname } from "../sys/kernel.ts";
+import { idmapToolCheck, privilegesCheck } from "../doctor/ids.ts";
+import { helperCheck, securityCheck } from "../doctor/install.ts";
+import {
+  idmappedCheck,
+  kernelCheck,
+  squashfsKernelCheck,
+  usernsLimitsCheck,
+  usernsSysctls,
+} from "../doctor/kernel.ts";
+import type { Check, RunPath } from "../doctor/report.ts";
+import { chooseRunPath } from "../doctor/runpath.ts";
+import { fuseCheck, squashfuseCheck } from "../doctor/tools.ts";
+
+export interface PathChoice {
+  path: RunPath;
+  /** Why, for `--debug`. */
+  reason: string;
+}
+
+/** Who owns the image file and whether others may write it. */
+export interface ImageFileInfo {
+  path: string;
+  uid: number;
+  mode: number;
+}
+
+/** Whether the site lets the helper kernel-mount this image (see the header). */
+export function helperMayMount(
+  image: ImageFileInfo,
+  uid: number,
+  kernelMountUserImages: boolean,
+): boolean {
+  if ((image.mode & 0o022) !== 0) return false;
+  return image.uid === 0 || (image.uid === uid && kernelMountUserImages);
+}
+
+/** The checks both paths need, from probes that start no program. */
+async function runChecks(loaded: LoadedConfig, uid: number, image: ImageFileInfo) {
+  const { release } = uname();
+  const kernel = { release, version: kernelVersion(release) };
+  const sysctls = await usernsSysctls();
+  const paths = loaded.paths;
+  const helper = helperCheck(loaded);
+  const checks: Check[] = [
+    { id: "config", title: "configuration", status: "ok", detail: "loaded" },
+    paths.runc === undefined
+      ? { id: "runc", title: "runc", status: "fail", detail: "not found", fix: "install runc" }
+      : { id: "runc", title: "runc", status: "ok", detail: paths.runc },
+    helper.status === "ok" &&
+      !helperMayMount(image, uid, loaded.config.helper.kernelMountUserImages)
+      ? {
+        ...helper,
+        status: "warn",
+        detail: `the site does not let it mount images you own (${image.path})`,
+        fix: "an admin sets helper.kernelMountUserImages, or pulls the image into the " +
+          "centralized repository",
+      }
+      : helper,
+    securityCheck(loaded),
+    await squashfsKernelCheck(kernel),
+    idmappedCheck(kernel),
+    privilegesCheck(uid),
+    { ...kernelCheck(kernel), id: "overlay-userns", title: "overlay in a user namespace" },
+    { ...usernsLimitsCheck(sysctls), id: "userns", title: "unprivileged user namespaces" },
+    await fuseCheck(),
+    squashfuseCheck(paths.squashfuse),
+    idmapToolCheck("newuidmap", paths.newuidmap),
+    idmapToolCheck("newgidmap", paths.newgidmap),
+  ];
+  return checks;
+}
+
+/**
+ * The path for this run, or one error naming what is missing: the first
+ * blocker of path B (what a user without the helper must get fixed) with its
+ * fix, or installing the helper.
+ */
+export async function choosePath(
+  loaded: LoadedConfig,
+  uid: number,
+  image: ImageFileInfo,
+): Promise<PathChoice> {
+  const checks = await runChecks(loaded, uid, image);
+  const { runPath, reason } = chooseRunPath(checks, uid === 0);
+  if (runPath !== null) return { path: runPath, reason };
+  throw noPathError(checks, reason);
+}
+
+/** The one-line error when neither path can run (exported for its wording's tests). */
+export function noPathError(checks: Check[], reason: string): ShoalError {
+  const blocker = checks.find((c) =>
+    ["userns", "fuse", "squashfuse", "overlay-userns", "newuidmap", "newgidmap", "runc"]
+      .includes(c.id) && c.status === "fail"
+  );
+  if (blocker === undefined) {
+    return new ShoalError(`cannot run containers here: ${reason}`, {
+      hint: "`shoal doctor` says what to fix",
+    });
+  }
+  const what = blocker.id === "userns"
+    ? `unprivileged user namespaces are disabled (${blocker.detail})`
+    : `${blocker.title}: ${blocker.detail}`;
+  return new ShoalError(what, {
+    hint: `ask your admin to install shoal-mount${blocker.fix ? ` or to run: ${blocker.fix}` : ""}`,
+  });
+}

@@ -1,0 +1,233 @@
+/**
+ * `shoal run`'s engine: finds the image, picks the path, writes the bundle,
+ * launches and supervises the container, and removes every file of the run
+ * when it ends. Returns the container's exit status; prints nothing (warnings
+ * and debug lines go to the logger).
+ */
+import { join } from "node:path";
+import type { LoadedConfig } from "../config/load.ts";
+import { ShoalError, UsageError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { repositoryFor } from "../image/pull.ts";
+import { callerInfo, hostInfo } from "./caller.ts";
+import { choosePath } from "./choose.ts";
+import { idMap } from "./idmap.ts";
+import { chainArgv, type FuseLaunch, guardArgv } from "./launch_fuse.ts";
+import { helperArgv, USERNS_FILE } from "./launch_helper.ts";
+import { generateName } from "./names.ts";
+import { RUNC_FATAL_PREFIX, runcFailure } from "./runc_error.ts";
+import { BUNDLE, createBundleDir, ensureRunBase, NAME_PATTERN, removeBundleDir } from "./rundir.ts";
+import { buildBundleSpec, type RunRequest, type UserInfo } from "./spec.ts";
+import { liveRuns, processStartTime, writeState } from "./state.ts";
+import { supervise } from "./supervise.ts";
+import { startGuard } from "./guard.ts";
+
+export interface RunOptions {
+  /** The image reference or IMAGE ID as the user gave it. */
+  image: string;
+  centralized: boolean;
+  request: RunRequest;
+  /** `--preserve-fds N`: descriptors 3..3+N-1 reach the container. */
+  preserveFds: number;
+  logger: Logger;
+}
+
+export interface RunOutcome {
+  /** The container's exit status (or shoal's for runc's own failure). */
+  status: number;
+  /** runc's failure in one line, when it did not start the command. */
+  error?: ShoalError;
+}
+
+const NAME_TRIES = 20;
+
+export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Promise<RunOutcome> {
+  const { request, logger } = opts;
+  const t0 = performance.now();
+  const since = () => `${(performance.now() - t0).toFixed(1)} ms`;
+  if (request.name !== undefined && !NAME_PATTERN.test(request.name)) {
+    throw new UsageError(
+      `--name ${request.name}: use letters, digits, '_', '.' and '-', starting with a letter or digit`,
+    );
+  }
+  const store = repositoryFor(loaded, opts.centralized, logger);
+  const image = await store.lookup(opts.image);
+  if (image === undefined) throw store.notFound(opts.image);
+  const user = await callerInfo();
+  logger.debug(`image ${image.reference} found (${since()})`);
+  const imageFile = await Deno.stat(image.squashfsPath);
+  const choice = await choosePath(loaded, user.uid, {
+    path: image.squashfsPath,
+    uid: imageFile.uid ?? -1,
+    mode: imageFile.mode ?? 0,
+  });
+  logger.debug(`run path: ${choice.path}: ${choice.reason} (${since()})`);
+  checkIdentity(request, user);
+  const extraFds = preservedFds(opts.preserveFds, user.env.PMI_FD);
+
+  const base = await ensureRunBase(loaded.paths.runDir, user.uid);
+  const { name, dir } = await claimName(base, request.name);
+  logger.debug(`bundle: ${dir} (${since()})`);
+  try {
+    const host = hostInfo(
+      choice.path === "helper"
+        ? { kind: "join", path: join(dir, USERNS_FILE) }
+        : { kind: "inherit" },
+      dir,
+    );
+    const built = await buildBundleSpec(request, image, loaded.config, user, host);
+    for (const w of built.warnings) logger.warn(w);
+    await Promise.all([
+      Deno.writeTextFile(join(dir, BUNDLE.config), JSON.stringify(built.spec)),
+      Deno.writeTextFile(join(dir, BUNDLE.passwd), built.passwd, { mode: 0o644 }),
+      Deno.writeTextFile(join(dir, BUNDLE.group), built.group, { mode: 0o644 }),
+    ]);
+    logger.debug(`config.json written (${since()})`);
+    const runcOptions = extraFds.length > 0 ? ["--preserve-fds", String(extraFds.length)] : [];
+    const state = {
+      name,
+      image: image.reference,
+      pid: Deno.pid,
+      startTime: processStartTime(Deno.pid) ?? 0,
+      id: name,
+      created: new Date().toISOString(),
+      status: "running" as const,
+      runPath: choice.path,
+      command: built.spec.process.args,
+    };
+    const superviseRun = (argv: string[]) =>
+      supervise({
+        argv,
+        stdin: request.stdin || request.tty,
+        tty: request.tty,
+        extraFds,
+        holdPrefix: RUNC_FATAL_PREFIX,
+      }, () => writeState(dir, state));
+
+    let result;
+    if (choice.path === "helper") {
+      result = await superviseRun(helperArgv({
+        helper: loaded.paths.helper,
+        bundle: dir,
+        image: image.squashfsPath,
+        root: request.root,
+        tmpfsSize: request.writableTmpfsSize,
+        id: name,
+        runcOptions,
+      }));
+    } else {
+      const launch: FuseLaunch = {
+        bundle: dir,
+        image: image.squashfsPath,
+        tmpfsSize: request.writableTmpfsSize,
+        squashfuse: loaded.paths.squashfuse!,
+        runc: loaded.paths.runc!,
+        id: name,
+        uid: user.uid,
+        gid: user.gid,
+        uidMappings: idMap(user.uid, user.subuid, request.root).mappings,
+        gidMappings: idMap(user.gid, user.subgid, request.root).mappings,
+        runcOptions,
+      };
+      const guard = await startGuard(guardArgv(launch));
+      try {
+        result = await superviseRun(chainArgv(launch, guard.holder));
+      } finally {
+        await guard.finish();
+      }
+    }
+    logger.debug(`container exited with status ${result.status} (${since()})`);
+    const log = await Deno.readTextFile(join(dir, BUNDLE.runcLog)).catch(() => "");
+    const failure = runcFailure(log);
+    if (failure !== undefined && result.held.length > 0) {
+      logger.debug(`runc: ${result.held.join("").trim()}`);
+      return { status: failure.status, error: failure.error };
+    }
+    result.release();
+    return { status: result.status };
+  } finally {
+    await removeBundleDir(dir);
+  }
+}
+
+/**
+ * runc 1.1 becomes root of the container's user namespace to set it up, and
+ * with the default identity the user's own id maps to itself: without a
+ * subordinate range no id is left for root. `--root` maps root to the user.
+ */
+function checkIdentity(request: RunRequest, user: UserInfo): void {
+  if (request.root || user.uid === 0) return;
+  const missing = [
+    ...(user.subuid.length === 0 ? ["/etc/subuid"] : []),
+    ...(user.subgid.length === 0 ? ["/etc/subgid"] : []),
+  ];
+  if (missing.length === 0) return;
+  throw new ShoalError(
+    `without a ${missing.join(" and ")} range for ${user.name}, only --root runs ` +
+      "(your own id is the only one the container can map)",
+    { hint: "use --root, or ask your admin for a subordinate id range" },
+  );
+}
+
+/** Claims the run's name by creating its bundle dir; `--name` must be free among live runs. */
+async function claimName(
+  base: string,
+  wanted: string | undefined,
+): Promise<{ name: string; dir: string }> {
+  // Listing also removes the bundle dirs of runs whose shoal is gone, freeing their names.
+  const live = await liveRuns(base);
+  if (wanted !== undefined) {
+    const dir = await createBundleDir(base, wanted);
+    if (dir !== false) return { name: wanted, dir };
+    const running = live.some((r) => r.state.name === wanted);
+    throw new UsageError(
+      `--name ${wanted}: ${running ? "a container of that name is running" : "the name is in use"}`,
+      { hint: "`shoal ps` lists the running ones; choose another name" },
+    );
+  }
+  for (let i = 0; i < NAME_TRIES; i++) {
+    const name = i < NAME_TRIES / 2 ? generateName() : `shoal-${crypto.randomUUID().slice(0, 12)}`;
+    const dir = await createBundleDir(base, name);
+    if (dir !== false) return { name, dir };
+  }
+  throw new ShoalError(`no free container name in ${base}`, { hint: "give one with --name" });
+}
+
+/**
+ * The descriptors to hand on: 3..3+N-1 for `--preserve-fds N`, extended to
+ * reach PMI_FD (MPI launchers pass the PMI socket's number there). Each must
+ * be open in shoal.
+ */
+export function preservedFds(n: number, pmiFd: string | undefined): number[] {
+  let count = n;
+  if (pmiFd !== undefined && /^\d+$/.test(pmiFd) && Number(pmiFd) >= 3) {
+    count = Math.max(count, Number(pmiFd) - 2);
+  }
+  const fds = Array.from({ length: count }, (_, i) => 3 + i);
+  for (const fd of fds) {
+    if (!inherited(fd)) {
+      throw new UsageError(
+        `file descriptor ${fd} is not open, so it cannot be passed to the container` +
+          (n > 0 ? ` (--preserve-fds ${n})` : ` (PMI_FD=${pmiFd})`),
+      );
+    }
+  }
+  return fds;
+}
+
+/** O_CLOEXEC in /proc/PID/fdinfo's octal "flags". */
+const O_CLOEXEC = 0o2000000;
+
+/**
+ * Whether `fd` is open and came from shoal's parent: Deno's own descriptors
+ * (event loop, files it opened) are all close-on-exec and are not the user's.
+ */
+function inherited(fd: number): boolean {
+  try {
+    const info = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`);
+    const flags = info.match(/^flags:\s+([0-7]+)$/m);
+    return flags !== null && (parseInt(flags[1]!, 8) & O_CLOEXEC) === 0;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * What `shoal ps` and `shoal kill` know about a run: a small JSON file in its
+ * bundle dir, written by the shoal process that supervises the run. A run is
+ * live while that process is: its pid alone could have been reused by then, so
+ * the file also records the process's start time (/proc/PID/stat field 22),
+ * and a pid whose start time differs is another process.
+ */
+import { join } from "node:path";
+import { z } from "zod";
+import { BUNDLE, bundleNames, removeBundleDir } from "./rundir.ts";
+
+export const runStateSchema = z.object({
+  name: z.string(),
+  image: z.string(),
+  /** The supervising shoal process: signals for the container go to it. */
+  pid: z.int().positive(),
+  /** Its start time in clock ticks since boot. */
+  startTime: z.int().nonnegative(),
+  /** runc's container id. */
+  id: z.string(),
+  /** ISO 8601. */
+  created: z.string(),
+  /** Written once the container's process is started; a run whose shoal is gone is not listed. */
+  status: z.literal("running"),
+  /** "helper" (kernel squashfs under shoal-mount) or "unprivileged" (squashfuse). */
+  runPath: z.enum(["helper", "unprivileged"]),
+  command: z.array(z.string()),
+});
+export type RunState = z.output<typeof runStateSchema>;
+
+export interface RunEntry {
+  dir: string;
+  state: RunState;
+}
+
+/** Start time of process `pid` (clock ticks since boot), or undefined when there is none. */
+export function processStartTime(pid: number): number | undefined {
+  let stat: string;
+  try {
+    stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) is in parentheses and may itself contain spaces and ')'.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const start = Number(fields[19]);
+  return Number.isInteger(start) ? start : undefined;
+}
+
+/** Whether the shoal process of the run still exists (the same one, not a reused pid). */
+export function isLive(state: RunState): boolean {
+  return processStartTime(state.pid) === state.startTime;
+}
+
+/** Writes the state atomically (readers never see half a file). */
+export async function writeState(dir: string, state: RunState): Promise<void> {
+  const tmp = join(dir, `.${BUNDLE.state}.tmp`);
+  await Deno.writeTextFile(tmp, JSON.stringify(state, null, 2) + "\n", { mode: 0o600 });
+  await Deno.rename(tmp, join(dir, BUNDLE.state));
+}
+
+/** The state in bundle dir `dir`; undefined when it is missing or not a run's. */
+export async function readState(dir: string): Promise<RunState | undefined> {
+  try {
+    const parsed = runStateSchema.safeParse(
+      JSON.parse(await Deno.readTextFile(join(dir, BUNDLE.state))),
+    );
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A bundle dir younger than this without a state file may be a run still being set up. */
+const SETUP_GRACE_MS = 60_000;
+
+/**
+ * The live runs in run dir `base`, by name. Bundle dirs of runs whose shoal
+ * is gone (killed with SIGKILL, machine crash) are removed on the way: their
+ * processes and mounts went with them (see the launchers), only files remain.
+ */
+export async function liveRuns(base: string): Promise<RunEntry[]> {
+  const live: RunEntry[] = [];
+  for (const name of await bundleNames(base)) {
+    const dir = join(base, name);
+    const state = await readState(dir);
+    if (state !== undefined && isLive(state)) {
+      live.push({ dir, state });
+      continue;
+    }
+    if (state === undefined && !(await olderThan(dir, SETUP_GRACE_MS))) continue;
+    await removeBundleDir(dir).catch(() => {/* another shoal is removing it too */});
+  }
+  return live;
+}
+
+async function olderThan(dir: string, ms: number): Promise<boolean> {
+  try {
+    const info = await Deno.lstat(dir);
+    return Date.now() - (info.mtime?.getTime() ?? 0) > ms;
+  } catch {
+    return false;
+  }
+}

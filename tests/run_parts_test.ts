@@ -1,0 +1,249 @@
+/**
+ * The parts of `shoal run` that decide without running a container: runc's
+ * failures turned into one line, the error when no path can run, which images
+ * the helper may mount, sizes, signals, run state and stale run dirs, the
+ * descriptors handed on, and stderr passing through the supervisor.
+ */
+import { assert, assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
+import { ShoalError, UsageError } from "../mod/errors.ts";
+import { runcFailure } from "../mod/runtime/runc_error.ts";
+import { helperMayMount, noPathError } from "../mod/runtime/choose.ts";
+import { usernsLimitsCheck } from "../mod/doctor/kernel.ts";
+import { fuseCheck } from "../mod/doctor/tools.ts";
+import { parseSize } from "../mod/cli/run.ts";
+import { parseSignal } from "../mod/runtime/runs.ts";
+import {
+  isLive,
+  liveRuns,
+  processStartTime,
+  type RunState,
+  writeState,
+} from "../mod/runtime/state.ts";
+import { createBundleDir, ensureRunBase, NAME_PATTERN } from "../mod/runtime/rundir.ts";
+import { generateName } from "../mod/runtime/names.ts";
+import { preservedFds } from "../mod/runtime/run.ts";
+import { supervise } from "../mod/runtime/supervise.ts";
+import { chainArgv, mapArgument } from "../mod/runtime/launch_fuse.ts";
+import { helperArgv } from "../mod/runtime/launch_helper.ts";
+
+const log = (level: string, msg: string) => JSON.stringify({ level, msg, time: "t" });
+
+Deno.test("runc's failures: missing command 127, not executable 126, else 125; the container's own exit is not one", () => {
+  const warn = log("warning", "cannot toggle freezer: cgroups not configured for container");
+  const missing = runcFailure([
+    warn,
+    log(
+      "error",
+      'runc run failed: unable to start container process: exec: "foo": executable file not found in $PATH',
+    ),
+  ].join("\n"));
+  assertEquals(missing?.status, 127);
+  assertEquals(
+    missing?.error.message,
+    "'foo' not found in the image (executable file not found in $PATH)",
+  );
+  const denied = runcFailure(
+    log(
+      "error",
+      'runc run failed: unable to start container process: exec: "/x y": permission denied',
+    ),
+  );
+  assertEquals([denied?.status, denied?.error.message], [
+    126,
+    "'/x y' cannot be executed in the image (permission denied)",
+  ]);
+  const other = runcFailure(
+    log("error", "runc run failed: rootfs_linux.go: mount: no such device"),
+  );
+  assertEquals(other?.status, 125);
+  assertMatch(other!.error.message, /^the container did not start: rootfs_linux\.go: mount/);
+  assertEquals(runcFailure(warn), undefined);
+  assertEquals(runcFailure(""), undefined);
+});
+
+Deno.test("no path: one error naming the missing piece and the admin's two fixes", () => {
+  const userns = usernsLimitsCheck({
+    maxUserNamespaces: 15000,
+    unprivilegedUsernsClone: 0,
+    apparmorRestrict: undefined,
+  });
+  const err = noPathError(
+    [{ ...userns, id: "userns", title: "unprivileged user namespaces" }],
+    "the helper path is blocked by: shoal-mount helper; ...",
+  );
+  assert(err instanceof ShoalError);
+  assertMatch(
+    err.message,
+    /^unprivileged user namespaces are disabled \(.*unprivileged_userns_clone=0\)$/,
+  );
+  assertMatch(
+    err.hint ?? "",
+    /^ask your admin to install shoal-mount or to run: sysctl -w kernel\.unprivileged_userns_clone=1/,
+  );
+});
+
+Deno.test("no path: an unusable /dev/fuse names the device and its fix", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const check = await fuseCheck(`${dir}/fuse`);
+    const err = noPathError([check], "...");
+    assertMatch(err.message, /^FUSE device: .*\/fuse does not exist/);
+    assertMatch(err.hint ?? "", /^ask your admin to install shoal-mount or to run: modprobe fuse/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the helper mounts root's images always, the user's own only where the site allows", () => {
+  const root = { path: "/c/i.sqsh", uid: 0, mode: 0o100644 };
+  const mine = { path: "/h/i.sqsh", uid: 1001, mode: 0o100644 };
+  assert(helperMayMount(root, 1001, false));
+  assert(!helperMayMount(mine, 1001, false));
+  assert(helperMayMount(mine, 1001, true));
+  assert(!helperMayMount({ ...mine, uid: 1002 }, 1001, true), "another user's image");
+  assert(!helperMayMount({ ...root, mode: 0o100666 }, 1001, true), "writable by others");
+});
+
+Deno.test("--writable-tmpfs-size and kill's signals parse as users write them", () => {
+  assertEquals(parseSize("--s", "512m"), 512 * 1024 ** 2);
+  assertEquals(parseSize("--s", "2G"), 2 * 1024 ** 3);
+  assertEquals(parseSize("--s", "64KiB"), 64 * 1024);
+  assertEquals(parseSize("--s", "1000"), 1000);
+  for (const bad of ["", "0", "-1m", "2x", "1.5g"]) {
+    assertThrows(() => parseSize("--s", bad), UsageError);
+  }
+  assertEquals(["TERM", "SIGTERM", "term", "15"].map(parseSignal), Array(4).fill("SIGTERM"));
+  assertEquals(parseSignal("kill"), "SIGKILL");
+  assertThrows(() => parseSignal("SIGSEGV"), UsageError, "unknown signal 'SIGSEGV'");
+});
+
+Deno.test("run state: live while the same process lives; dead runs' dirs are removed", async () => {
+  const base = await Deno.makeTempDir({ prefix: "shoal-rundir-" });
+  try {
+    const real = await ensureRunBase(`${base}/run`, Deno.uid()!);
+    const me = processStartTime(Deno.pid);
+    assert(me !== undefined && me > 0);
+    const state = (name: string, pid: number, startTime: number): RunState => ({
+      name,
+      image: "img",
+      pid,
+      startTime,
+      id: name,
+      created: new Date().toISOString(),
+      status: "running",
+      runPath: "unprivileged",
+      command: ["true"],
+    });
+    const live = await createBundleDir(real, "live") as string;
+    await writeState(live, state("live", Deno.pid, me));
+    // The same pid with another start time is a reused pid: that run is gone.
+    const reused = await createBundleDir(real, "reused") as string;
+    await writeState(reused, state("reused", Deno.pid, me + 1));
+    assertEquals(await createBundleDir(real, "live"), false, "a name is taken once");
+    assert(isLive(state("x", Deno.pid, me)));
+    assertEquals((await liveRuns(real)).map((r) => r.state.name), ["live"]);
+    assertEquals([...Deno.readDirSync(real)].map((e) => e.name).sort(), ["live"]);
+    assertEquals((Deno.statSync(live).mode ?? 0) & 0o777, 0o700);
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("a run dir someone else owns or others may write is refused", async () => {
+  const base = await Deno.makeTempDir({ prefix: "shoal-rundir-" });
+  try {
+    await Deno.mkdir(`${base}/theirs`, { mode: 0o700 });
+    await Deno.chown(`${base}/theirs`, 4242, 4242);
+    const err = await ensureRunBase(`${base}/theirs`, 0).then(() => undefined, (e) => e);
+    assert(err instanceof ShoalError);
+    assertMatch(err.message, /is not yours alone \(owner uid 4242, mode 700\)/);
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
+Deno.test("generated names are valid run names", () => {
+  for (let i = 0; i < 20; i++) assertMatch(generateName(), NAME_PATTERN);
+});
+
+Deno.test("--preserve-fds and PMI_FD: descriptors from shoal's parent only", () => {
+  assertEquals(preservedFds(0, undefined), []);
+  // Deno's own descriptors (close-on-exec) are not the user's to hand on; 1000 are never all open.
+  assertThrows(
+    () => preservedFds(1000, undefined),
+    UsageError,
+    "is not open, so it cannot be passed to the container (--preserve-fds 1000)",
+  );
+  assertThrows(() => preservedFds(0, "1000"), UsageError, "(PMI_FD=1000)");
+  assertEquals(preservedFds(0, "2"), [], "stdio needs no preserving");
+});
+
+Deno.test("launch command lines: the helper's, and nsenter's credentials by who is root", () => {
+  const argv = helperArgv({
+    helper: "/p/libexec/shoal/shoal-mount",
+    bundle: "/run/b",
+    image: "/r/i.sqsh",
+    root: true,
+    tmpfsSize: 2 * 1024 ** 2,
+    id: "b",
+    runcOptions: ["--preserve-fds", "2"],
+  });
+  assertEquals(
+    argv.join(" "),
+    "/p/libexec/shoal/shoal-mount run --image /r/i.sqsh --bundle /run/b --root --userns --tmpfs-size 2048k -- --log /run/b/runc.log --log-format json --root /run/b/runc run --preserve-fds 2 --bundle /run/b b",
+  );
+  const launch = {
+    bundle: "/run/b",
+    image: "/r/i.sqsh",
+    squashfuse: "/usr/bin/squashfuse_ll",
+    runc: "/usr/sbin/runc",
+    id: "b",
+    uid: 1001,
+    gid: 1001,
+    runcOptions: [],
+  };
+  const root = [{ containerID: 0, hostID: 1001, size: 1 }, {
+    containerID: 1,
+    hostID: 100000,
+    size: 65536,
+  }];
+  const keep = [
+    { containerID: 0, hostID: 100000, size: 1001 },
+    { containerID: 1001, hostID: 1001, size: 1 },
+  ];
+  assertEquals(mapArgument(keep), "0 100000 1001 1001 1001 1");
+  assert(
+    chainArgv({ ...launch, uidMappings: root, gidMappings: root }, 7).includes(
+      "--preserve-credentials",
+    ),
+  );
+  assert(
+    !chainArgv({ ...launch, uidMappings: keep, gidMappings: keep }, 7).includes(
+      "--preserve-credentials",
+    ),
+  );
+});
+
+Deno.test("the supervisor passes stderr through and holds back runc's fatal line", async () => {
+  const r = await supervise({
+    argv: [
+      "sh",
+      "-c",
+      'echo out; echo "container says" >&2; echo "runc run failed: boom" >&2; exit 3',
+    ],
+    stdin: false,
+    tty: false,
+    extraFds: [],
+    holdPrefix: "runc run failed: ",
+  });
+  assertEquals(r.status, 3);
+  assertEquals(r.held, ["runc run failed: boom\n"]);
+  const killed = await supervise({
+    argv: ["sh", "-c", "kill -TERM $$"],
+    stdin: false,
+    tty: false,
+    extraFds: [],
+    holdPrefix: "runc run failed: ",
+  });
+  assertEquals(killed.status, 128 + 15);
+});
