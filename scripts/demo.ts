@@ -1,12 +1,16 @@
 /**
  * The README's demo, after scripts/bootstrap: shoal's version and doctor,
- * then a loopback registry with a small image built here, pulled and listed
- * as a user would, into a repository of its own. The registry and that
- * repository are removed at the end: the demo leaves nothing behind.
+ * then a loopback registry with images built here, pulled and listed as a
+ * user would, into a repository of its own; then the images run as an
+ * unprivileged user, ending with the request that started the project: root
+ * inside a Debian container, `apt-get install cowsay`. The registry and the
+ * repositories are removed at the end: the demo leaves nothing behind.
  */
 import { startRegistry } from "../tests/support/registry.ts";
 import { busyboxImage, pushImage } from "../tests/support/oci.ts";
+import { debianImage } from "../tests/support/debian.ts";
 import { shoalScript } from "../tests/support/shoal.ts";
+import { testUser } from "../tests/support/users.ts";
 
 // The demo's own repository, so that it neither sees nor leaves images in the user's.
 const dataHome = await Deno.makeTempDir({ prefix: "shoal-demo-" });
@@ -47,9 +51,7 @@ await show(["pull", "--tls-verify=false", image]);
 await show(["images"]);
 console.log(`\n(the demo used the repository ${dataHome}/shoal; it is removed now)`);
 
-// ---- Running it: the pulled image as an unprivileged user, then as root inside (issue 4) ----
-
-import { testUser } from "../tests/support/users.ts";
+// ---- Running it: the pulled image as an unprivileged user, then as root inside ----
 
 /**
  * Who runs the containers: the invoking user, or, when the demo runs as root,
@@ -113,3 +115,27 @@ console.log(
   "\n(the user ran the image as themselves, then as root inside it, installing a file owned by" +
     " another id: it lived in the container's writable layer and is gone; the image is unchanged)",
 );
+
+// The request that started the project: apt-get inside a container, as root
+// inside only. The Debian image is built with debootstrap once per machine.
+console.log("\n(building a Debian bookworm image with debootstrap; once per machine, ~30 s)");
+let debian;
+try {
+  debian = await debianImage();
+} catch (err) {
+  console.log(`(skipped the Debian part: ${(err as Error).message})`);
+}
+if (debian !== undefined) {
+  await pushImage(registry, "library/debian", "bookworm", debian);
+  const ref = `${registry.host}/library/debian:bookworm`;
+  await showAs(["pull", "-q", "--tls-verify=false", ref]);
+  await showAs([
+    "run",
+    "--root",
+    ref,
+    "bash",
+    "-c",
+    "apt-get update -qq && apt-get install -qq -y --no-install-recommends cowsay >/dev/null" +
+    " && /usr/games/cowsay 'Hello from rootless shoal'",
+  ]);
+}
