@@ -95,13 +95,16 @@ Deno.test("no path: an unusable /dev/fuse names the device and its fix", async (
 });
 
 Deno.test("the helper mounts root's images always, the user's own only where the site allows", () => {
+  const repos = ["/c", "/h"];
   const root = { path: "/c/i.sqsh", uid: 0, mode: 0o100644 };
   const mine = { path: "/h/i.sqsh", uid: 1001, mode: 0o100644 };
-  assert(helperMayMount(root, 1001, false));
-  assert(!helperMayMount(mine, 1001, false));
-  assert(helperMayMount(mine, 1001, true));
-  assert(!helperMayMount({ ...mine, uid: 1002 }, 1001, true), "another user's image");
-  assert(!helperMayMount({ ...root, mode: 0o100666 }, 1001, true), "writable by others");
+  assert(helperMayMount(root, 1001, false, repos));
+  assert(!helperMayMount(mine, 1001, false, repos));
+  assert(helperMayMount(mine, 1001, true, repos));
+  assert(!helperMayMount({ ...mine, uid: 1002 }, 1001, true, repos), "another user's image");
+  assert(!helperMayMount({ ...root, mode: 0o100666 }, 1001, true, repos), "writable by others");
+  assert(!helperMayMount({ ...mine, path: "/xdg/i.sqsh" }, 1001, true, repos), "unknown place");
+  assert(!helperMayMount({ ...mine, path: "/hx/i.sqsh" }, 1001, true, repos), "prefix, not dir");
 });
 
 Deno.test("--writable-tmpfs-size and kill's signals parse as users write them", () => {

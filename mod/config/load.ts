@@ -428,7 +428,12 @@ export function defaultRunDir(uid: number, base = "/run/user"): string {
 }
 
 /** Expands `$HOME`, `${HOME}`, `$USER` and `${USER}`; any other variable is an error. */
-function expand(value: string, env: ConfigEnv, file: string, key: string): string {
+export function expand(
+  value: string,
+  env: Pick<ConfigEnv, "home" | "user">,
+  file: string,
+  key: string,
+): string {
   return value.replace(/\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))/g, (_, braced, bare) => {
     const name = String(braced ?? bare);
     if (name === "HOME") return env.home;

@@ -7,7 +7,9 @@
  * sets helper.kernelMountUserImages, since the kernel's squashfs parser then
  * reads data the user wrote).
  */
-import type { LoadedConfig } from "../config/load.ts";
+import { join } from "node:path";
+import { expand, type LoadedConfig } from "../config/load.ts";
+import { getpwuid } from "../sys/user.ts";
 import { ShoalError } from "../errors.ts";
 import { kernelVersion, uname } from "../sys/kernel.ts";
 import { idmapToolCheck, privilegesCheck } from "../doctor/ids.ts";
@@ -36,14 +38,47 @@ export interface ImageFileInfo {
   mode: number;
 }
 
-/** Whether the site lets the helper kernel-mount this image (see the header). */
+/**
+ * Whether the site lets the helper kernel-mount this image (see the header),
+ * `repositories` being where the helper accepts images (helperRepositories).
+ */
 export function helperMayMount(
   image: ImageFileInfo,
   uid: number,
   kernelMountUserImages: boolean,
+  repositories: string[],
 ): boolean {
   if ((image.mode & 0o022) !== 0) return false;
+  if (!repositories.some((r) => image.path.startsWith(r.endsWith("/") ? r : `${r}/`))) return false;
   return image.uid === 0 || (image.uid === uid && kernelMountUserImages);
+}
+
+/**
+ * The repositories the helper takes images from, as the helper itself sees
+ * them: the centralized one, and the local one from the site config expanded
+ * with the user database's home and name (the helper trusts no environment, so
+ * an $XDG_DATA_HOME repository is not among them), default
+ * `$HOME/.local/share/shoal`; resolved through symlinks as the helper does.
+ */
+export function helperRepositories(loaded: LoadedConfig, uid: number): string[] {
+  const user = getpwuid(uid);
+  const repos: string[] = [];
+  if (loaded.config.repositories.centralized) repos.push(loaded.config.repositories.centralized);
+  if (user !== null) {
+    const local = loaded.config.repositories.local;
+    repos.push(
+      local === undefined
+        ? join(user.home, ".local", "share", "shoal")
+        : expand(local, { home: user.home, user: user.name }, loaded.layout.configFile, "local"),
+    );
+  }
+  return repos.map((r) => {
+    try {
+      return Deno.realPathSync(r);
+    } catch {
+      return r;
+    }
+  });
 }
 
 /** The checks both paths need, from probes that start no program. */
@@ -59,13 +94,19 @@ async function runChecks(loaded: LoadedConfig, uid: number, image: ImageFileInfo
       ? { id: "runc", title: "runc", status: "fail", detail: "not found", fix: "install runc" }
       : { id: "runc", title: "runc", status: "ok", detail: paths.runc },
     helper.status === "ok" &&
-      !helperMayMount(image, uid, loaded.config.helper.kernelMountUserImages)
+      !helperMayMount(
+        image,
+        uid,
+        loaded.config.helper.kernelMountUserImages,
+        helperRepositories(loaded, uid),
+      )
       ? {
         ...helper,
         status: "warn",
-        detail: `the site does not let it mount images you own (${image.path})`,
-        fix: "an admin sets helper.kernelMountUserImages, or pulls the image into the " +
-          "centralized repository",
+        detail: `the site does not let it mount this image (${image.path}): it mounts root's ` +
+          "images, yours only where the site allows, and only from the repositories it knows",
+        fix: "an admin sets helper.kernelMountUserImages and repositories.local, or pulls the " +
+          "image into the centralized repository",
       }
       : helper,
     securityCheck(loaded),

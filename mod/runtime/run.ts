@@ -57,7 +57,8 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   logger.debug(`image ${image.reference} found (${since()})`);
   const imageFile = await Deno.stat(image.squashfsPath);
   const choice = await choosePath(loaded, user.uid, {
-    path: image.squashfsPath,
+    // The helper judges the file by where it really is.
+    path: await Deno.realPath(image.squashfsPath),
     uid: imageFile.uid ?? -1,
     mode: imageFile.mode ?? 0,
   });
