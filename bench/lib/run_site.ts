@@ -50,7 +50,12 @@ export async function runSite(): Promise<RunSite> {
   const usePath = (path: "helper" | "unprivileged") =>
     config(
       path === "helper"
-        ? { registries: { insecure: [registry.host] }, helper: { kernelMountUserImages: true } }
+        ? {
+          registries: { insecure: [registry.host] },
+          // The helper takes images only from repositories the site names.
+          repositories: { local: "$HOME/shoal-bench/data/shoal" },
+          helper: { kernelMountUserImages: true },
+        }
         // A helper path that does not exist leaves the unprivileged path.
         : { registries: { insecure: [registry.host] }, runtime: { helper: `${prefix}/none` } },
     );
