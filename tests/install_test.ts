@@ -246,11 +246,15 @@ function networkEnv(): Record<string, string> {
 
 Deno.test("--user installs into the user's ~/.local without root, runs, and uninstalls cleanly", async () => {
   const user = await testUser();
-  const local = `${user.home}/.local`;
+  // A home of its own: other test files use the test user's real home at the same time.
+  const home = await Deno.makeTempDir({ dir: user.home, prefix: "install-home-" });
+  await Deno.chown(home, user.uid, user.gid);
+  await Deno.chmod(home, 0o700);
+  const local = `${home}/.local`;
   // deno bundle fetches its bundler from npm into DENO_DIR: a private one, removed after.
   const denoDir = await Deno.makeTempDir({ prefix: "shoal-test-deno-" });
   await Deno.chown(denoDir, user.uid, user.gid);
-  const env = { DENO_DIR: denoDir, ...networkEnv() };
+  const env = { HOME: home, DENO_DIR: denoDir, ...networkEnv() };
   const before = await tree(local);
   try {
     const r = await runAs(user, installScript, ["--user", "--no-bootstrap"], { env });
@@ -281,6 +285,7 @@ Deno.test("--user installs into the user's ~/.local without root, runs, and unin
   } finally {
     await runAs(user, installScript, ["--user", "--uninstall"], { env });
     await Deno.remove(denoDir, { recursive: true });
+    await Deno.remove(home, { recursive: true });
   }
 });
 
