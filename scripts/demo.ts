@@ -10,7 +10,7 @@ import { startRegistry } from "../tests/support/registry.ts";
 import { busyboxImage, pushImage } from "../tests/support/oci.ts";
 import { debianImage } from "../tests/support/debian.ts";
 import { shoalScript } from "../tests/support/shoal.ts";
-import { testUser } from "../tests/support/users.ts";
+import { testUser, userArgv } from "../tests/support/users.ts";
 
 // The demo's own repository, so that it neither sees nor leaves images in the user's.
 const dataHome = await Deno.makeTempDir({ prefix: "shoal-demo-" });
@@ -77,22 +77,17 @@ async function showAs(args: string[]): Promise<void> {
     /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`
   );
   console.log(`\n${name}$ shoal ${quoted.join(" ")}`);
-  const env = [
-    `HOME=${runner?.home ?? Deno.env.get("HOME") ?? "/"}`,
-    `USER=${name}`,
-    `PATH=${Deno.env.get("PATH") ?? "/usr/bin:/bin"}`,
-    `XDG_DATA_HOME=${runHome}`,
-  ];
-  const asUser = runner === undefined
-    ? []
-    : ["setpriv", `--reuid=${runner.uid}`, `--regid=${runner.gid}`, "--init-groups", "--"];
-  const argv = [...asUser, "env", "-i", ...env, shoalScript, ...args];
+  const env = { XDG_DATA_HOME: runHome };
+  const argv = runner === undefined
+    ? [shoalScript, ...args]
+    : userArgv(runner, shoalScript, args, env);
   const { code } = await new Deno.Command(argv[0]!, {
     args: argv.slice(1),
     cwd: runHome,
     stdin: "null",
     stdout: "inherit",
     stderr: "inherit",
+    env: runner === undefined ? env : {},
   }).spawn().status;
   if (code !== 0) {
     throw new Error(`demo: 'shoal ${args.join(" ")}' failed with exit status ${code}`);

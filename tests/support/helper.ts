@@ -8,7 +8,7 @@
 import { tarArchive, type TarEntry } from "./tar.ts";
 import { installedShoal, rootOwnedTempDir } from "./install.ts";
 import { type Result, runCommand } from "./shoal.ts";
-import { runAs, type TestUser } from "./users.ts";
+import { runAs, type TestUser, userArgv } from "./users.ts";
 
 export const RUNC = "/usr/sbin/runc";
 
@@ -198,20 +198,9 @@ export async function makeBundle(user: TestUser, bundle: string, opts: BundleOpt
  * and stderr piped; setpriv and env exec, so the child's pid is `cmd`'s own.
  */
 export function spawnAs(user: TestUser, cmd: string, args: string[]): Deno.ChildProcess {
-  return new Deno.Command("setpriv", {
-    args: [
-      `--reuid=${user.uid}`,
-      `--regid=${user.gid}`,
-      "--init-groups",
-      "--",
-      "env",
-      "-i",
-      `HOME=${user.home}`,
-      `USER=${user.name}`,
-      "PATH=/usr/local/bin:/usr/bin:/bin",
-      cmd,
-      ...args,
-    ],
+  const [setpriv, ...rest] = userArgv(user, cmd, args);
+  return new Deno.Command(setpriv!, {
+    args: rest,
     cwd: user.home,
     stdin: "null",
     stdout: "piped",

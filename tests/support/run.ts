@@ -7,7 +7,7 @@ import { startRegistry, type TestRegistry } from "./registry.ts";
 import { busyboxEntries, hostPlatform, makeImage, makeLayer, pushImage } from "./oci.ts";
 import type { TarEntry } from "./tar.ts";
 import { type Result, runCommand } from "./shoal.ts";
-import { runAs, TEST_USER_NOSUB, type TestUser, testUser } from "./users.ts";
+import { runAs, TEST_USER_NOSUB, type TestUser, testUser, userArgv } from "./users.ts";
 import { installedShoal, rootOwnedTempDir } from "./install.ts";
 
 /**
@@ -174,21 +174,10 @@ export async function runSite(helper: boolean): Promise<RunSite> {
     },
     spawn: async (who, args, env = {}) => {
       const user = await users[who];
-      const argv = user === undefined ? [site.bin, ...args] : [
-        "setpriv",
-        `--reuid=${user.uid}`,
-        `--regid=${user.gid}`,
-        "--init-groups",
-        "--",
-        "env",
-        `HOME=${user.home}`,
-        `USER=${user.name}`,
-        site.bin,
-        ...args,
-      ];
+      const argv = user === undefined ? [site.bin, ...args] : userArgv(user, site.bin, args, env);
       return new Deno.Command(argv[0]!, {
         args: argv.slice(1),
-        env,
+        env: user === undefined ? env : {},
         stdin: "null",
         stdout: "piped",
         stderr: "piped",

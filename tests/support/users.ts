@@ -77,37 +77,45 @@ export async function testUser(
 }
 
 /**
- * Runs a command as `user` with a clean login-like environment (HOME, USER,
- * LOGNAME, PATH, SHELL) plus `options.env`, in the user's home unless told.
+ * The argv that runs `cmd ARGS...` as `user` with a clean login-like
+ * environment (HOME, USER, LOGNAME, PATH, SHELL) plus `env`. setpriv and env
+ * exec, so the process keeps one pid from setpriv to `cmd`.
  */
+export function userArgv(
+  user: TestUser,
+  cmd: string,
+  args: string[],
+  env: Record<string, string> = {},
+): string[] {
+  const full: Record<string, string> = {
+    HOME: user.home,
+    USER: user.name,
+    LOGNAME: user.name,
+    SHELL: "/bin/sh",
+    PATH: "/usr/local/bin:/usr/bin:/bin",
+    ...env,
+  };
+  return [
+    "setpriv",
+    `--reuid=${user.uid}`,
+    `--regid=${user.gid}`,
+    "--init-groups",
+    "--",
+    "env",
+    "-i",
+    ...Object.entries(full).map(([k, v]) => `${k}=${v}`),
+    cmd,
+    ...args,
+  ];
+}
+
+/** Runs a command as `user` (see userArgv), in the user's home unless told. */
 export function runAs(
   user: TestUser,
   cmd: string,
   args: string[],
   options: RunOptions = {},
 ): Promise<Result> {
-  const env: Record<string, string> = {
-    HOME: user.home,
-    USER: user.name,
-    LOGNAME: user.name,
-    SHELL: "/bin/sh",
-    PATH: "/usr/local/bin:/usr/bin:/bin",
-    ...options.env,
-  };
-  const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  return runCommand(
-    "setpriv",
-    [
-      `--reuid=${user.uid}`,
-      `--regid=${user.gid}`,
-      "--init-groups",
-      "--",
-      "env",
-      "-i",
-      ...envArgs,
-      cmd,
-      ...args,
-    ],
-    { ...options, env: undefined, cwd: options.cwd ?? user.home },
-  );
+  const [setpriv, ...rest] = userArgv(user, cmd, args, options.env);
+  return runCommand(setpriv!, rest, { ...options, env: undefined, cwd: options.cwd ?? user.home });
 }
