@@ -15,20 +15,12 @@
  *   host has no name or the image uses the name for another gid).
  * Lines that are not entries (comments, blanks) are kept as they are.
  */
+import type { Group, Passwd } from "../sys/user.ts";
 
-export interface PasswdEntry {
-  name: string;
-  uid: number;
-  gid: number;
-  gecos: string;
-  home: string;
-  shell: string;
-}
+/** A passwd line's fields: the same as the host's user database gives. */
+export type PasswdEntry = Passwd;
 
-export interface GroupEntry {
-  name: string;
-  gid: number;
-  members: string[];
+export interface GroupEntry extends Group {
   /** The password field as the image has it; "x" when made here. */
   password?: string;
 }
