@@ -133,13 +133,15 @@ async function attempt(
       }
       await file.seek(offset, Deno.SeekMode.Start);
       let done = offset;
-      options.onProgress?.({
-        digest: blob.digest,
-        done,
-        total: blob.size,
-        complete: false,
-        cached: false,
-      });
+      const progress = () =>
+        options.onProgress?.({
+          digest: blob.digest,
+          done,
+          total: blob.size,
+          complete: false,
+          cached: false,
+        });
+      progress();
       if (res.body !== null) {
         try {
           for await (const chunk of res.body) {
@@ -155,13 +157,7 @@ async function attempt(
             }
             fresh.update(chunk);
             await writeAll(file, chunk);
-            options.onProgress?.({
-              digest: blob.digest,
-              done,
-              total: blob.size,
-              complete: false,
-              cached: false,
-            });
+            progress();
           }
         } catch (err) {
           if (err instanceof ShoalError || options.signal?.aborted) throw err;
