@@ -1,6 +1,6 @@
 /** shoal's entry point: run the command line, render an escaped error once, exit. */
 import { runProgram } from "./mod/cli/program.ts";
-import { debugRequested } from "./mod/cli/context.ts";
+import { debugRequested } from "./mod/cli/parser.ts";
 import { exitCodeOf, renderError } from "./mod/errors.ts";
 
 async function main(): Promise<number> {

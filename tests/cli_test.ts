@@ -72,7 +72,10 @@ Deno.test("unknown option names the closest one and the command's help", async (
 });
 
 Deno.test("invalid option value and extra arguments are usage errors", async () => {
-  assertUsageError(await shoal(["version", "--format", "xml"]), /'xml' is invalid.*table, json/);
+  assertUsageError(
+    await shoal(["version", "--format", "xml"]),
+    /--format takes table or json, not 'xml'/,
+  );
   assertUsageError(await shoal(["version", "extra"]), /too many arguments for 'version'/);
 });
 

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { type SiteConfigFile, siteConfigSchema } from "../mod/config/schema.ts";
 import { ShoalError } from "../mod/errors.ts";
 import { parseReference } from "../mod/image/reference.ts";
-import { blobPath } from "../mod/image/registry/blobs.ts";
+import { blobPath } from "../mod/image/store/paths.ts";
 import { createRegistryClient, type RegistryClientOptions } from "../mod/image/registry/client.ts";
 import type { Credential } from "../mod/image/registry/credentials.ts";
 import { RegistryError } from "../mod/image/registry/responses.ts";

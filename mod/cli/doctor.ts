@@ -1,36 +1,35 @@
-import type { Command } from "@commander-js/extra-typings";
-import { loadForDoctor } from "../doctor/config.ts";
-import { diagnose } from "../doctor/diagnose.ts";
 import type { DoctorReport } from "../doctor/report.ts";
 import { ExitStatus } from "../errors.ts";
-import { addGlobalOptions, formatOption } from "./context.ts";
+import { formatOption } from "./context.ts";
 import { printJson, printLine, printTable } from "./output.ts";
+import { defineCommand } from "./parser.ts";
 
 const STATUS = { ok: "ok", warn: "WARN", fail: "FAIL" } as const;
 
-export function registerDoctor(program: Command): void {
-  addGlobalOptions(
-    program.command("doctor")
-      .description("check that this machine and user can run containers, and say what to fix")
-      .addOption(formatOption())
-      .addHelpText(
-        "after",
-        `
+export const doctorCommand = defineCommand({
+  name: "doctor",
+  summary: "check that this machine and user can run containers, and say what to fix",
+  args: [],
+  options: { format: formatOption() },
+  more: `
 Exits 0 when you can run containers, 1 when you cannot; each failed check
 comes with the fix for your admin.
 
 Examples:
   shoal doctor
   shoal doctor --format json`,
-      ),
-  ).action(async (opts) => {
+  async action({ options: opts }) {
+    const [{ loadForDoctor }, { diagnose }] = await Promise.all([
+      import("../doctor/config.ts"),
+      import("../doctor/diagnose.ts"),
+    ]);
     const { loaded, problem } = await loadForDoctor();
     const report = await diagnose(loaded, { configProblem: problem });
     if ((opts.format ?? loaded.preferences.format) === "json") printJson(report);
     else printReport(report);
     if (!report.canRun) throw new ExitStatus(1);
-  });
-}
+  },
+});
 
 function printReport(report: DoctorReport): void {
   const { user } = report;

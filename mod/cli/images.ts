@@ -1,24 +1,26 @@
-import type { Command } from "@commander-js/extra-typings";
-import { repositoryFor } from "../image/pull.ts";
 import type { ImageRecord } from "../image/store/metadata.ts";
 import { ShoalError } from "../errors.ts";
-import { addGlobalOptions, commandContext, formatOption } from "./context.ts";
+import { commandContext, formatOption } from "./context.ts";
 import { printJson, printLine, printTable } from "./output.ts";
+import { defineCommand, flag } from "./parser.ts";
 import { formatBytes, formatTime, shortId } from "./units.ts";
 
-export function registerImages(program: Command): void {
-  addGlobalOptions(
-    program.command("images")
-      .description("list the images in your repository (or the centralized one)")
-      .option("--digests", "show the registry digest of each image")
-      .option("--centralized-repository", "list the site's centralized repository")
-      .addOption(formatOption())
-      .addHelpText(
-        "after",
-        "\nExamples:\n  shoal images\n  shoal images --digests\n  shoal images --format json",
-      ),
-  ).action(async (opts, cmd) => {
-    const { loaded, logger } = await commandContext(cmd);
+export const imagesCommand = defineCommand({
+  name: "images",
+  summary: "list the images in your repository (or the centralized one)",
+  args: [],
+  options: {
+    digests: flag("--digests", "show the registry digest of each image"),
+    centralizedRepository: flag(
+      "--centralized-repository",
+      "list the site's centralized repository",
+    ),
+    format: formatOption(),
+  },
+  more: "Examples:\n  shoal images\n  shoal images --digests\n  shoal images --format json",
+  async action({ options: opts, verbosity }) {
+    const { loaded, logger } = await commandContext(verbosity);
+    const { repositoryFor } = await import("../image/store/repository.ts");
     const store = repositoryFor(loaded, opts.centralizedRepository, logger);
     const images = await store.list();
     const format = opts.format ?? loaded.preferences.format ?? "table";
@@ -36,20 +38,24 @@ export function registerImages(program: Command): void {
         i.server,
       ]),
     );
-  });
+  },
+});
 
-  addGlobalOptions(
-    program.command("rmi")
-      .description("remove images (by name, tag, digest or IMAGE ID)")
-      .argument("IMAGE...", "images to remove")
-      .option("--centralized-repository", "remove from the site's centralized repository (root)")
-      .addHelpText(
-        "after",
-        "\nExamples:\n  shoal rmi debian:bookworm\n  shoal rmi 5f2a9c0e1b3d\n" +
-          "  shoal rmi localhost:5000/demo@sha256:...",
-      ),
-  ).action(async (names, opts, cmd) => {
-    const { loaded, logger } = await commandContext(cmd);
+export const rmiCommand = defineCommand({
+  name: "rmi",
+  summary: "remove images (by name, tag, digest or IMAGE ID)",
+  args: [{ name: "IMAGE", help: "images to remove", variadic: true }],
+  options: {
+    centralizedRepository: flag(
+      "--centralized-repository",
+      "remove from the site's centralized repository (root)",
+    ),
+  },
+  more: "Examples:\n  shoal rmi debian:bookworm\n  shoal rmi 5f2a9c0e1b3d\n" +
+    "  shoal rmi localhost:5000/demo@sha256:...",
+  async action({ args: names, options: opts, verbosity }) {
+    const { loaded, logger } = await commandContext(verbosity);
+    const { repositoryFor } = await import("../image/store/repository.ts");
     const store = repositoryFor(loaded, opts.centralizedRepository, logger);
     const failed: string[] = [];
     for (const name of names) {
@@ -66,8 +72,8 @@ export function registerImages(program: Command): void {
     }
     await store.gc();
     if (failed.length > 0) throw new ShoalError(`could not remove ${failed.join(", ")}`);
-  });
-}
+  },
+});
 
 /** The JSON form of an image: the metadata, without the store's file names. */
 function jsonOf(i: ImageRecord) {

@@ -1,23 +1,27 @@
-import type { Command } from "@commander-js/extra-typings";
-import { load, type LoadEvent } from "../image/load.ts";
-import { addGlobalOptions, commandContext } from "./context.ts";
+import type { LoadEvent } from "../image/load.ts";
+import { commandContext } from "./context.ts";
+import { defineCommand, flag, value } from "./parser.ts";
 import { printStored } from "./stored.ts";
 import { formatBytes, formatSeconds } from "./units.ts";
 
-export function registerLoad(program: Command): void {
-  addGlobalOptions(
-    program.command("load")
-      .description("store an image from a `docker save` or OCI archive under a name")
-      .argument("FILE", "the archive (tar, plain or gzip-compressed); - reads standard input")
-      .argument("NAME[:TAG]", "the name to store it under, as for pull (default tag latest)")
-      .option(
-        "--platform <OS/ARCH[/VARIANT]>",
-        "the platform to take from a multi-platform archive (default: this machine's)",
-      )
-      .option("--centralized-repository", "store it in the site's repository for everyone (root)")
-      .addHelpText(
-        "after",
-        `
+export const loadCommand = defineCommand({
+  name: "load",
+  summary: "store an image from a `docker save` or OCI archive under a name",
+  args: [
+    { name: "FILE", help: "the archive (tar, plain or gzip-compressed); - reads standard input" },
+    { name: "NAME[:TAG]", help: "the name to store it under, as for pull (default tag latest)" },
+  ],
+  options: {
+    platform: value(
+      "--platform <OS/ARCH[/VARIANT]>",
+      "the platform to take from a multi-platform archive (default: this machine's)",
+    ),
+    centralizedRepository: flag(
+      "--centralized-repository",
+      "store it in the site's repository for everyone (root)",
+    ),
+  },
+  more: `
 Reads docker-archive files (\`docker save\`, \`podman save\`, classic and
 Docker 25+ layouts) and oci-archive files (\`podman save --format oci-archive\`,
 \`skopeo copy ... oci-archive:FILE\`). When the archive holds several images,
@@ -29,13 +33,13 @@ Examples:
   shoal load tools.tar.gz mylab/tools:1.4
   ssh build-host docker save app:2 | gzip | shoal load - app:2
   sudo shoal load --centralized-repository pytorch.tar site/pytorch:24.05`,
-      ),
-  ).action(async (file, name, opts, cmd) => {
-    const { loaded, logger } = await commandContext(cmd);
+  async action({ args: [file, name], options: opts, verbosity }) {
+    const { loaded, logger } = await commandContext(verbosity);
+    const { load } = await import("../image/load.ts");
     const quiet = logger.verbosity === "quiet";
     const result = await load(loaded, {
-      file,
-      name,
+      file: file!,
+      name: name!,
       platform: opts.platform,
       centralized: opts.centralizedRepository,
     }, { logger, onEvent: quiet ? undefined : loadProgress });
@@ -49,8 +53,8 @@ Examples:
         formatSeconds(t.convert)
       }; stored in ${img.squashfsPath}`,
     );
-  });
-}
+  },
+});
 
 const enc = new TextEncoder();
 

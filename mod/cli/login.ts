@@ -1,21 +1,22 @@
-import type { Command } from "@commander-js/extra-typings";
-import { login, logout, registryArgument } from "../image/login.ts";
 import { UsageError } from "../errors.ts";
-import { addGlobalOptions, commandContext, tlsVerifyOption } from "./context.ts";
+import { commandContext, tlsVerifyOption } from "./context.ts";
 import { printLine } from "./output.ts";
+import { defineCommand, flag, value } from "./parser.ts";
 import { promptLine, promptSecret, readStdinSecret, stdinIsTerminal } from "./prompt.ts";
 
-export function registerLogin(program: Command): void {
-  addGlobalOptions(
-    program.command("login")
-      .description("log in to a registry and keep the credentials for pulls")
-      .argument("REGISTRY", "the registry: HOST[:PORT], e.g. ghcr.io, nvcr.io, localhost:5000")
-      .option("-u, --username <USER>", "the username (asked for on a terminal when missing)")
-      .option("--password-stdin", "read the password from standard input")
-      .addOption(tlsVerifyOption())
-      .addHelpText(
-        "after",
-        `
+export const loginCommand = defineCommand({
+  name: "login",
+  summary: "log in to a registry and keep the credentials for pulls",
+  args: [{
+    name: "REGISTRY",
+    help: "the registry: HOST[:PORT], e.g. ghcr.io, nvcr.io, localhost:5000",
+  }],
+  options: {
+    username: value("-u, --username <USER>", "the username (asked for on a terminal when missing)"),
+    passwordStdin: flag("--password-stdin", "read the password from standard input"),
+    tlsVerify: tlsVerifyOption(),
+  },
+  more: `
 The credentials are checked against the registry, then stored (mode 0600) in
 $XDG_CONFIG_HOME/shoal/auth.json (default ~/.config/shoal/auth.json), in the
 format of Docker's config.json. Credentials from 'docker login' and
@@ -25,10 +26,10 @@ Examples:
   shoal login ghcr.io
   echo "$TOKEN" | shoal login -u myuser --password-stdin nvcr.io
   shoal login --tls-verify=false -u admin localhost:5000`,
-      ),
-  ).action(async (registry, opts, cmd) => {
-    const { loaded, logger } = await commandContext(cmd);
-    registryArgument(registry); // a bad name is reported before asking for a password
+  async action({ args: [registry], options: opts, verbosity }) {
+    const { loaded, logger } = await commandContext(verbosity);
+    const { login, registryArgument } = await import("../image/login.ts");
+    registryArgument(registry!); // a bad name is reported before asking for a password
     const interactive = stdinIsTerminal();
     let username = opts.username;
     if (username === undefined) {
@@ -48,22 +49,25 @@ Examples:
     const result = await login(
       loaded.config,
       Deno.env.toObject(),
-      { registry, username, password, tlsVerify: opts.tlsVerify },
+      { registry: registry!, username, password, tlsVerify: opts.tlsVerify },
       logger,
     );
     if (logger.verbosity !== "quiet") {
       printLine(`Login to ${result.registry} succeeded (credentials in ${result.file})`);
     }
-  });
+  },
+});
 
-  addGlobalOptions(
-    program.command("logout")
-      .description("remove the credentials 'shoal login' stored for a registry")
-      .argument("REGISTRY", "the registry: HOST[:PORT]")
-      .addHelpText("after", "\nExamples:\n  shoal logout ghcr.io"),
-  ).action(async (registry, _opts, cmd) => {
-    const { logger } = await commandContext(cmd);
-    const result = await logout(Deno.env.toObject(), registry);
+export const logoutCommand = defineCommand({
+  name: "logout",
+  summary: "remove the credentials 'shoal login' stored for a registry",
+  args: [{ name: "REGISTRY", help: "the registry: HOST[:PORT]" }],
+  options: {},
+  more: "Examples:\n  shoal logout ghcr.io",
+  async action({ args: [registry], verbosity }) {
+    const { logger } = await commandContext(verbosity);
+    const { logout } = await import("../image/login.ts");
+    const result = await logout(Deno.env.toObject(), registry!);
     for (const file of result.elsewhere) {
       logger.warn(`${file} still holds credentials for ${result.registry}; shoal does not edit it`);
     }
@@ -71,5 +75,5 @@ Examples:
       throw new UsageError(`not logged in to ${result.registry} (nothing in ${result.file})`);
     }
     if (logger.verbosity !== "quiet") printLine(`Removed the credentials for ${result.registry}`);
-  });
-}
+  },
+});

@@ -1,17 +1,17 @@
-import type { Command } from "@commander-js/extra-typings";
-import { listRuns } from "../runtime/runs.ts";
-import { addGlobalOptions, commandContext, formatOption } from "./context.ts";
+import { commandContext, formatOption } from "./context.ts";
 import { printJson, printTable } from "./output.ts";
+import { defineCommand } from "./parser.ts";
 import { formatTime } from "./units.ts";
 
-export function registerPs(program: Command): void {
-  addGlobalOptions(
-    program.command("ps")
-      .description("list your running containers")
-      .addOption(formatOption())
-      .addHelpText("after", "\nExamples:\n  shoal ps\n  shoal ps --format json"),
-  ).action(async (opts, cmd) => {
-    const { loaded } = await commandContext(cmd);
+export const psCommand = defineCommand({
+  name: "ps",
+  summary: "list your running containers",
+  args: [],
+  options: { format: formatOption() },
+  more: "Examples:\n  shoal ps\n  shoal ps --format json",
+  async action({ options: opts, verbosity }) {
+    const { loaded } = await commandContext(verbosity);
+    const { listRuns } = await import("../runtime/runs.ts");
     const runs = await listRuns(loaded);
     const format = opts.format ?? loaded.preferences.format ?? "table";
     if (format === "json") return printJson(runs);
@@ -19,5 +19,5 @@ export function registerPs(program: Command): void {
       ["NAME", "IMAGE", "PID", "STATUS", "CREATED"],
       runs.map((r) => [r.name, r.image, String(r.pid), r.status, formatTime(r.created)]),
     );
-  });
-}
+  },
+});

@@ -1,36 +1,42 @@
-import { type Command, Option } from "@commander-js/extra-typings";
-import { pull } from "../image/pull.ts";
 import { compressions } from "../config/schema.ts";
 import { UsageError } from "../errors.ts";
-import { addGlobalOptions, commandContext, tlsVerifyOption } from "./context.ts";
+import { commandContext, tlsVerifyOption } from "./context.ts";
+import { choice, defineCommand, flag, parsed, value } from "./parser.ts";
 import { printStored } from "./stored.ts";
 import { pullProgress } from "./progress.ts";
 import { readStdinSecret } from "./prompt.ts";
 import { formatBytes, formatSeconds } from "./units.ts";
 
-export function registerPull(program: Command): void {
-  addGlobalOptions(
-    program.command("pull")
-      .description("pull an image from a registry and store it as a squashfs file")
-      .argument("IMAGE", "[REGISTRY[:PORT]/]PATH[:TAG][@DIGEST]; default registry docker.io")
-      .option("--platform <OS/ARCH[/VARIANT]>", "the platform to pull (default: this machine's)")
-      .option("--centralized-repository", "store it in the site's repository for everyone (root)")
-      .addOption(tlsVerifyOption())
-      .option("--username <USER>", "credentials for this pull only (with --password-stdin)")
-      .option("--password-stdin", "read this pull's password from standard input")
-      .addOption(
-        new Option("--compression <ALGORITHM>", "squashfs compression (default from the config)")
-          .choices(compressions),
-      )
-      .option("--compression-level <N>", "compression level", (v) => {
-        if (!/^\d+$/.test(v)) {
-          throw new UsageError(`--compression-level takes a number, not '${v}'`);
-        }
-        return Number(v);
-      })
-      .addHelpText(
-        "after",
-        `
+export const pullCommand = defineCommand({
+  name: "pull",
+  summary: "pull an image from a registry and store it as a squashfs file",
+  args: [{
+    name: "IMAGE",
+    help: "[REGISTRY[:PORT]/]PATH[:TAG][@DIGEST]; default registry docker.io",
+  }],
+  options: {
+    platform: value(
+      "--platform <OS/ARCH[/VARIANT]>",
+      "the platform to pull (default: this machine's)",
+    ),
+    centralizedRepository: flag(
+      "--centralized-repository",
+      "store it in the site's repository for everyone (root)",
+    ),
+    tlsVerify: tlsVerifyOption(),
+    username: value("--username <USER>", "credentials for this pull only (with --password-stdin)"),
+    passwordStdin: flag("--password-stdin", "read this pull's password from standard input"),
+    compression: choice(
+      "--compression <ALGORITHM>",
+      compressions,
+      `squashfs compression: ${compressions.join(", ")} (default from the config)`,
+    ),
+    compressionLevel: parsed("--compression-level <N>", "compression level", (v = "") => {
+      if (!/^\d+$/.test(v)) throw new UsageError(`--compression-level takes a number, not '${v}'`);
+      return Number(v);
+    }),
+  },
+  more: `
 Layers already in the repository are not downloaded again, an interrupted
 download resumes, and pulling an image that has not changed does no work.
 
@@ -40,16 +46,16 @@ Examples:
   shoal pull --tls-verify=false localhost:5000/demo:latest
   echo "$TOKEN" | shoal pull --username me --password-stdin nvcr.io/nvidia/pytorch:24.05-py3
   sudo shoal pull --centralized-repository docker.io/library/ubuntu:24.04`,
-      ),
-  ).action(async (image, opts, cmd) => {
-    const { loaded, logger } = await commandContext(cmd);
+  async action({ args: [image], options: opts, verbosity }) {
     if (opts.passwordStdin && opts.username === undefined) {
       throw new UsageError("--password-stdin needs --username");
     }
+    const { loaded, logger } = await commandContext(verbosity);
+    const { pull } = await import("../image/pull.ts");
     const password = opts.passwordStdin ? await readStdinSecret() : undefined;
     const quiet = logger.verbosity === "quiet";
     const result = await pull(loaded, {
-      reference: image,
+      reference: image!,
       platform: opts.platform,
       tlsVerify: opts.tlsVerify,
       centralized: opts.centralizedRepository,
@@ -71,5 +77,5 @@ Examples:
         formatBytes(result.downloadedBytes)
       }), convert ${formatSeconds(t.convert)}; stored in ${img.squashfsPath}`,
     );
-  });
-}
+  },
+});

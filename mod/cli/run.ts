@@ -1,13 +1,10 @@
-import { type Command, Option } from "@commander-js/extra-typings";
 import { ExitStatus, renderError, UsageError } from "../errors.ts";
 import { parseDeviceOption } from "../runtime/devices.ts";
 import { parseEnvOption } from "../runtime/env.ts";
 import { type MountRequest, parseMountOption, parseVolumeOption } from "../runtime/mounts.ts";
-import { runContainer } from "../runtime/run.ts";
 import { parseAnnotationOption, type RunRequest } from "../runtime/spec.ts";
-import { addGlobalOptions, commandContext } from "./context.ts";
-
-const collect = (value: string, previous: string[]) => [...previous, value];
+import { commandContext } from "./context.ts";
+import { choice, defineCommand, flag, list, value } from "./parser.ts";
 
 /** `512m`, `2g`, `1048576`: bytes (k, m, g, t are powers of 1024, as tmpfs takes them). */
 export function parseSize(option: string, value: string): number {
@@ -24,42 +21,56 @@ function parseCount(option: string, value: string): number {
   return Number(value);
 }
 
-export function registerRun(program: Command): void {
-  addGlobalOptions(
-    program.command("run")
-      .description("run a command in a new container from a pulled image")
-      .usage("[OPTIONS] IMAGE [COMMAND [ARG...]]")
-      .argument("IMAGE", "image reference or IMAGE ID (see 'shoal images')")
-      .argument("[COMMAND...]", "command and arguments (default: the image's)")
-      .passThroughOptions()
-      .option("--root", "be root (uid 0) inside, with your subordinate ids mapped")
-      .option("--fakeroot", "same as --root")
-      .option(
-        "--mount <SPEC>",
-        "bind mount: type=bind,source=/host,destination=/ctr[,readonly]",
-        collect,
-        [] as string[],
-      )
-      .option("-v, --volume <SRC:DST[:ro]>", "bind mount, Docker's short form", collect, [])
-      .option("-e, --env <NAME[=VALUE]>", "set a variable (NAME alone: take yours)", collect, [])
-      .option("-w, --workdir <DIR>", "working directory inside (absolute; created if missing)")
-      .option("--entrypoint <CMD>", "replace the image's ENTRYPOINT ('' clears it)")
-      .option("-t, --tty", "give the container a terminal")
-      .option("-i, --interactive", "pass standard input to the container")
-      .option("--init", "run a tiny init as PID 1 that reaps zombies")
-      .addOption(
-        new Option("--pid <MODE>", "pid namespace: host (default) or private")
-          .choices(["host", "private"] as const),
-      )
-      .option("--name <NAME>", "name the container (for 'shoal ps' and 'shoal kill')")
-      .option("--annotation <KEY=VALUE>", "OCI annotation for hooks", collect, [])
-      .option("--device <HOST[:CTR][:rwm]>", "make a host device available", collect, [])
-      .option("--centralized-repository", "take the image from the site's centralized repository")
-      .option("--writable-tmpfs-size <SIZE>", "size limit of the writable layer (e.g. 2g)")
-      .option("--preserve-fds <N>", "pass file descriptors 3..3+N-1 to the container")
-      .addHelpText(
-        "after",
-        `
+export const runCommand = defineCommand({
+  name: "run",
+  summary: "run a command in a new container from a pulled image",
+  usage: "[OPTIONS] IMAGE [COMMAND [ARG...]]",
+  args: [
+    { name: "IMAGE", help: "image reference or IMAGE ID (see 'shoal images')" },
+    {
+      name: "COMMAND",
+      help: "command and arguments (default: the image's)",
+      variadic: true,
+      optional: true,
+    },
+  ],
+  stopAtFirstArgument: true,
+  options: {
+    root: flag("--root", "be root (uid 0) inside, with your subordinate ids mapped"),
+    fakeroot: flag("--fakeroot", "same as --root"),
+    mount: list(
+      "--mount <SPEC>",
+      "bind mount: type=bind,source=/host,destination=/ctr[,readonly]",
+    ),
+    volume: list("-v, --volume <SRC:DST[:ro]>", "bind mount, Docker's short form"),
+    env: list("-e, --env <NAME[=VALUE]>", "set a variable (NAME alone: take yours)"),
+    workdir: value(
+      "-w, --workdir <DIR>",
+      "working directory inside (absolute; created if missing)",
+    ),
+    entrypoint: value("--entrypoint <CMD>", "replace the image's ENTRYPOINT ('' clears it)"),
+    tty: flag("-t, --tty", "give the container a terminal"),
+    interactive: flag("-i, --interactive", "pass standard input to the container"),
+    init: flag("--init", "run a tiny init as PID 1 that reaps zombies"),
+    pid: choice(
+      "--pid <MODE>",
+      ["host", "private"] as const,
+      "pid namespace: host (the default) or private",
+    ),
+    name: value("--name <NAME>", "name the container (for 'shoal ps' and 'shoal kill')"),
+    annotation: list("--annotation <KEY=VALUE>", "OCI annotation for hooks"),
+    device: list("--device <HOST[:CTR][:rwm]>", "make a host device available"),
+    centralizedRepository: flag(
+      "--centralized-repository",
+      "take the image from the site's centralized repository",
+    ),
+    writableTmpfsSize: value(
+      "--writable-tmpfs-size <SIZE>",
+      "size limit of the writable layer (e.g. 2g)",
+    ),
+    preserveFds: value("--preserve-fds <N>", "pass file descriptors 3..3+N-1 to the container"),
+  },
+  more: `
 Options after IMAGE belong to the container's command. The container shares
 the host's network, IPC and (by default) process ids, sees /dev/shm and your
 bind mounts, and gets a private /tmp and a writable root filesystem whose
@@ -73,9 +84,7 @@ Examples:
   shoal run --mount=type=bind,source=$SCRATCH/data,destination=/data,readonly IMAGE ls /data
   shoal run -it --name dev debian:bookworm bash
   srun -n 64 shoal run --centralized-repository my/mpi-app:1.0 ./solver`,
-      ),
-  ).action(async (image, command, opts, cmd) => {
-    const { loaded, logger } = await commandContext(cmd);
+  async action({ args: [image, ...command], options: opts, verbosity }) {
     const mounts: MountRequest[] = [
       ...opts.mount.map(parseMountOption),
       ...opts.volume.map(parseVolumeOption),
@@ -86,14 +95,14 @@ Examples:
       mounts,
       env: opts.env.map(parseEnvOption),
       workdir: opts.workdir,
-      tty: opts.tty === true,
-      stdin: opts.interactive === true,
-      init: opts.init === true,
+      tty: opts.tty,
+      stdin: opts.interactive,
+      init: opts.init,
       pid: opts.pid ?? "host",
       name: opts.name,
       annotations: Object.fromEntries(opts.annotation.map(parseAnnotationOption)),
       devices: opts.device.map(parseDeviceOption),
-      root: opts.root === true || opts.fakeroot === true,
+      root: opts.root || opts.fakeroot,
       writableTmpfsSize: opts.writableTmpfsSize === undefined
         ? undefined
         : parseSize("--writable-tmpfs-size", opts.writableTmpfsSize),
@@ -103,18 +112,21 @@ Examples:
         hint: "drop -t, or use -i to pass input from a pipe",
       });
     }
+    const preserveFds = opts.preserveFds === undefined
+      ? 0
+      : parseCount("--preserve-fds", opts.preserveFds);
+    const { loaded, logger } = await commandContext(verbosity);
+    const { runContainer } = await import("../runtime/run.ts");
     const outcome = await runContainer(loaded, {
-      image,
-      centralized: opts.centralizedRepository === true,
+      image: image!,
+      centralized: opts.centralizedRepository,
       request,
-      preserveFds: opts.preserveFds === undefined
-        ? 0
-        : parseCount("--preserve-fds", opts.preserveFds),
+      preserveFds,
       logger,
     });
     if (outcome.error !== undefined) {
       console.error(renderError(outcome.error, logger.verbosity === "debug"));
     }
     if (outcome.status !== 0) throw new ExitStatus(outcome.status);
-  });
-}
+  },
+});

@@ -1,15 +1,15 @@
-import type { Command } from "@commander-js/extra-typings";
 import { VERSION } from "../version.ts";
-import { addGlobalOptions, formatOption } from "./context.ts";
+import { formatOption } from "./context.ts";
 import { printJson, printTable } from "./output.ts";
+import { defineCommand } from "./parser.ts";
 
-export function registerVersion(program: Command): void {
-  addGlobalOptions(
-    program.command("version")
-      .description("print shoal's version and the versions it runs on")
-      .addOption(formatOption())
-      .addHelpText("after", "\nExamples:\n  shoal version\n  shoal version --format json"),
-  ).action((opts) => {
+export const versionCommand = defineCommand({
+  name: "version",
+  summary: "print shoal's version and the versions it runs on",
+  args: [],
+  options: { format: formatOption() },
+  more: "Examples:\n  shoal version\n  shoal version --format json",
+  action({ options: opts }) {
     const info = {
       shoal: VERSION,
       deno: Deno.version.deno,
@@ -19,5 +19,5 @@ export function registerVersion(program: Command): void {
     };
     if (opts.format === "json") printJson(info);
     else printTable(["COMPONENT", "VERSION"], Object.entries(info));
-  });
-}
+  },
+});

@@ -4,8 +4,7 @@
  * unprivileged user's shoal at a config of their choosing, so neither is
  * consulted; the source tree is used only when shoal runs from a checkout.
  */
-import { basename, dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { basename, dirname, join } from "../path.ts";
 import { ConfigError } from "../errors.ts";
 
 export interface InstallLayout {
@@ -34,7 +33,7 @@ export function installLayout(
   if (basename(execPath) !== "deno") {
     return layoutAt("compiled", dirname(dirname(execPath)));
   }
-  const main = mainModule.startsWith("file:") ? fileURLToPath(mainModule) : undefined;
+  const main = localPath(mainModule);
   if (main === undefined) {
     throw new ConfigError(`cannot tell where shoal is installed: it runs from ${mainModule}`, {
       hint: "run shoal from an installation or a checkout",
@@ -44,6 +43,15 @@ export function installLayout(
     return layoutAt("bundle", main.slice(0, -BUNDLE_SUFFIX.length) || "/");
   }
   return layoutAt("checkout", checkoutRoot(main));
+}
+
+/** A `file:` URL's path on this host, as node:url's fileURLToPath gives it. */
+function localPath(url: string): string | undefined {
+  if (!url.startsWith("file:")) return undefined;
+  const { hostname, pathname } = new URL(url);
+  // Another host's file, or an encoded slash that would make one path component two.
+  if (hostname !== "" || /%2f/i.test(pathname)) return undefined;
+  return decodeURIComponent(pathname);
 }
 
 function layoutAt(kind: InstallLayout["kind"], prefix: string): InstallLayout {

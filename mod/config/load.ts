@@ -2,9 +2,9 @@
  * Loads the site config and the user's preferences, validates them, expands
  * `$HOME`/`$USER`, finds the runtime tools, and runs the security checks.
  */
-import { isAbsolute, join } from "node:path";
-import { z } from "zod";
+import * as z from "../zod.ts";
 import { ConfigError } from "../errors.ts";
+import { isAbsolute, join } from "../path.ts";
 import { jsonSyntaxError } from "./json.ts";
 import { type InstallLayout, installLayout } from "./layout.ts";
 import {
@@ -160,7 +160,7 @@ async function readJson(file: string, required: boolean): Promise<unknown> {
 
 const README_HINT = 'see "Configuration" in README.md';
 
-function validate<S extends z.ZodType>(schema: S, data: unknown, file: string): z.output<S> {
+function validate<S extends z.ZodMiniType>(schema: S, data: unknown, file: string): z.output<S> {
   const result = schema.safeParse(data);
   if (result.success) return result.data;
   // zod reports at least one issue on failure; the first is the one to fix first.
@@ -214,7 +214,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 /** A zod issue as `where` (the key's JSON path), `what` was expected, and a hint. */
 function describeIssue(
   issue: z.core.$ZodIssue,
-  schema: z.ZodType,
+  schema: z.ZodMiniType,
   data: unknown,
 ): { where: string; what: string; hint: string } {
   const path = issue.path.filter((k): k is string | number => typeof k !== "symbol");
@@ -315,24 +315,25 @@ function renderPath(path: (string | number)[]): string {
 }
 
 /** The keys the schema allows in the object at `path`, for "did you mean". */
-function keysAt(schema: z.ZodType, path: (string | number)[]): string[] {
+function keysAt(schema: z.ZodMiniType, path: (string | number)[]): string[] {
   let cur = unwrap(schema);
   for (const k of path) {
-    if (cur instanceof z.ZodObject) cur = unwrap(cur.shape[k]);
-    else if (cur instanceof z.ZodArray) cur = unwrap(cur.element as z.ZodType);
-    else if (cur instanceof z.ZodRecord) cur = unwrap(cur.valueType as z.ZodType);
+    if (cur instanceof z.ZodMiniObject) cur = unwrap(cur.shape[k]);
+    else if (cur instanceof z.ZodMiniArray) cur = unwrap(cur.def.element);
+    else if (cur instanceof z.ZodMiniRecord) cur = unwrap(cur.def.valueType);
     else return [];
   }
-  return cur instanceof z.ZodObject ? Object.keys(cur.shape) : [];
+  return cur instanceof z.ZodMiniObject ? Object.keys(cur.shape) : [];
 }
 
 /** The schema under optional/default/prefault wrappers. */
-function unwrap(schema: z.ZodType | undefined): z.ZodType | undefined {
+function unwrap(schema: z.core.$ZodType | undefined): z.core.$ZodType | undefined {
   let cur = schema;
   while (
-    cur instanceof z.ZodOptional || cur instanceof z.ZodDefault || cur instanceof z.ZodPrefault
+    cur instanceof z.ZodMiniOptional || cur instanceof z.ZodMiniDefault ||
+    cur instanceof z.ZodMiniPrefault
   ) {
-    cur = cur.unwrap() as z.ZodType;
+    cur = cur.def.innerType;
   }
   return cur;
 }

@@ -3,106 +3,140 @@
  * preferences file (`~/.config/shoal/config.json`). Every key is optional in
  * the file; `SiteConfig` is the parsed form with defaults applied.
  */
-import { z } from "zod";
+import * as z from "../zod.ts";
 
-const absPath = z.string().refine((p) => p.startsWith("/"), {
-  message: "must be an absolute path",
-});
-
-/** `$HOME`/`$USER` are expanded when used, so the value need only look absolute after that. */
-const expandablePath = z.string().refine(
-  (p) => p.startsWith("/") || p.startsWith("$HOME") || p.startsWith("${HOME}"),
-  { message: "must be an absolute path (may start with $HOME)" },
+const absPath = z.string().check(
+  z.refine((p) => p.startsWith("/"), { message: "must be an absolute path" }),
 );
 
-const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name");
+/** `$HOME`/`$USER` are expanded when used, so the value need only look absolute after that. */
+const expandablePath = z.string().check(z.refine(
+  (p) => p.startsWith("/") || p.startsWith("$HOME") || p.startsWith("${HOME}"),
+  { message: "must be an absolute path (may start with $HOME)" },
+));
+
+const envName = z.string().check(
+  z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
+);
 
 export const compressions = ["zstd", "gzip", "lz4", "xz", "lzo", "lzma"] as const;
 
 export const siteMount = z.strictObject({
-  type: z.literal("bind").default("bind"),
+  type: z._default(z.literal("bind"), "bind"),
   source: absPath,
   destination: absPath,
-  readonly: z.boolean().default(true),
+  readonly: z._default(z.boolean(), true),
   /** A missing source is skipped instead of failing every run (site paths vary per node). */
-  optional: z.boolean().default(false),
+  optional: z._default(z.boolean(), false),
 });
 
 export const siteDevice = z.strictObject({
   path: absPath,
-  containerPath: absPath.optional(),
-  access: z.string().regex(/^[rwm]{1,3}$/, "must be a combination of r, w and m").default("rwm"),
+  containerPath: z.optional(absPath),
+  access: z._default(
+    z.string().check(z.regex(/^[rwm]{1,3}$/, "must be a combination of r, w and m")),
+    "rwm",
+  ),
 });
+
+const nonEmpty = z.string().check(z.minLength(1));
 
 export const siteConfigSchema = z.strictObject({
   /** Refuse to run when trusted files are not root-owned (see README: security checks). */
-  securityChecks: z.boolean().default(true),
-  repositories: z.strictObject({
-    /** Per-user image repository; `$HOME`/`$USER` expanded. Default `$XDG_DATA_HOME/shoal`. */
-    local: expandablePath.optional(),
-    /** Read-only, admin-written repository shared by every user. */
-    centralized: absPath.optional(),
-  }).prefault({}),
-  runtime: z.strictObject({
-    runc: absPath.optional(),
-    tar2sqfs: absPath.optional(),
-    mksquashfs: absPath.optional(),
-    squashfuse: absPath.optional(),
-    fusermount: absPath.optional(),
-    newuidmap: absPath.optional(),
-    newgidmap: absPath.optional(),
-    /** The setuid mount helper; default `<prefix>/libexec/shoal/shoal-mount`. */
-    helper: absPath.optional(),
-    /** Init process for `run --init` (catatonit or tini). */
-    init: absPath.optional(),
-  }).prefault({}),
+  securityChecks: z._default(z.boolean(), true),
+  repositories: z.prefault(
+    z.strictObject({
+      /** Per-user image repository; `$HOME`/`$USER` expanded. Default `$XDG_DATA_HOME/shoal`. */
+      local: z.optional(expandablePath),
+      /** Read-only, admin-written repository shared by every user. */
+      centralized: z.optional(absPath),
+    }),
+    {},
+  ),
+  runtime: z.prefault(
+    z.strictObject({
+      runc: z.optional(absPath),
+      tar2sqfs: z.optional(absPath),
+      mksquashfs: z.optional(absPath),
+      squashfuse: z.optional(absPath),
+      fusermount: z.optional(absPath),
+      newuidmap: z.optional(absPath),
+      newgidmap: z.optional(absPath),
+      /** The setuid mount helper; default `<prefix>/libexec/shoal/shoal-mount`. */
+      helper: z.optional(absPath),
+      /** Init process for `run --init` (catatonit or tini). */
+      init: z.optional(absPath),
+    }),
+    {},
+  ),
   /** Base of per-run directories. Default `/run/user/$UID/shoal` when that is yours, else `/tmp/shoal-$UID`. */
-  runDir: expandablePath.optional(),
-  registries: z.strictObject({
-    /** Registries (`host[:port]`) reached over plain HTTP or without TLS verification. */
-    insecure: z.array(z.string().min(1)).default([]),
-    /** Extra CA bundle (PEM file) per registry `host[:port]`. */
-    ca: z.record(z.string().min(1), absPath).default({}),
-    /** Pull-through mirrors (`https://host[:port]`), tried in order before the registry. */
-    mirrors: z.record(z.string().min(1), z.array(z.url())).default({}),
-  }).prefault({}),
-  squashfs: z.strictObject({
-    compression: z.enum(compressions).default("zstd"),
-    /** Compression level where the compressor has one; low is fast (see DESIGN.md). */
-    level: z.int().min(1).max(22).optional(),
-    blockSizeKiB: z.int().refine((n) => [4, 8, 16, 32, 64, 128, 256, 512, 1024].includes(n), {
-      message: "must be a power of two from 4 to 1024",
-    }).default(128),
-  }).prefault({}),
-  pull: z.strictObject({
-    parallelDownloads: z.int().min(1).max(64).default(4),
-    retries: z.int().min(0).max(20).default(3),
-    /** Largest uncompressed size of one image, a guard against decompression bombs. */
-    maxImageGiB: z.number().positive().default(64),
-  }).prefault({}),
+  runDir: z.optional(expandablePath),
+  registries: z.prefault(
+    z.strictObject({
+      /** Registries (`host[:port]`) reached over plain HTTP or without TLS verification. */
+      insecure: z._default(z.array(nonEmpty), []),
+      /** Extra CA bundle (PEM file) per registry `host[:port]`. */
+      ca: z._default(z.record(nonEmpty, absPath), {}),
+      /** Pull-through mirrors (`https://host[:port]`), tried in order before the registry. */
+      mirrors: z._default(z.record(nonEmpty, z.array(z.url())), {}),
+    }),
+    {},
+  ),
+  squashfs: z.prefault(
+    z.strictObject({
+      compression: z._default(z.enum(compressions), "zstd"),
+      /** Compression level where the compressor has one; low is fast (see DESIGN.md). */
+      level: z.optional(z.int().check(z.minimum(1), z.maximum(22))),
+      blockSizeKiB: z._default(
+        z.int().check(z.refine((n) => [4, 8, 16, 32, 64, 128, 256, 512, 1024].includes(n), {
+          message: "must be a power of two from 4 to 1024",
+        })),
+        128,
+      ),
+    }),
+    {},
+  ),
+  pull: z.prefault(
+    z.strictObject({
+      parallelDownloads: z._default(z.int().check(z.minimum(1), z.maximum(64)), 4),
+      retries: z._default(z.int().check(z.minimum(0), z.maximum(20)), 3),
+      /** Largest uncompressed size of one image, a guard against decompression bombs. */
+      maxImageGiB: z._default(z.number().check(z.positive()), 64),
+    }),
+    {},
+  ),
   /** Bind mounts added to every container. */
-  mounts: z.array(siteMount).default([]),
+  mounts: z._default(z.array(siteMount), []),
   /** Devices added to every container. */
-  devices: z.array(siteDevice).default([]),
-  environment: z.strictObject({
-    set: z.record(envName, z.string()).default({}),
-    prepend: z.record(envName, z.string()).default({}),
-    append: z.record(envName, z.string()).default({}),
-    unset: z.array(envName).default([]),
-  }).prefault({}),
+  devices: z._default(z.array(siteDevice), []),
+  environment: z.prefault(
+    z.strictObject({
+      set: z._default(z.record(envName, z.string()), {}),
+      prepend: z._default(z.record(envName, z.string()), {}),
+      append: z._default(z.record(envName, z.string()), {}),
+      unset: z._default(z.array(envName), []),
+    }),
+    {},
+  ),
   /** Container paths users may not mount onto (or below). */
-  forbiddenMountDestinations: z.array(absPath).default([]),
-  seccompProfile: absPath.optional(),
+  forbiddenMountDestinations: z._default(z.array(absPath), []),
+  seccompProfile: z.optional(absPath),
   /** OCI hook definitions; default `<prefix>/etc/hooks.d`. */
-  hooksDir: absPath.optional(),
-  helper: z.strictObject({
-    /** Whether the helper may kernel-mount squashfs images owned by users (not only root's). */
-    kernelMountUserImages: z.boolean().default(false),
-  }).prefault({}),
-  locks: z.strictObject({
-    /** How long to wait for a repository lock before giving up. */
-    timeoutSeconds: z.number().positive().max(86400).default(60),
-  }).prefault({}),
+  hooksDir: z.optional(absPath),
+  helper: z.prefault(
+    z.strictObject({
+      /** Whether the helper may kernel-mount squashfs images owned by users (not only root's). */
+      kernelMountUserImages: z._default(z.boolean(), false),
+    }),
+    {},
+  ),
+  locks: z.prefault(
+    z.strictObject({
+      /** How long to wait for a repository lock before giving up. */
+      timeoutSeconds: z._default(z.number().check(z.positive(), z.maximum(86400)), 60),
+    }),
+    {},
+  ),
 });
 
 export type SiteConfigFile = z.input<typeof siteConfigSchema>;
@@ -113,9 +147,9 @@ export type OutputFormat = typeof outputFormats[number];
 
 /** User preferences: only keys that cannot weaken the site's security. */
 export const userPreferencesSchema = z.strictObject({
-  format: z.enum(outputFormats).optional(),
+  format: z.optional(z.enum(outputFormats)),
   /** The user's own local repository, in place of the site's default. */
-  localRepository: expandablePath.optional(),
+  localRepository: z.optional(expandablePath),
 });
 
 export type UserPreferences = z.output<typeof userPreferencesSchema>;

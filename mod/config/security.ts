@@ -11,7 +11,7 @@
  * later install will use; nobody installs shoal there, and the setuid helper
  * applies the same rule, so one strict rule is simpler to trust.
  */
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, resolve } from "../path.ts";
 import { SecurityError } from "../errors.ts";
 import type { LoadedConfig } from "./load.ts";
 

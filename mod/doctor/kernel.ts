@@ -3,7 +3,7 @@
  * tried, in child processes: shoal never changes namespaces in-process),
  * idmapped mounts, squashfs, cgroups.
  */
-import { join } from "node:path";
+import { join } from "../path.ts";
 import { FsMagic, statfs } from "../sys/fs.ts";
 import { atLeast } from "../sys/kernel.ts";
 import { failure, output } from "../sys/process.ts";

@@ -9,14 +9,14 @@
  * failure at any point leaves the repository as it was (the work directory
  * goes with the load).
  */
-import { basename } from "node:path";
+import { basename } from "../path.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { UsageError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { type ArchiveImage, findImage, verifyDiffIds } from "./archive/image.ts";
 import { archiveSource, readArchive } from "./archive/read.ts";
 import { ByteBudget } from "./layer.ts";
-import { repositoryFor } from "./pull.ts";
+import { repositoryFor } from "./store/repository.ts";
 import { formatReference, parseReference } from "./reference.ts";
 import { formatPlatform, hostPlatform, parsePlatform } from "./registry/platform.ts";
 import { configFields } from "./config_fields.ts";

@@ -4,7 +4,7 @@
  * A second pull of an image that has not changed costs one HEAD request.
  */
 import type { LoadedConfig } from "../config/load.ts";
-import { ShoalError, UsageError } from "../errors.ts";
+import { UsageError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import {
   formatReference,
@@ -24,7 +24,8 @@ import {
 } from "./registry/platform.ts";
 import { configFields } from "./config_fields.ts";
 import { buildSquashfs, type Compression, siteSquashfsOptions } from "./squashfs.ts";
-import { type ImageStore, openStore } from "./store/store.ts";
+import type { ImageStore } from "./store/store.ts";
+import { repositoryFor } from "./store/repository.ts";
 import type { ImageRecord } from "./store/metadata.ts";
 
 export interface PullRequest {
@@ -70,25 +71,6 @@ export interface PullOptions {
   /** Replaces the user's credential files (tests, library use). */
   credentials?: CredentialProvider;
   signal?: AbortSignal;
-}
-
-/** The repository a command reads or writes: the user's own, or the site's centralized one. */
-export function repositoryFor(
-  loaded: LoadedConfig,
-  centralized: boolean | undefined,
-  logger: Logger = silentLogger,
-): ImageStore {
-  const lockTimeoutSeconds = loaded.config.locks.timeoutSeconds;
-  if (!centralized) {
-    return openStore(loaded.paths.localRepository, { lockTimeoutSeconds, logger });
-  }
-  const root = loaded.paths.centralizedRepository;
-  if (root === undefined) {
-    throw new ShoalError("this site has no centralized repository", {
-      hint: `an admin sets repositories.centralized in ${loaded.layout.configFile}`,
-    });
-  }
-  return openStore(root, { centralized: true, lockTimeoutSeconds, logger });
 }
 
 export async function pull(

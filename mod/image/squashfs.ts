@@ -5,8 +5,8 @@
  * a temporary file next to `dest`, synced and renamed into place; on any
  * failure the temporary file is removed and nothing else is left.
  */
-import { randomBytes } from "node:crypto";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join } from "../path.ts";
+import { randomHex } from "../bytes.ts";
 import type { compressions } from "../config/schema.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError } from "../errors.ts";
@@ -119,7 +119,7 @@ export async function buildSquashfs(
 ): Promise<SquashfsResult> {
   const args = tar2sqfsArgs(options);
   const dir = dirname(dest);
-  const tmp = join(dir, `.${basename(dest)}.${randomBytes(6).toString("hex")}.tmp`);
+  const tmp = join(dir, `.${basename(dest)}.${randomHex(6)}.tmp`);
   options.logger?.debug(`${options.tar2sqfs} ${args.join(" ")} ${tmp}`);
   let child: Deno.ChildProcess;
   try {

@@ -7,7 +7,7 @@
  * sets helper.kernelMountUserImages, since the kernel's squashfs parser then
  * reads data the user wrote).
  */
-import { join } from "node:path";
+import { join } from "../path.ts";
 import { expand, type LoadedConfig } from "../config/load.ts";
 import { getpwuid } from "../sys/user.ts";
 import { ShoalError } from "../errors.ts";

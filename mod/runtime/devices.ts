@@ -12,7 +12,7 @@
  * so the access letters are checked for syntax only and the host's
  * permissions on the node decide what the user can do, exactly as outside.
  */
-import { posix } from "node:path";
+import { normalize } from "../path.ts";
 import { UsageError } from "../errors.ts";
 import { checkDestination } from "./mounts.ts";
 
@@ -78,5 +78,5 @@ export function resolveDevice(req: DeviceRequest, optional = false): DeviceMount
   if (!info.isCharDevice && !info.isBlockDevice) {
     throw new UsageError(`${req.option}: ${req.hostPath} is not a device (use --mount for files)`);
   }
-  return { source, destination: posix.normalize(req.containerPath) };
+  return { source, destination: normalize(req.containerPath) };
 }

@@ -7,7 +7,7 @@
  * the container when runc exits or shoal dies (helper/shoal-mount.c's header).
  * shoal only builds the command line; the helper re-checks everything.
  */
-import { join } from "node:path";
+import { join } from "../path.ts";
 import { BUNDLE } from "./rundir.ts";
 
 /** Where the helper binds the container's user namespace (config.json joins it). */

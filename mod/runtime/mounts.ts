@@ -3,7 +3,7 @@
  * shorthand), checked and resolved before anything is mounted, and the
  * resolution of container paths inside a mounted rootfs.
  */
-import { posix } from "node:path";
+import { join, normalize, resolve } from "../path.ts";
 import { UsageError } from "../errors.ts";
 import { statfs } from "../sys/fs.ts";
 
@@ -126,7 +126,7 @@ export function checkDestination(option: string, dest: string): string {
   if (dest.split("/").includes("..")) {
     throw new UsageError(`${option}: destination '${dest}' must not contain '..'`);
   }
-  const normal = posix.normalize(dest);
+  const normal = normalize(dest);
   return normal.length > 1 ? normal.replace(/\/$/, "") : normal;
 }
 
@@ -137,7 +137,7 @@ function isUnder(path: string, base: string): boolean {
 /** Throws when `dest` (normalized) is a forbidden destination. */
 export function checkAllowedDestination(option: string, dest: string, siteForbidden: string[]) {
   const bases = [...BUILTIN_FORBIDDEN_UNDER, ...siteForbidden].map((p) => {
-    const n = posix.normalize(p);
+    const n = normalize(p);
     return n.length > 1 ? n.replace(/\/$/, "") : n;
   });
   const under = bases.find((base) => isUnder(dest, base));
@@ -207,7 +207,7 @@ export const MAX_SYMLINKS = 255;
  * meant for trees only the calling user's container writes to.
  */
 export function resolveInRoot(rootfs: string, dest: string): string {
-  const root = posix.resolve(rootfs);
+  const root = resolve(rootfs);
   let pending = dest.split("/").filter((c) => c !== "" && c !== ".");
   const resolved: string[] = [];
   let links = 0;
@@ -218,7 +218,7 @@ export function resolveInRoot(rootfs: string, dest: string): string {
       resolved.pop();
       continue;
     }
-    const host = posix.join(root, ...resolved, part);
+    const host = join(root, ...resolved, part);
     let info: Deno.FileInfo | undefined;
     try {
       info = Deno.lstatSync(host);
@@ -238,7 +238,7 @@ export function resolveInRoot(rootfs: string, dest: string): string {
     if (target.startsWith("/")) resolved.length = 0;
     pending = [...target.split("/").filter((c) => c !== "" && c !== "."), ...pending];
   }
-  return posix.join(root, ...resolved);
+  return join(root, ...resolved);
 }
 
 /** statfs(2) f_flags bits a bind mount inherits in a user namespace, as mount options. */

@@ -4,7 +4,7 @@
  * check of the fields the specification requires, so a mistake here surfaces
  * as one clear error before runc reports it in its own terms.
  */
-import { posix } from "node:path";
+import { isAbsolute } from "../path.ts";
 import type { IdMapping } from "./idmap.ts";
 
 export const OCI_VERSION = "1.0.2-dev";
@@ -83,14 +83,14 @@ export function specProblems(spec: OciSpec): string[] {
   p(spec.root.path !== "", "root.path is required");
   const proc = spec.process;
   p(proc.args.length > 0 && proc.args[0] !== "", "process.args needs a command");
-  p(posix.isAbsolute(proc.cwd), "process.cwd must be absolute");
+  p(isAbsolute(proc.cwd), "process.cwd must be absolute");
   p(isId(proc.user.uid) && isId(proc.user.gid), "process.user uid/gid must be ids");
   p(proc.env.every((e) => e.indexOf("=") > 0), "process.env entries must be NAME=VALUE");
   for (const set of Object.values(proc.capabilities) as string[][]) {
     p(set.every((c) => /^CAP_[A-Z_]+$/.test(c)), "capabilities must be CAP_ names");
   }
   for (const m of spec.mounts) {
-    p(posix.isAbsolute(m.destination), `mount destination ${m.destination} must be absolute`);
+    p(isAbsolute(m.destination), `mount destination ${m.destination} must be absolute`);
     p(m.source !== "" && m.type !== "", `mount ${m.destination} needs a source and a type`);
   }
   const types = spec.linux.namespaces.map((n) => n.type);

@@ -4,11 +4,11 @@
  * when it ends. Returns the container's exit status; prints nothing (warnings
  * and debug lines go to the logger).
  */
-import { join } from "node:path";
+import { join } from "../path.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { repositoryFor } from "../image/pull.ts";
+import { repositoryFor } from "../image/store/repository.ts";
 import { callerInfo, hostInfo } from "./caller.ts";
 import { choosePath } from "./choose.ts";
 import { idMap } from "./idmap.ts";

@@ -9,7 +9,7 @@
  * bundle is mode 0700 and a direct child, and no symlink is on the path, so
  * this module creates exactly that and refuses a run dir someone else made.
  */
-import { join } from "node:path";
+import { join } from "../path.ts";
 import { ShoalError } from "../errors.ts";
 
 /** Bundle entries the runtime writes or mounts on. */

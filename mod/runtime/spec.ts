@@ -19,7 +19,7 @@
  *   limit the user could not set outside is not theirs to set inside.
  * - No rlimits: the caller's limits (ulimit, Slurm's) carry over unchanged.
  */
-import { posix } from "node:path";
+import { join, normalize, resolve } from "../path.ts";
 import { ConfigError, ShoalError, UsageError } from "../errors.ts";
 import type { SiteConfig } from "../config/schema.ts";
 import type { ImageMetadata } from "../image/store/metadata.ts";
@@ -212,9 +212,9 @@ export function containerCwd(request: RunRequest, image: ImageInfo): string {
     if (!request.workdir.startsWith("/")) {
       throw new UsageError(`--workdir ${request.workdir}: must be an absolute path`);
     }
-    return posix.normalize(request.workdir);
+    return normalize(request.workdir);
   }
-  return image.workdir === "" ? "/" : posix.resolve("/", image.workdir);
+  return image.workdir === "" ? "/" : resolve("/", image.workdir);
 }
 
 function exists(path: string): boolean {
@@ -326,7 +326,7 @@ function siteMounts(config: SiteConfig, warnings: string[]): BindMount[] {
     }
     out.push({
       source: m.source,
-      destination: posix.normalize(m.destination),
+      destination: normalize(m.destination),
       readonly: m.readonly,
     });
   }
@@ -395,7 +395,7 @@ function identityMounts(bundle: string): OciMount[] {
   return ["passwd", "group"].map((name) => ({
     destination: `/etc/${name}`,
     type: "bind",
-    source: posix.join(bundle, name),
+    source: join(bundle, name),
     options: [...options],
   }));
 }

@@ -5,17 +5,17 @@
  * the file also records the process's start time (/proc/PID/stat field 22),
  * and a pid whose start time differs is another process.
  */
-import { join } from "node:path";
-import { z } from "zod";
+import { join } from "../path.ts";
+import * as z from "../zod.ts";
 import { BUNDLE, bundleNames, removeBundleDir } from "./rundir.ts";
 
 export const runStateSchema = z.object({
   name: z.string(),
   image: z.string(),
   /** The supervising shoal process: signals for the container go to it. */
-  pid: z.int().positive(),
+  pid: z.int().check(z.positive()),
   /** Its start time in clock ticks since boot. */
-  startTime: z.int().nonnegative(),
+  startTime: z.int().check(z.nonnegative()),
   /** runc's container id. */
   id: z.string(),
   /** ISO 8601. */

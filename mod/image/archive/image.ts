@@ -19,12 +19,12 @@
  * each layer's uncompressed digest, checked by `verifyDiffIds`.
  */
 import { createHash } from "node:crypto";
-import { z } from "zod";
+import * as z from "../../zod.ts";
 import { ShoalError } from "../../errors.ts";
 import { type ByteBudget, type LayerBlob, layerLabel, openLayer } from "../layer.ts";
 import { formatReference, type ImageReference, parseReference } from "../reference.ts";
 import { referenceKey } from "../store/metadata.ts";
-import { digestOf } from "../registry/digest.ts";
+import { digestOf } from "../registry/hash.ts";
 import {
   type Descriptor,
   type ImageConfig,
@@ -74,12 +74,12 @@ interface Candidate {
 }
 
 const dockerManifestSchema = z.array(z.looseObject({
-  Config: z.string().min(1),
-  RepoTags: z.array(z.string()).nullish(),
+  Config: z.string().check(z.minLength(1)),
+  RepoTags: z.nullish(z.array(z.string())),
   Layers: z.array(z.string()),
-})).min(1);
+})).check(z.minLength(1));
 
-const ociLayoutSchema = z.looseObject({ imageLayoutVersion: z.string().regex(/^1\./) });
+const ociLayoutSchema = z.looseObject({ imageLayoutVersion: z.string().check(z.regex(/^1\./)) });
 
 /** Annotations that name an image in an index (containerd's first: it is a full reference). */
 const NAME_ANNOTATIONS = ["io.containerd.image.name", "org.opencontainers.image.ref.name"];
@@ -342,7 +342,7 @@ function parseJson(bytes: Uint8Array, label: string, what: string): unknown {
   }
 }
 
-function parseWith<S extends z.ZodType>(
+function parseWith<S extends z.ZodMiniType>(
   schema: S,
   doc: unknown,
   label: string,

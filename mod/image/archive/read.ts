@@ -8,7 +8,7 @@
  * are read; a bounded byte count stops decompression bombs.
  */
 import { createHash, type Hash } from "node:crypto";
-import { posix } from "node:path";
+import { dirname, join, normalize } from "../../path.ts";
 import { ShoalError, UsageError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import { type DigestAlgorithm, isDigest } from "../registry/digest.ts";
@@ -171,7 +171,7 @@ export async function readArchive(
       links.set(
         key,
         h.linkpath.startsWith("/") ? undefined : memberKey(
-          posix.join(posix.dirname(key), h.linkpath),
+          join(dirname(key), h.linkpath),
         ),
       );
       continue;
@@ -198,7 +198,7 @@ export async function readArchive(
  */
 export function memberKey(name: string): string | undefined {
   if (name === "" || name.startsWith("/")) return undefined;
-  const key = posix.normalize(name).replace(/\/+$/, "");
+  const key = normalize(name).replace(/\/+$/, "");
   if (key === ".." || key.startsWith("../") || key.startsWith("/")) return undefined;
   return key === "." ? "" : key;
 }

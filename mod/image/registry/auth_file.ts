@@ -5,7 +5,7 @@
  * Mode 0600 in a 0700 directory; replaced atomically, so a crash mid-write
  * leaves the old file.
  */
-import { dirname } from "node:path";
+import { dirname } from "../../path.ts";
 import { ShoalError } from "../../errors.ts";
 import { normalizeAuthKey } from "./credentials.ts";
 

@@ -7,10 +7,12 @@
  * pulls of the same blob (two `shoal pull` at once) wait for each other
  * instead of writing the same file.
  */
-import { join } from "node:path";
+import { join } from "../../path.ts";
 import type { Hash } from "node:crypto";
 import { ShoalError } from "../../errors.ts";
-import { hasherFor, parseDigest } from "./digest.ts";
+import { blobPath } from "../store/paths.ts";
+import { parseDigest } from "./digest.ts";
+import { hasherFor } from "./hash.ts";
 import type { Descriptor } from "./manifest.ts";
 import { networkError, RegistryError } from "./responses.ts";
 import { type RetryPolicy, withRetries } from "./retry.ts";
@@ -41,11 +43,6 @@ export interface DownloadOptions {
   onRetry?: (message: string) => void;
   /** Stops reading (keeping the partial for a later resume) when aborted. */
   signal?: AbortSignal;
-}
-
-export function blobPath(cacheDir: string, digest: string): string {
-  const { algorithm, hex } = parseDigest(digest);
-  return join(cacheDir, algorithm, hex);
 }
 
 async function sizeOf(path: string): Promise<number | undefined> {

@@ -14,7 +14,8 @@ import {
   type Credential,
   type CredentialProvider,
 } from "./credentials.ts";
-import { digestOf, parseDigest } from "./digest.ts";
+import { parseDigest } from "./digest.ts";
+import { digestOf } from "./hash.ts";
 import {
   type Descriptor,
   type ImageConfig,

@@ -10,7 +10,7 @@
  * `docker-credential-<name>` programs Docker runs, with `get` and the server
  * URL on stdin.
  */
-import { join } from "node:path";
+import { join } from "../../path.ts";
 import type { Logger } from "../../log.ts";
 import { silentLogger } from "../../log.ts";
 

@@ -1,5 +1,8 @@
-/** Content digests (`sha256:<hex>`, sha384, sha512) as OCI and go-digest define them. */
-import { createHash, type Hash } from "node:crypto";
+/**
+ * Content digests (`sha256:<hex>`, sha384, sha512) as OCI and go-digest define them.
+ * Computing them is in hash.ts: node:crypto is for pulls, and `shoal run` reads
+ * digests without loading it.
+ */
 import { ShoalError } from "../../errors.ts";
 
 const hexLength = { sha256: 64, sha384: 96, sha512: 128 } as const;
@@ -22,12 +25,4 @@ export function parseDigest(s: string): ParsedDigest {
   }
   const [algorithm, hex] = s.split(":") as [DigestAlgorithm, string];
   return { algorithm, hex };
-}
-
-export function hasherFor(digest: string): Hash {
-  return createHash(parseDigest(digest).algorithm);
-}
-
-export function digestOf(bytes: Uint8Array, algorithm: DigestAlgorithm = "sha256"): string {
-  return `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
 }

@@ -3,7 +3,7 @@
  * manifest list, OCI manifest and index. Schema 1 is refused; it is long
  * deprecated and unsigned content cannot be verified the same way.
  */
-import { z } from "zod";
+import * as z from "../../zod.ts";
 import { ShoalError } from "../../errors.ts";
 import { isDigest } from "./digest.ts";
 
@@ -57,61 +57,64 @@ const layerTypes: Record<string, LayerType> = {
   },
 };
 
-const digest = z.string().refine(isDigest, { message: "not a sha256, sha384 or sha512 digest" });
+const digest = z.string().check(
+  z.refine(isDigest, { message: "not a sha256, sha384 or sha512 digest" }),
+);
+const stringMap = z.record(z.string(), z.string());
 
 export const descriptorSchema = z.looseObject({
   mediaType: z.string(),
   digest,
-  size: z.int().min(0),
-  urls: z.array(z.string()).optional(),
-  annotations: z.record(z.string(), z.string()).optional(),
+  size: z.int().check(z.minimum(0)),
+  urls: z.optional(z.array(z.string())),
+  annotations: z.optional(stringMap),
 });
-export type Descriptor = z.infer<typeof descriptorSchema>;
+export type Descriptor = z.output<typeof descriptorSchema>;
 
 export const platformSchema = z.looseObject({
   os: z.string(),
   architecture: z.string(),
-  variant: z.string().optional(),
-  "os.version": z.string().optional(),
+  variant: z.optional(z.string()),
+  "os.version": z.optional(z.string()),
 });
 
 export const imageManifestSchema = z.looseObject({
   schemaVersion: z.literal(2),
-  mediaType: z.string().optional(),
+  mediaType: z.optional(z.string()),
   config: descriptorSchema,
   layers: z.array(descriptorSchema),
-  annotations: z.record(z.string(), z.string()).optional(),
+  annotations: z.optional(stringMap),
 });
-export type ImageManifest = z.infer<typeof imageManifestSchema>;
+export type ImageManifest = z.output<typeof imageManifestSchema>;
 
 export const imageIndexSchema = z.looseObject({
   schemaVersion: z.literal(2),
-  mediaType: z.string().optional(),
-  manifests: z.array(descriptorSchema.extend({ platform: platformSchema.optional() })),
-  annotations: z.record(z.string(), z.string()).optional(),
+  mediaType: z.optional(z.string()),
+  manifests: z.array(z.extend(descriptorSchema, { platform: z.optional(platformSchema) })),
+  annotations: z.optional(stringMap),
 });
-export type ImageIndex = z.infer<typeof imageIndexSchema>;
+export type ImageIndex = z.output<typeof imageIndexSchema>;
 
 /** The image configuration blob; only what shoal uses is checked, the rest kept. */
 export const imageConfigSchema = z.looseObject({
-  architecture: z.string().optional(),
-  os: z.string().optional(),
-  variant: z.string().optional(),
-  created: z.string().optional(),
-  config: z.looseObject({
-    Env: z.array(z.string()).nullish(),
-    Entrypoint: z.array(z.string()).nullish(),
-    Cmd: z.array(z.string()).nullish(),
-    WorkingDir: z.string().nullish(),
-    User: z.string().nullish(),
-    Labels: z.record(z.string(), z.string()).nullish(),
-  }).optional(),
-  rootfs: z.looseObject({
+  architecture: z.optional(z.string()),
+  os: z.optional(z.string()),
+  variant: z.optional(z.string()),
+  created: z.optional(z.string()),
+  config: z.optional(z.looseObject({
+    Env: z.nullish(z.array(z.string())),
+    Entrypoint: z.nullish(z.array(z.string())),
+    Cmd: z.nullish(z.array(z.string())),
+    WorkingDir: z.nullish(z.string()),
+    User: z.nullish(z.string()),
+    Labels: z.nullish(stringMap),
+  })),
+  rootfs: z.optional(z.looseObject({
     type: z.string(),
     diff_ids: z.array(z.string()),
-  }).optional(),
+  })),
 });
-export type ImageConfig = z.infer<typeof imageConfigSchema>;
+export type ImageConfig = z.output<typeof imageConfigSchema>;
 
 export type ParsedManifest =
   | { kind: "manifest"; mediaType: string; manifest: ImageManifest }
@@ -175,7 +178,7 @@ export function parseManifest(
   return { kind: "manifest", mediaType, manifest: r.data };
 }
 
-function invalid(what: string, error: z.ZodError): ShoalError {
+function invalid(what: string, error: z.core.$ZodError): ShoalError {
   const issue = error.issues[0];
   const where = issue?.path.length ? ` at ${issue.path.join(".")}` : "";
   return new ShoalError(

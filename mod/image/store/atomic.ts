@@ -4,8 +4,8 @@
  * old file or the new one, plus at worst a temp file that the next writer
  * removes (see `isAtomicTemp`).
  */
-import { basename, dirname, join } from "node:path";
-import { randomBytes } from "node:crypto";
+import { basename, dirname, join } from "../../path.ts";
+import { randomHex } from "../../bytes.ts";
 import { ShoalError } from "../../errors.ts";
 
 const TEMP_MARK = ".tmp-";
@@ -17,7 +17,7 @@ export function isAtomicTemp(name: string): boolean {
 
 /** A fresh temp name in the directory of `path`, for a file that will be renamed onto it. */
 export function atomicTempPath(path: string): string {
-  const tag = `${Deno.pid}-${randomBytes(6).toString("hex")}`;
+  const tag = `${Deno.pid}-${randomHex(6)}`;
   return join(dirname(path), `.${basename(path)}${TEMP_MARK}${tag}`);
 }
 

@@ -4,8 +4,8 @@
  * crash a listing: a bad entry or file is skipped with a warning saying how
  * to get rid of it, and a damaged index is rebuilt from the metadata files.
  */
-import { join } from "node:path";
-import type { z } from "zod";
+import { join } from "../../path.ts";
+import type * as z from "../../zod.ts";
 import type { Logger } from "../../log.ts";
 import { writeFileAtomic } from "./atomic.ts";
 import {
@@ -40,7 +40,7 @@ async function readJson(path: string): Promise<Read<unknown>> {
   }
 }
 
-function problem(error: z.ZodError): string {
+function problem(error: z.core.$ZodError): string {
   const issue = error.issues[0];
   if (issue === undefined) return "invalid";
   const where = issue.path.map(String).join(".");

@@ -5,8 +5,7 @@
  * repository locked. Shared locks do not wait for each other, so any number
  * of readers proceed at once; an exclusive lock waits for all of them.
  */
-import { hostname } from "node:os";
-import { basename } from "node:path";
+import { basename } from "../../path.ts";
 import { ShoalError } from "../../errors.ts";
 
 export type LockMode = "shared" | "exclusive";
@@ -129,7 +128,7 @@ function sleep(ms: number): Promise<void> {
  * holder on another node, where /proc/locks cannot see.
  */
 async function recordOwner(file: Deno.FsFile): Promise<void> {
-  const note = new TextEncoder().encode(`pid ${Deno.pid} on ${hostname()}\n`);
+  const note = new TextEncoder().encode(`pid ${Deno.pid} on ${Deno.hostname()}\n`);
   await file.truncate(0);
   await file.seek(0, Deno.SeekMode.Start);
   for (let off = 0; off < note.length;) off += await file.write(note.subarray(off));

@@ -2,28 +2,32 @@
  * What the store records about images, as zod schemas: files are validated
  * when read back, since anything on disk may be damaged or hand-edited.
  */
-import { z } from "zod";
+import * as z from "../../zod.ts";
 import { isDigest, parseDigest } from "../registry/digest.ts";
 import type { ImageReference } from "../reference.ts";
 
-const digest = z.string().refine(isDigest, { message: "must be a digest (sha256:<64 hex>)" });
+const digest = z.string().check(
+  z.refine(isDigest, { message: "must be a digest (sha256:<64 hex>)" }),
+);
+
+const nonEmpty = z.string().check(z.minLength(1));
 
 const platformSchema = z.object({
-  os: z.string().min(1),
-  architecture: z.string().min(1),
-  variant: z.string().min(1).optional(),
+  os: nonEmpty,
+  architecture: nonEmpty,
+  variant: z.optional(nonEmpty),
 });
 
 /** Where an image came from: what a tag (or, for an untagged pull, a digest) points at. */
 const originShape = {
-  registry: z.string().min(1),
-  repository: z.string().min(1),
+  registry: nonEmpty,
+  repository: nonEmpty,
   /** Absent for an image pulled by digest alone. */
-  tag: z.string().min(1).optional(),
+  tag: z.optional(nonEmpty),
   /** The registry digest of what the reference names (the index of a multi-platform image). */
-  digest: digest.optional(),
+  digest: z.optional(digest),
   /** The chosen platform's manifest digest, when it differs from `digest`. */
-  manifestDigest: digest.optional(),
+  manifestDigest: z.optional(digest),
   /** The SERVER column: the registry host the image was fetched from, or how it got here. */
   server: z.string(),
   /** ISO 8601 time of the pull. */
@@ -38,7 +42,9 @@ function hasTagOrDigest(origin: { tag?: string; digest?: string }): boolean {
 const TAG_OR_DIGEST = { message: "needs a tag or a digest" };
 
 /** One entry of the index: a reference and the image (config digest) it names. */
-export const indexEntrySchema = z.object(originShape).refine(hasTagOrDigest, TAG_OR_DIGEST);
+export const indexEntrySchema = z.object(originShape).check(
+  z.refine(hasTagOrDigest, TAG_OR_DIGEST),
+);
 export type IndexEntry = z.output<typeof indexEntrySchema>;
 
 export const METADATA_VERSION = 1;
@@ -61,14 +67,14 @@ export const imageMetadataSchema = z.object({
   passwd: z.string(),
   group: z.string(),
   /** The image's creation time from its config, when it says. */
-  created: z.string().optional(),
+  created: z.optional(z.string()),
   /** Bytes of the squashfs file. */
-  size: z.int().nonnegative(),
+  size: z.int().check(z.nonnegative()),
   /** The squashfs file's name in the images directory. */
-  squashfs: z.string().regex(/^[a-z0-9]+-[a-f0-9]+\.sqsh$/),
+  squashfs: z.string().check(z.regex(/^[a-z0-9]+-[a-f0-9]+\.sqsh$/)),
   /** Digests of the layer blobs the image was built from: what blob gc keeps. */
   layers: z.array(digest),
-}).refine(hasTagOrDigest, TAG_OR_DIGEST);
+}).check(z.refine(hasTagOrDigest, TAG_OR_DIGEST));
 export type ImageMetadata = z.output<typeof imageMetadataSchema>;
 
 /** What a pull hands to `commit`; the store fills in the rest. */

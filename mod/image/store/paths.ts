@@ -1,6 +1,7 @@
 /** Where each part of a repository lives (the layout is described in store.ts). */
-import { join } from "node:path";
-import { createHash } from "node:crypto";
+import { toHex } from "../../bytes.ts";
+import { join } from "../../path.ts";
+import { parseDigest } from "../registry/digest.ts";
 import { imageStem } from "./metadata.ts";
 
 export interface RepositoryPaths {
@@ -50,9 +51,16 @@ export function imageFiles(paths: RepositoryPaths, configDigest: string): ImageF
   };
 }
 
+/** Where the blob with `digest` is cached under `blobsDir` (a repository's `blobs`). */
+export function blobPath(blobsDir: string, digest: string): string {
+  const { algorithm, hex } = parseDigest(digest);
+  return join(blobsDir, algorithm, hex);
+}
+
 /** A reference key hashed into a file name: keys hold '/' and ':'. */
-export function pullLockPath(paths: RepositoryPaths, key: string): string {
-  return join(paths.locks, `pull-${createHash("sha256").update(key).digest("hex").slice(0, 32)}`);
+export async function pullLockPath(paths: RepositoryPaths, key: string): Promise<string> {
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
+  return join(paths.locks, `pull-${toHex(new Uint8Array(hash)).slice(0, 32)}`);
 }
 
 /** Directory and file modes: the centralized repository is readable by everyone. */

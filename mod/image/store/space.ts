@@ -1,5 +1,5 @@
 /** Disk space of a repository: what it holds, and removing cached blobs no image needs. */
-import { join } from "node:path";
+import { join } from "../../path.ts";
 import { removeQuietly } from "./atomic.ts";
 import { tryAcquireLock } from "./lock.ts";
 import { STALE_AFTER_MS } from "./temp.ts";

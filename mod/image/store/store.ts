@@ -37,11 +37,10 @@
  * directories whose pull died. Listing checks each image's files and skips a
  * damaged one with a warning; a damaged index is rebuilt from the metadata.
  */
-import { basename, join } from "node:path";
+import { basename, join } from "../../path.ts";
 import { ShoalError } from "../../errors.ts";
 import { type Logger, silentLogger } from "../../log.ts";
 import type { ImageReference } from "../reference.ts";
-import { blobPath } from "../registry/blobs.ts";
 import {
   atomicTempPath,
   isAtomicTemp,
@@ -64,6 +63,7 @@ import {
   referenceKey,
 } from "./metadata.ts";
 import {
+  blobPath,
   CENTRALIZED_MODES,
   imageFiles,
   LOCAL_MODES,
@@ -158,7 +158,7 @@ export class ImageStore {
   async withPullLock<T>(ref: ImageReference, fn: () => Promise<T>): Promise<T> {
     await this.#prepareForWriting();
     const key = referenceKey(ref);
-    const pull = await acquireLock(pullLockPath(this.paths, key), {
+    const pull = await acquireLock(await pullLockPath(this.paths, key), {
       mode: "exclusive",
       timeoutSeconds: this.#pullTimeout,
       what: `pull lock of ${key}`,

@@ -9,8 +9,8 @@
  * unchanged for a while, since some cluster filesystems (Lustre with
  * localflock) do not show one node's locks to the others.
  */
-import { join } from "node:path";
-import { randomBytes } from "node:crypto";
+import { join } from "../../path.ts";
+import { randomHex } from "../../bytes.ts";
 import { removeQuietly } from "./atomic.ts";
 import { tryAcquireLock } from "./lock.ts";
 import type { Modes } from "./paths.ts";
@@ -25,7 +25,7 @@ export interface TempDir extends AsyncDisposable {
 }
 
 export async function createTempDir(tmpRoot: string, modes: Modes): Promise<TempDir> {
-  const name = `${Date.now().toString(36)}-${Deno.pid}-${randomBytes(4).toString("hex")}`;
+  const name = `${Date.now().toString(36)}-${Deno.pid}-${randomHex(4)}`;
   const path = join(tmpRoot, name);
   const lockPath = path + LOCK_SUFFIX;
   const lock = await Deno.open(lockPath, { write: true, createNew: true, mode: modes.file });

@@ -1,0 +1,110 @@
+/**
+ * The command-line syntax users bring from docker, podman and sarus, checked
+ * on shoal's real command table (parsing only; nothing runs).
+ */
+import { program } from "../mod/cli/program.ts";
+import { parseArgv } from "../mod/cli/parser.ts";
+import { UsageError } from "../mod/errors.ts";
+import { assertEquals, assertThrows } from "./support/assert.ts";
+
+function parse(argv: string[]) {
+  const p = parseArgv(program, argv);
+  if (p.kind !== "run") throw new Error(`expected a command, got: ${p.text}`);
+  return { name: p.command.name, ...p.invocation };
+}
+
+Deno.test("run: options after IMAGE belong to the container's command", () => {
+  const p = parse(["run", "--root", "-e", "A=1", "img", "ls", "-la", "--root", "--", "-x"]);
+  assertEquals(p.args, ["img", "ls", "-la", "--root", "--", "-x"]);
+  assertEquals(p.options.root, true);
+  assertEquals(p.options.env, ["A=1"]);
+});
+
+Deno.test("values: separate, after '=', glued to a short name; clusters of short flags", () => {
+  const p = parse([
+    "run",
+    "-it",
+    "-wDIR",
+    "--name=n1",
+    "-v",
+    "/a:/b",
+    "--volume=/c:/d:ro",
+    "--mount",
+    "type=bind,src=/e,dst=/f",
+    "-e",
+    "-notanoption",
+    "img",
+  ]);
+  assertEquals(p.options.tty, true);
+  assertEquals(p.options.interactive, true);
+  assertEquals(p.options.workdir, "DIR");
+  assertEquals(p.options.name, "n1");
+  assertEquals(p.options.volume, ["/a:/b", "/c:/d:ro"]);
+  assertEquals(p.options.mount, ["type=bind,src=/e,dst=/f"]);
+  // A value is taken even when it starts with '-', as docker does.
+  assertEquals(p.options.env, ["-notanoption"]);
+  assertEquals(p.args, ["img"]);
+});
+
+Deno.test("a cluster ending in an option that takes a value takes the next argument", () => {
+  const p = parse(["run", "-iw", "/work", "img"]);
+  assertEquals(p.options.interactive, true);
+  assertEquals(p.options.workdir, "/work");
+});
+
+Deno.test("an empty value is a value: --entrypoint '' clears the entrypoint", () => {
+  assertEquals(parse(["run", "--entrypoint", "", "img"]).options.entrypoint, "");
+  assertEquals(parse(["run", "--entrypoint=", "img"]).options.entrypoint, "");
+});
+
+Deno.test("global flags before and after the command name set the verbosity", () => {
+  assertEquals(parse(["--debug", "ps"]).verbosity, "debug");
+  assertEquals(parse(["ps", "-q"]).verbosity, "quiet");
+  assertEquals(parse(["images", "--verbose"]).verbosity, "verbose");
+  assertEquals(parse(["ps"]).verbosity, "normal");
+  // After IMAGE it is the container's.
+  assertEquals(parse(["run", "img", "--debug"]).verbosity, "normal");
+});
+
+Deno.test("--tls-verify takes its value only after '='", () => {
+  assertEquals(parse(["pull", "--tls-verify", "x"]).options.tlsVerify, true);
+  assertEquals(parse(["pull", "--tls-verify=false", "x"]).options.tlsVerify, false);
+  assertEquals(parse(["pull", "x"]).options.tlsVerify, undefined);
+});
+
+Deno.test("'-' and arguments after '--' are arguments", () => {
+  assertEquals(parse(["load", "-", "name"]).args, ["-", "name"]);
+  assertEquals(parse(["rmi", "--", "-weird"]).args, ["-weird"]);
+});
+
+Deno.test("help is printed for -h anywhere before the command's arguments end", () => {
+  for (const argv of [["run", "-h"], ["run", "--root", "--help"], ["help", "run"]]) {
+    const p = parseArgv(program, argv);
+    assertEquals(p.kind, "print");
+    if (p.kind === "print") {
+      assertEquals(p.text.split("\n")[0], "Usage: shoal run [OPTIONS] IMAGE [COMMAND [ARG...]]");
+    }
+  }
+  assertEquals(parse(["run", "img", "-h"]).args, ["img", "-h"]);
+});
+
+Deno.test("bad command lines are usage errors that say what is wrong", () => {
+  const cases: [string[], string][] = [
+    [["run", "--name"], "--name needs a value (NAME)"],
+    [["run", "--pid", "container", "img"], "--pid takes host or private, not 'container'"],
+    [["run", "--root=yes", "img"], "--root takes no value"],
+    [["run", "-z", "img"], "unknown option '-z'"],
+    [["run", "--mout", "x", "img"], "unknown option '--mout' (did you mean --mount?)"],
+    [["kill"], "missing NAME for 'shoal kill'"],
+    [["rmi"], "missing IMAGE for 'shoal rmi'"],
+    [["ps", "extra"], "too many arguments for 'ps': 'extra'"],
+    [["pull", "--compression", "brotli", "x"], "--compression takes zstd or gzip or lz4"],
+    [["pull", "--compression-level", "high", "x"], "--compression-level takes a number"],
+  ];
+  for (const [argv, message] of cases) {
+    const err = assertThrows(() => parseArgv(program, argv), UsageError);
+    if (!err.message.startsWith(message)) {
+      throw new Error(`${argv.join(" ")}: got '${err.message}', expected '${message}...'`);
+    }
+  }
+});
