@@ -222,8 +222,18 @@ if [ "$KIND" = bundle ]; then
 # installed next to it, found from this script's own location so that the
 # installation can be moved. -A because shoal reads /proc and /sys and calls
 # libc through FFI, which Deno grants only with all permissions.
-self=$(readlink -f -- "$0") || exit 1
-lib=$(dirname -- "$(dirname -- "$self")")/lib/shoal
+# Resolving links takes three programs, ~3 ms of every start: only when the
+# launcher or its directory is a link, or $0 is not an absolute path.
+case $0 in
+  /*/*) dir=${0%/*} ;;
+  *) dir= ;;
+esac
+if [ -n "$dir" ] && [ ! -L "$0" ] && [ ! -L "$dir" ]; then
+  lib=${dir%/*}/lib/shoal
+else
+  self=$(readlink -f -- "$0") || exit 1
+  lib=$(dirname -- "$(dirname -- "$self")")/lib/shoal
+fi
 export DENO_NO_UPDATE_CHECK=1
 exec "$lib/deno" run -A --no-config --quiet --no-prompt "$lib/shoal.js" "$@"
 EOF

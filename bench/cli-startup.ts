@@ -25,23 +25,24 @@ async function median(cmd: string, args: string[]): Promise<number> {
   return times[Math.floor(times.length / 2)] ?? NaN;
 }
 
-// The installed launcher runs one bundled file (install.sh); time that form too.
+// The installed launcher runs the code-split bundle (install.sh); time that form too.
 const dir = await Deno.makeTempDir({ prefix: "shoal-bench-" });
 try {
-  const bundle = `${dir}/shoal.js`;
   const built = await new Deno.Command(deno, {
     args: [
       "bundle",
       "--quiet",
+      "--code-splitting",
       "--config",
       `${repoRoot}/deno.json`,
-      "-o",
-      bundle,
+      "--outdir",
+      dir,
       `${repoRoot}/main.ts`,
     ],
     stdout: "null",
   }).output();
   if (!built.success) throw new Error("deno bundle failed");
+  const bundle = `${dir}/main.js`;
 
   const floor = await median(deno, ["eval", "--no-config", ""]);
   const installed = await median(deno, ["run", "-A", "--no-config", bundle, "version"]);

@@ -155,6 +155,20 @@ Deno.test("reinstall changes nothing; a moved install finds its config; uninstal
     const found = await configCheck(`${moved}/bin/shoal`);
     assertEquals(found.status, "ok", found.detail);
     assertStringIncludes(found.detail, `${moved}/etc/shoal.json`);
+    // However the launcher is started: through a link to it, through a linked bin directory
+    // (both resolved with readlink), or by a relative path (taken as it is).
+    await Deno.symlink(`${moved}/bin/shoal`, `${dir}/shoal-link`);
+    await Deno.symlink(`${moved}/bin`, `${dir}/bin-link`);
+    for (const bin of [`${dir}/shoal-link`, `${dir}/bin-link/shoal`]) {
+      assertStringIncludes((await configCheck(bin)).detail, `${moved}/etc/shoal.json`, bin);
+    }
+    const relative = await configCheck(
+      "./shoal",
+      (cmd, args) => runCommand(cmd, args, { cwd: `${moved}/bin` }),
+    );
+    assertStringIncludes(relative.detail, `${moved}/etc/shoal.json`);
+    await Deno.remove(`${dir}/shoal-link`);
+    await Deno.remove(`${dir}/bin-link`);
     // The admin's edit (here an invalid one) is what the moved install reads...
     const edited = '{ "securityChecks": "yes" }\n';
     await Deno.writeTextFile(`${moved}/etc/shoal.json`, edited);
