@@ -98,7 +98,7 @@ await tryPeer(
     "/bin/true",
   ],
 );
-const archive = `${site.user.home}/shoal-bench/image.tar`;
+const archive = `${site.work}/image.tar`;
 let podmanImage = "";
 await tryPeer(
   "podman run --rm (rootless)",

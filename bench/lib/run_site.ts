@@ -13,6 +13,8 @@ import type { Result } from "../../tests/support/shoal.ts";
 
 export interface RunSite extends AsyncDisposable {
   user: TestUser;
+  /** The user's directory for this site: data, runc state, the bundle. */
+  work: string;
   bin: string;
   prefix: string;
   image: string;
@@ -30,7 +32,8 @@ function must(r: Result, what: string): Result {
   return r;
 }
 
-export async function runSite(): Promise<RunSite> {
+/** `name`: the work directory under the test user's home (sites with different names coexist). */
+export async function runSite(name = "shoal-bench"): Promise<RunSite> {
   if (Deno.uid() !== 0) {
     throw new Error("the run benchmarks set up a site install: run them as root");
   }
@@ -39,7 +42,7 @@ export async function runSite(): Promise<RunSite> {
   const registry: TestRegistry = await startRegistry("plain");
   await pushImage(registry, "bench/busybox", "latest", busyboxImage());
   const image = `${registry.host}/bench/busybox:latest`;
-  const work = `${user.home}/shoal-bench`;
+  const work = `${user.home}/${name}`;
   await Deno.remove(work, { recursive: true }).catch(() => {});
   must(await runAs(user, "mkdir", ["-p", work]), "mkdir");
   const env = { XDG_DATA_HOME: `${work}/data` };
@@ -53,7 +56,7 @@ export async function runSite(): Promise<RunSite> {
         ? {
           registries: { insecure: [registry.host] },
           // The helper takes images only from repositories the site names.
-          repositories: { local: "$HOME/shoal-bench/data/shoal" },
+          repositories: { local: `$HOME/${name}/data/shoal` },
           helper: { kernelMountUserImages: true },
         }
         // A helper path that does not exist leaves the unprivileged path.
@@ -72,6 +75,7 @@ export async function runSite(): Promise<RunSite> {
 
   return {
     user,
+    work,
     bin,
     prefix,
     image,
@@ -88,7 +92,7 @@ export async function runSite(): Promise<RunSite> {
 
 /** `runc run` of the prepared bundle, as the user: the floor every start is measured against. */
 export function runcArgs(site: RunSite, id: string): string[] {
-  return ["--root", `${site.user.home}/shoal-bench/runc`, "run", "--bundle", site.bundle, id];
+  return ["--root", `${site.work}/runc`, "run", "--bundle", site.bundle, id];
 }
 
 export { RUNC };

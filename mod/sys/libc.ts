@@ -24,16 +24,45 @@ const symbols = {
   getgrgid_r: { parameters: ["u32", "buffer", "buffer", "usize", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
-let library: Deno.DynamicLibrary<typeof symbols> | undefined;
+type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
+type Name = keyof typeof symbols;
 
-/** The libc symbols; the library is opened once, on the first call. */
-export function libc(): Deno.DynamicLibrary<typeof symbols>["symbols"] {
+let bound: Symbols | undefined;
+/** Kept open (and referenced) for as long as shoal runs. */
+const libraries: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
+
+/** The libc symbols, each bound on its first use. */
+export function libc(): Symbols {
   if (Deno.build.os !== "linux" || !["x86_64", "aarch64"].includes(Deno.build.arch)) {
     // The struct layouts read in mod/sys/ are those of 64-bit Linux.
     throw new Error(`shoal's libc bindings support 64-bit Linux only, not ${Deno.build.target}`);
   }
-  library ??= Deno.dlopen("libc.so.6", symbols);
-  return library.symbols;
+  bound ??= lazySymbols();
+  return bound;
+}
+
+/**
+ * Deno compiles a call stub for every symbol it binds, ~0.15 ms each, and a
+ * command needs only a few of the symbols: binding all at once cost `shoal
+ * run` ~2 ms of its start.
+ */
+function lazySymbols(): Symbols {
+  const out = {} as Symbols;
+  for (const name of Object.keys(symbols) as Name[]) {
+    Object.defineProperty(out, name, {
+      configurable: true,
+      enumerable: true,
+      get() {
+        const one = { [name]: symbols[name] } as Pick<typeof symbols, typeof name>;
+        const library = Deno.dlopen("libc.so.6", one);
+        libraries.push(library);
+        const fn = library.symbols[name];
+        Object.defineProperty(out, name, { value: fn, enumerable: true });
+        return fn;
+      },
+    });
+  }
+  return out;
 }
 
 /** A failed libc call: which call, on what, and errno. */
