@@ -172,6 +172,9 @@ deno_reason() {
 
 # Everything is built in $STAGE before the prefix is touched, so a failed
 # build leaves an earlier installation as it was.
+# Baked into the executable; the launcher passes the same (see scripts/shoal).
+V8_FLAGS=--v8-flags=--no-enable-lazy-source-positions
+
 # Code splitting puts each command's engine in chunks of its own, loaded when
 # that command runs: `shoal run` then never loads the registry client, nor
 # what it needs from Deno's Node compatibility layer (~10 ms per start).
@@ -187,7 +190,7 @@ touch -d @0 "$STAGE"/js/*.js
 # sets WHY and returns non-zero.
 try_compile() {
   # The output's name is embedded too, hence always "shoal".
-  if (cd "$STAGE" && timeout "$COMPILE_TIMEOUT" "$DENO" compile -A --no-config --quiet \
+  if (cd "$STAGE" && timeout "$COMPILE_TIMEOUT" "$DENO" compile -A --no-config --quiet "$V8_FLAGS" \
     --output "$STAGE/shoal" "$STAGE/js/shoal.js") 2>"$STAGE/err"; then
     if version=$("$STAGE/shoal" --version 2>&1) && [ "${version#shoal }" != "$version" ]; then
       return 0
@@ -235,7 +238,9 @@ else
   lib=$(dirname -- "$(dirname -- "$self")")/lib/shoal
 fi
 export DENO_NO_UPDATE_CHECK=1
-exec "$lib/deno" run -A --no-config --quiet --no-prompt "$lib/shoal.js" "$@"
+# The V8 flag: see scripts/shoal.
+exec "$lib/deno" run -A --no-config --quiet --no-prompt \
+  --v8-flags=--no-enable-lazy-source-positions "$lib/shoal.js" "$@"
 EOF
 fi
 

@@ -45,7 +45,15 @@ try {
   const bundle = `${dir}/main.js`;
 
   const floor = await median(deno, ["eval", "--no-config", ""]);
-  const installed = await median(deno, ["run", "-A", "--no-config", bundle, "version"]);
+  // As the launcher runs it (install.sh).
+  const installed = await median(deno, [
+    "run",
+    "-A",
+    "--no-config",
+    "--v8-flags=--no-enable-lazy-source-positions",
+    bundle,
+    "version",
+  ]);
   const checkout = await median(shoalScript, ["version"]);
   const row = (name: string, ms: number) =>
     console.log(
