@@ -1,7 +1,8 @@
 /**
  * Probes of the kernel: version, user namespaces and overlay in one (actually
  * tried, in child processes: shoal never changes namespaces in-process),
- * idmapped mounts, squashfs, cgroups.
+ * idmapped mounts, squashfs, cgroups. The file reads are sync: `shoal run`
+ * makes them on every start, where each async one costs ~0.5 ms (bench/startup.ts).
  */
 import { join } from "../path.ts";
 import { FsMagic, statfs } from "../sys/fs.ts";
@@ -34,9 +35,9 @@ export function kernelCheck(k: KernelFacts): Check {
 }
 
 /** A sysctl's integer value, or undefined where this kernel has no such knob. */
-async function readSysctl(name: string): Promise<number | undefined> {
+function readSysctl(name: string): number | undefined {
   try {
-    const text = await Deno.readTextFile(`/proc/sys/${name.replaceAll(".", "/")}`);
+    const text = Deno.readTextFileSync(`/proc/sys/${name.replaceAll(".", "/")}`);
     const n = Number(text.trim());
     return Number.isInteger(n) ? n : undefined;
   } catch {
@@ -52,11 +53,11 @@ export interface UsernsSysctls {
   apparmorRestrict: number | undefined;
 }
 
-export async function usernsSysctls(): Promise<UsernsSysctls> {
+export function usernsSysctls(): UsernsSysctls {
   return {
-    maxUserNamespaces: await readSysctl("user.max_user_namespaces"),
-    unprivilegedUsernsClone: await readSysctl("kernel.unprivileged_userns_clone"),
-    apparmorRestrict: await readSysctl("kernel.apparmor_restrict_unprivileged_userns"),
+    maxUserNamespaces: readSysctl("user.max_user_namespaces"),
+    unprivilegedUsernsClone: readSysctl("kernel.unprivileged_userns_clone"),
+    apparmorRestrict: readSysctl("kernel.apparmor_restrict_unprivileged_userns"),
   };
 }
 
@@ -183,14 +184,20 @@ export function idmappedCheck(k: KernelFacts): Check {
 }
 
 /** Kernel squashfs: built in, loaded, or a module the first mount loads. */
-export async function squashfsKernelCheck(k: KernelFacts): Promise<Check> {
+export function squashfsKernelCheck(k: KernelFacts): Check {
   const base = { id: "squashfs", title: "kernel squashfs" };
-  const filesystems = await Deno.readTextFile("/proc/filesystems").catch(() => "");
+  let filesystems = "";
+  try {
+    filesystems = Deno.readTextFileSync("/proc/filesystems");
+  } catch { /* no /proc: look for the module */ }
   if (/\bsquashfs$/m.test(filesystems)) {
     return { ...base, status: "ok", detail: "in /proc/filesystems; used by the helper path" };
   }
   const moduleDir = join("/lib/modules", k.release, "kernel/fs/squashfs");
-  const modules = await Array.fromAsync(Deno.readDir(moduleDir)).catch(() => []);
+  let modules: Deno.DirEntry[] = [];
+  try {
+    modules = [...Deno.readDirSync(moduleDir)];
+  } catch { /* no such module directory */ }
   if (modules.some((e) => e.name.startsWith("squashfs.ko"))) {
     return { ...base, status: "ok", detail: "loadable module; used by the helper path" };
   }

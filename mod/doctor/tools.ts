@@ -41,11 +41,11 @@ export function squashfuseCheck(path: string | undefined): Check {
 
 const FUSE_RULE = 'KERNEL=="fuse", MODE="0666"';
 
-/** /dev/fuse, opened read-write as squashfuse opens it. */
-export async function fuseCheck(device = "/dev/fuse"): Promise<Check> {
+/** /dev/fuse, opened read-write as squashfuse opens it (sync: every run's start checks it). */
+export function fuseCheck(device = "/dev/fuse"): Check {
   const base = { id: "fuse", title: "FUSE device" };
   try {
-    const f = await Deno.open(device, { read: true, write: true });
+    const f = Deno.openSync(device, { read: true, write: true });
     f.close();
     return { ...base, status: "ok", detail: `${device} is usable` };
   } catch (err) {
@@ -58,7 +58,7 @@ export async function fuseCheck(device = "/dev/fuse"): Promise<Check> {
       };
     }
     if (err instanceof Deno.errors.PermissionDenied) {
-      const mode = (await Deno.stat(device)).mode ?? 0;
+      const mode = Deno.statSync(device).mode ?? 0;
       return {
         ...base,
         status: "fail",

@@ -4,6 +4,9 @@
  * live while that process is: its pid alone could have been reused by then, so
  * the file also records the process's start time (/proc/PID/stat field 22),
  * and a pid whose start time differs is another process.
+ *
+ * Sync file calls: `shoal run` lists the runs on every start, and each async
+ * call costs ~0.5 ms in a fresh process (bench/startup.ts).
  */
 import { join } from "../path.ts";
 import * as z from "../zod.ts";
@@ -52,18 +55,22 @@ export function isLive(state: RunState): boolean {
   return processStartTime(state.pid) === state.startTime;
 }
 
-/** Writes the state atomically (readers never see half a file). */
+/**
+ * Writes the state atomically (readers never see half a file). Async for the
+ * supervisor, which awaits it; the calls are sync (see the header).
+ */
+// deno-lint-ignore require-await
 export async function writeState(dir: string, state: RunState): Promise<void> {
   const tmp = join(dir, `.${BUNDLE.state}.tmp`);
-  await Deno.writeTextFile(tmp, JSON.stringify(state, null, 2) + "\n", { mode: 0o600 });
-  await Deno.rename(tmp, join(dir, BUNDLE.state));
+  Deno.writeTextFileSync(tmp, JSON.stringify(state, null, 2) + "\n", { mode: 0o600 });
+  Deno.renameSync(tmp, join(dir, BUNDLE.state));
 }
 
 /** The state in bundle dir `dir`; undefined when it is missing or not a run's. */
-export async function readState(dir: string): Promise<RunState | undefined> {
+export function readState(dir: string): RunState | undefined {
   try {
     const parsed = runStateSchema.safeParse(
-      JSON.parse(await Deno.readTextFile(join(dir, BUNDLE.state))),
+      JSON.parse(Deno.readTextFileSync(join(dir, BUNDLE.state))),
     );
     return parsed.success ? parsed.data : undefined;
   } catch {
@@ -79,24 +86,26 @@ const SETUP_GRACE_MS = 60_000;
  * is gone (killed with SIGKILL, machine crash) are removed on the way: their
  * processes and mounts went with them (see the launchers), only files remain.
  */
-export async function liveRuns(base: string): Promise<RunEntry[]> {
+export function liveRuns(base: string): RunEntry[] {
   const live: RunEntry[] = [];
-  for (const name of await bundleNames(base)) {
+  for (const name of bundleNames(base)) {
     const dir = join(base, name);
-    const state = await readState(dir);
+    const state = readState(dir);
     if (state !== undefined && isLive(state)) {
       live.push({ dir, state });
       continue;
     }
-    if (state === undefined && !(await olderThan(dir, SETUP_GRACE_MS))) continue;
-    await removeBundleDir(dir).catch(() => {/* another shoal is removing it too */});
+    if (state === undefined && !olderThan(dir, SETUP_GRACE_MS)) continue;
+    try {
+      removeBundleDir(dir);
+    } catch { /* another shoal is removing it too */ }
   }
   return live;
 }
 
-async function olderThan(dir: string, ms: number): Promise<boolean> {
+function olderThan(dir: string, ms: number): boolean {
   try {
-    const info = await Deno.lstat(dir);
+    const info = Deno.lstatSync(dir);
     return Date.now() - (info.mtime?.getTime() ?? 0) > ms;
   } catch {
     return false;

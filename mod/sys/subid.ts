@@ -46,11 +46,11 @@ export function rangesOf(entries: SubidEntry[], name: string, uid: number): Subi
     .map(({ start, count }) => ({ start, count }));
 }
 
-/** The entries of `file`; a missing file has none. */
-export async function readSubidFile(file: string): Promise<SubidEntry[]> {
+/** The entries of `file`; a missing file has none. Sync: read on every run's start. */
+export function readSubidFile(file: string): SubidEntry[] {
   let text: string;
   try {
-    text = await Deno.readTextFile(file);
+    text = Deno.readTextFileSync(file);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return [];
     throw err;

@@ -4,6 +4,10 @@
  * kernel when the holder dies, even by SIGKILL: a crash never leaves a
  * repository locked. Shared locks do not wait for each other, so any number
  * of readers proceed at once; an exclusive lock waits for all of them.
+ *
+ * The file calls are sync (every run's start takes a lock, and each async call
+ * costs ~0.5 ms in a fresh process, bench/startup.ts); only the wait between
+ * attempts is async, so that a waiting process does not block.
  */
 import { basename } from "../../path.ts";
 import { ShoalError } from "../../errors.ts";
@@ -38,7 +42,7 @@ export async function acquireLock(path: string, options: LockOptions): Promise<F
   const exclusive = options.mode === "exclusive";
   // Readers open read-only (the centralized repository's lock file is root's); NFS turns
   // flock into POSIX locks, whose write locks need a file open for writing.
-  const file = await Deno.open(
+  const file = Deno.openSync(
     path,
     options.createMode === undefined
       ? { read: true, write: exclusive }
@@ -46,7 +50,7 @@ export async function acquireLock(path: string, options: LockOptions): Promise<F
   );
   try {
     await waitFor(file, path, exclusive, options);
-    if (exclusive && options.createMode !== undefined) await recordOwner(file);
+    if (exclusive && options.createMode !== undefined) recordOwner(file);
   } catch (err) {
     file.close();
     throw err;
@@ -60,13 +64,17 @@ export async function acquireLock(path: string, options: LockOptions): Promise<F
   return { path, release, [Symbol.asyncDispose]: () => Promise.resolve(release()) };
 }
 
-/** Takes the lock only if it is free now; undefined when someone holds it. */
+/**
+ * Takes the lock only if it is free now; undefined when someone holds it.
+ * Async for callers that hold it as a promise.
+ */
+// deno-lint-ignore require-await
 export async function tryAcquireLock(path: string, mode: LockMode): Promise<FileLock | undefined> {
   // NFS turns flock into POSIX locks, whose write locks need a file open for writing.
-  const file = await Deno.open(path, { read: true, write: mode === "exclusive" });
+  const file = Deno.openSync(path, { read: true, write: mode === "exclusive" });
   let locked = false;
   try {
-    locked = await file.tryLock(mode === "exclusive");
+    locked = file.tryLockSync(mode === "exclusive");
   } catch (err) {
     file.close();
     throw lockError(path, err);
@@ -90,7 +98,7 @@ async function waitFor(
   for (let attempt = 0;; attempt++) {
     let locked: boolean;
     try {
-      locked = await file.tryLock(exclusive);
+      locked = file.tryLockSync(exclusive);
     } catch (err) {
       throw lockError(path, err);
     }
@@ -99,13 +107,13 @@ async function waitFor(
     if (left <= 0) {
       throw new ShoalError(
         `timed out after ${options.timeoutSeconds} s waiting for the ${options.what} ` +
-          `"${path}"; ${await describeHolders(path)}`,
+          `"${path}"; ${describeHolders(path)}`,
         {
           hint: "wait for that process to finish, or raise locks.timeoutSeconds in the site config",
         },
       );
     }
-    if (attempt === 0) options.onWait?.(await describeHolders(path));
+    if (attempt === 0) options.onWait?.(describeHolders(path));
     // Jitter keeps thousands of waiting readers from retrying in lockstep.
     await sleep(Math.min(left, delay * (0.5 + Math.random())));
     delay = Math.min(delay * 2, MAX_DELAY_MS);
@@ -127,11 +135,11 @@ function sleep(ms: number): Promise<void> {
  * Leaves the writer's pid and host in the lock file: the one clue about a
  * holder on another node, where /proc/locks cannot see.
  */
-async function recordOwner(file: Deno.FsFile): Promise<void> {
+function recordOwner(file: Deno.FsFile): void {
   const note = new TextEncoder().encode(`pid ${Deno.pid} on ${Deno.hostname()}\n`);
-  await file.truncate(0);
-  await file.seek(0, Deno.SeekMode.Start);
-  for (let off = 0; off < note.length;) off += await file.write(note.subarray(off));
+  file.truncateSync(0);
+  file.seekSync(0, Deno.SeekMode.Start);
+  for (let off = 0; off < note.length;) off += file.writeSync(note.subarray(off));
 }
 
 const MAX_HOLDERS_NAMED = 3;
@@ -140,8 +148,11 @@ const MAX_HOLDERS_NAMED = 3;
  * Who holds locks on `path`: processes on this node from /proc/locks, with
  * their command lines; otherwise the last writer noted in the file.
  */
-async function describeHolders(path: string): Promise<string> {
-  const holders = await localHolders(path).catch(() => []);
+function describeHolders(path: string): string {
+  let holders: Holder[] = [];
+  try {
+    holders = localHolders(path);
+  } catch { /* no /proc/locks: fall back on the note */ }
   if (holders.length > 0) {
     const named = holders.slice(0, MAX_HOLDERS_NAMED).map((h) =>
       `pid ${h.pid}${h.command ? ` (${h.command})` : ""} ${h.write ? "writing" : "reading"}`
@@ -149,7 +160,10 @@ async function describeHolders(path: string): Promise<string> {
     const more = holders.length - named.length;
     return `held by ${named.join(", ")}${more > 0 ? ` and ${more} more` : ""}`;
   }
-  const note = (await Deno.readTextFile(path).catch(() => "")).trim();
+  let note = "";
+  try {
+    note = Deno.readTextFileSync(path).trim();
+  } catch { /* unreadable: no note */ }
   return `no process on this node holds it (another node or container may${
     note ? `; last writer: ${note}` : ""
   })`;
@@ -161,8 +175,8 @@ interface Holder {
   command: string;
 }
 
-async function localHolders(path: string): Promise<Holder[]> {
-  const info = await Deno.stat(path);
+function localHolders(path: string): Holder[] {
+  const info = Deno.statSync(path);
   const dev = info.dev;
   // /proc/locks prints MAJOR:MINOR:INODE with the device numbers in hex (new_encode_dev layout).
   const major = ((dev >> 8) & 0xfff) | (Math.floor(dev / 2 ** 32) & ~0xfff);
@@ -171,13 +185,13 @@ async function localHolders(path: string): Promise<Holder[]> {
     minor.toString(16).padStart(2, "0")
   }:${info.ino}`;
   const holders: Holder[] = [];
-  for (const line of (await Deno.readTextFile("/proc/locks")).split("\n")) {
+  for (const line of Deno.readTextFileSync("/proc/locks").split("\n")) {
     const fields = line.trim().split(/\s+/);
     // Waiters are listed as "N: -> FLOCK ..."; only granted locks count.
     if (fields[1] === "->" || fields[5] !== id) continue;
     const pid = Number(fields[4]);
     if (!Number.isInteger(pid) || pid <= 0 || holders.some((h) => h.pid === pid)) continue;
-    holders.push({ pid, write: fields[3] === "WRITE", command: await commandOf(pid) });
+    holders.push({ pid, write: fields[3] === "WRITE", command: commandOf(pid) });
   }
   return holders;
 }
@@ -188,8 +202,11 @@ const MAX_COMMAND_CHARS = 80;
  * The holder's command line, shortened from the middle: the program's name
  * and the last arguments (`shoal pull IMAGE`) say the most.
  */
-async function commandOf(pid: number): Promise<string> {
-  const raw = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+function commandOf(pid: number): string {
+  let raw = "";
+  try {
+    raw = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+  } catch { /* the process is gone */ }
   const [program, ...args] = raw.split("\0").filter((a) => a !== "");
   if (program === undefined) return "";
   const head = basename(program);

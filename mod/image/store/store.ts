@@ -184,8 +184,8 @@ export class ImageStore {
 
   /** Every usable image, one per reference, sorted by reference. */
   async list(): Promise<ImageRecord[]> {
-    return await this.#reading(async () => {
-      const records = await this.#resolve(await readIndex(this.paths, this.#logger));
+    return await this.#reading(() => {
+      const records = this.#resolve(readIndex(this.paths, this.#logger));
       return records.sort((a, b) => a.reference.localeCompare(b.reference));
     });
   }
@@ -196,9 +196,9 @@ export class ImageStore {
    */
   async lookup(query: string | ImageReference): Promise<ImageRecord | undefined> {
     const q = parseQuery(query);
-    return await this.#reading(async () => {
-      const { entries } = selectEntries(await readIndex(this.paths, this.#logger), q);
-      return (await this.#resolve(entries))[0];
+    return await this.#reading(() => {
+      const { entries } = selectEntries(readIndex(this.paths, this.#logger), q);
+      return this.#resolve(entries)[0];
     });
   }
 
@@ -234,8 +234,8 @@ export class ImageStore {
         squashfs: basename(files.squashfs),
       });
       return await this.#writing(async () => {
-        const entries = await readIndex(this.paths, this.#logger);
-        const added = !(await this.#intact(meta.configDigest));
+        const entries = readIndex(this.paths, this.#logger);
+        const added = !this.#intact(meta.configDigest);
         if (added) await this.#placeImage(key, meta, squashfsTemp);
         else await removeQuietly(squashfsTemp);
         const next = entries.filter((e) => referenceKey(e) !== key).concat(
@@ -249,7 +249,7 @@ export class ImageStore {
         }
         this.#logger.debug(`commit ${key}: index updated`);
         await this.#tidy(next);
-        const [record] = await this.#resolve(next.filter((e) => referenceKey(e) === key));
+        const [record] = this.#resolve(next.filter((e) => referenceKey(e) === key));
         if (record === undefined) throw new Error(`commit ${key}: the image vanished`);
         return record;
       });
@@ -268,7 +268,7 @@ export class ImageStore {
     const q = parseQuery(query);
     await this.#prepareForWriting();
     return await this.#writing(async () => {
-      const entries = await readIndex(this.paths, this.#logger);
+      const entries = readIndex(this.paths, this.#logger);
       const { entries: hits, byId } = selectEntries(entries, q);
       if (hits.length === 0) throw this.notFound(q.text);
       const untagged = [...new Set(hits.map(referenceKey))];
@@ -296,7 +296,7 @@ export class ImageStore {
   async gc(): Promise<GcResult> {
     await this.#prepareForWriting();
     return await this.#writing(async () => {
-      const entries = await readIndex(this.paths, this.#logger);
+      const entries = readIndex(this.paths, this.#logger);
       await this.#tidy(entries);
       let pulling: FileLock | undefined | null;
       try {
@@ -311,7 +311,7 @@ export class ImageStore {
       try {
         const keep = new Set<string>();
         for (const digest of new Set(entries.map((e) => e.configDigest))) {
-          const meta = await readMetadata(this.paths, digest);
+          const meta = readMetadata(this.paths, digest);
           if (!meta.ok) continue;
           keep.add(digest);
           for (const layer of meta.value.layers) keep.add(layer);
@@ -336,13 +336,14 @@ export class ImageStore {
   }
 
   /** Both files of the image are in place and its metadata is valid. */
-  async #intact(configDigest: string): Promise<boolean> {
-    const meta = await readMetadata(this.paths, configDigest);
+  #intact(configDigest: string): boolean {
+    const meta = readMetadata(this.paths, configDigest);
     if (!meta.ok) return false;
-    return await Deno.stat(join(this.paths.images, meta.value.squashfs)).then(
-      (s) => s.isFile,
-      () => false,
-    );
+    try {
+      return Deno.statSync(join(this.paths.images, meta.value.squashfs)).isFile;
+    } catch {
+      return false;
+    }
   }
 
   /** Squashfs first, metadata last: the metadata file is what makes the image whole. */
@@ -409,8 +410,8 @@ export class ImageStore {
     }
   }
 
-  async #resolve(entries: IndexEntry[]): Promise<ImageRecord[]> {
-    return await resolveRecords(this.paths, entries, (entry, why) => {
+  #resolve(entries: IndexEntry[]): ImageRecord[] {
+    return resolveRecords(this.paths, entries, (entry, why) => {
       const key = referenceKey(entry);
       this.#logger.warn(
         `skipping image ${key}: ${why} (\`shoal rmi ${key}\` removes it, \`shoal pull\` fetches it again)`,
@@ -422,7 +423,7 @@ export class ImageStore {
    * Runs `fn` under a shared lock. A repository nobody wrote yet has no lock
    * file and nothing to protect; it reads as empty.
    */
-  async #reading<T>(fn: () => Promise<T>): Promise<T> {
+  async #reading<T>(fn: () => T): Promise<T> {
     let lock: FileLock | undefined;
     try {
       lock = await acquireLock(this.paths.lock, {
@@ -435,7 +436,7 @@ export class ImageStore {
       if (!(err instanceof Deno.errors.NotFound)) throw this.#fsError(err);
     }
     try {
-      return await fn();
+      return fn();
     } catch (err) {
       throw this.#fsError(err);
     } finally {
