@@ -1,57 +1,71 @@
 /**
- * The guard process of path B (see launch_fuse.ts): started first, it makes
- * the user namespace and reports the pid to enter; it cleans up when its
- * stdin, a pipe only shoal holds (close-on-exec on shoal's side, so no other
- * process keeps it open), reaches its end: at finish(), or when shoal dies.
+ * The guard of path B (see launch_fuse.ts): started first, it makes the user
+ * namespace with the container's mappings and reports the holder's pid to
+ * enter. It cleans up when its stdin, a pipe only shoal holds (close-on-exec
+ * on shoal's side, so no other process keeps it open), reaches its end: at
+ * finish(), or when shoal dies.
  */
-import { spawn } from "node:child_process";
 import { ShoalError } from "../errors.ts";
+import { guardArgv, type IdMaps } from "./launch_fuse.ts";
 
 export interface Guard {
   /** The process whose namespaces the container's chain enters. */
   holder: number;
-  /** Tells the guard the run is over and waits until it has killed what is left. */
+  /**
+   * Tells the guard the run is over and waits until it has killed what is left
+   * (again: the same wait).
+   */
   finish(): Promise<void>;
 }
 
 /** How long the guard may take to clean up before shoal stops waiting for it. */
 const FINISH_TIMEOUT_MS = 10_000;
 
-export async function startGuard(argv: string[]): Promise<Guard> {
-  const child = spawn(argv[0]!, argv.slice(1), {
-    stdio: ["pipe", "pipe", "inherit"],
+export async function startGuard(maps: IdMaps): Promise<Guard> {
+  const [cmd, ...args] = guardArgv(maps);
+  const child = new Deno.Command(cmd!, {
+    args,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
     // Its own session: a Ctrl-C or hangup of the terminal is not for it.
     detached: true,
-  });
-  const exited = new Promise<number | null>((resolve) => {
-    child.once("exit", (code) => resolve(code));
-    child.once("error", () => resolve(null));
-  });
-  const line = await new Promise<string>((resolve) => {
-    let text = "";
-    child.stdout!.on("data", (chunk: Uint8Array) => {
-      text += new TextDecoder().decode(chunk);
-      if (text.includes("\n")) resolve(text);
-    });
-    child.stdout!.once("end", () => resolve(text));
-  });
-  const holder = Number(line.trim());
-  if (!Number.isInteger(holder) || holder <= 0) {
-    await exited;
-    throw new ShoalError("could not create the container's user namespace", {
-      hint: "the line above says why; `shoal doctor` checks newuidmap and user namespaces",
-    });
-  }
-  return {
-    holder,
-    finish: async () => {
-      child.stdin!.end();
+  }).spawn();
+  const output = child.stdout.getReader();
+  let finished: Promise<void> | undefined;
+  const finish = () =>
+    finished ??= (async () => {
+      await child.stdin.close().catch(() => {});
       let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        exited,
-        new Promise((resolve) => timer = setTimeout(resolve, FINISH_TIMEOUT_MS)),
+      const ended = await Promise.race([
+        child.status.then(() => true),
+        new Promise<false>((resolve) =>
+          timer = setTimeout(() => resolve(false), FINISH_TIMEOUT_MS)
+        ),
       ]);
       clearTimeout(timer);
-    },
-  };
+      if (!ended) child.unref();
+      await output.cancel().catch(() => {});
+    })();
+  const line = await firstLine(output);
+  if (!/^[1-9]\d*$/.test(line)) {
+    await finish();
+    throw new ShoalError(
+      `could not create the container's user namespace: ${line || "its guard ended"}`,
+      { hint: "`shoal doctor` checks user namespaces, newuidmap and your subordinate ids" },
+    );
+  }
+  return { holder: Number(line), finish };
+}
+
+/** The first line of the guard's output: the holder's pid, or why there is none. */
+async function firstLine(output: ReadableStreamDefaultReader<Uint8Array>): Promise<string> {
+  const decoder = new TextDecoder();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await output.read();
+    if (done) break;
+    text += decoder.decode(value, { stream: true });
+  }
+  return text.split("\n")[0]!.trim();
 }

@@ -12,7 +12,7 @@ import { repositoryFor } from "../image/store/repository.ts";
 import { callerInfo, hostInfo } from "./caller.ts";
 import { choosePath } from "./choose.ts";
 import { idMap } from "./idmap.ts";
-import { chainArgv, type FuseLaunch, guardArgv } from "./launch_fuse.ts";
+import { chainArgv, type FuseLaunch } from "./launch_fuse.ts";
 import { helperArgv, USERNS_FILE } from "./launch_helper.ts";
 import { generateName } from "./names.ts";
 import { RUNC_FATAL_PREFIX, runcFailure } from "./runc_error.ts";
@@ -69,6 +69,16 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   const base = await ensureRunBase(loaded.paths.runDir, user.uid);
   const { name, dir } = await claimName(base, request.name);
   logger.debug(`bundle: ${dir} (${since()})`);
+  // Path B: the user namespace is made while the bundle is written.
+  const fuseIds = choice.path === "helper" ? undefined : {
+    uidMappings: idMap(user.uid, user.subuid, request.root).mappings,
+    gidMappings: idMap(user.gid, user.subgid, request.root).mappings,
+    newuidmap: loaded.paths.newuidmap,
+    newgidmap: loaded.paths.newgidmap,
+  };
+  const guardStart = fuseIds && startGuard(fuseIds);
+  // Its failure surfaces where the run awaits it; it is finished below in any case.
+  guardStart?.catch(() => {});
   try {
     const host = hostInfo(
       choice.path === "helper"
@@ -118,6 +128,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       }));
     } else {
       const launch: FuseLaunch = {
+        ...fuseIds!,
         bundle: dir,
         image: image.squashfsPath,
         tmpfsSize: request.writableTmpfsSize,
@@ -126,11 +137,9 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         id: name,
         uid: user.uid,
         gid: user.gid,
-        uidMappings: idMap(user.uid, user.subuid, request.root).mappings,
-        gidMappings: idMap(user.gid, user.subgid, request.root).mappings,
         runcOptions,
       };
-      const guard = await startGuard(guardArgv(launch));
+      const guard = await guardStart!;
       try {
         result = await superviseRun(chainArgv(launch, guard.holder));
       } finally {
@@ -147,6 +156,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     result.release();
     return { status: result.status };
   } finally {
+    await (await guardStart?.catch(() => undefined))?.finish();
     await removeBundleDir(dir);
   }
 }
