@@ -50,7 +50,7 @@ try {
     "run",
     "-A",
     "--no-config",
-    "--v8-flags=--no-enable-lazy-source-positions",
+    "--v8-flags=--no-lazy,--no-enable-lazy-source-positions",
     bundle,
     "version",
   ]);
