@@ -17,6 +17,7 @@ import { helperCheck, securityCheck } from "../doctor/install.ts";
 import {
   idmappedCheck,
   kernelCheck,
+  type KernelFacts,
   squashfsKernelCheck,
   usernsLimitsCheck,
   usernsSysctls,
@@ -81,14 +82,16 @@ export function helperRepositories(loaded: LoadedConfig, uid: number): string[] 
   });
 }
 
-/** The checks both paths need, from probes that start no program. */
-async function runChecks(loaded: LoadedConfig, uid: number, image: ImageFileInfo) {
-  const { release } = uname();
-  const kernel = { release, version: kernelVersion(release) };
-  const sysctls = await usernsSysctls();
+/** The checks of the helper path (and of both), from probes that start no program. */
+function helperPathChecks(
+  loaded: LoadedConfig,
+  uid: number,
+  image: ImageFileInfo,
+  k: KernelFacts,
+): Check[] {
   const paths = loaded.paths;
   const helper = helperCheck(loaded);
-  const checks: Check[] = [
+  return [
     { id: "config", title: "configuration", status: "ok", detail: "loaded" },
     paths.runc === undefined
       ? { id: "runc", title: "runc", status: "fail", detail: "not found", fix: "install runc" }
@@ -110,30 +113,42 @@ async function runChecks(loaded: LoadedConfig, uid: number, image: ImageFileInfo
       }
       : helper,
     securityCheck(loaded),
-    await squashfsKernelCheck(kernel),
-    idmappedCheck(kernel),
+    squashfsKernelCheck(k),
+    idmappedCheck(k),
     privilegesCheck(uid),
-    { ...kernelCheck(kernel), id: "overlay-userns", title: "overlay in a user namespace" },
-    { ...usernsLimitsCheck(sysctls), id: "userns", title: "unprivileged user namespaces" },
-    await fuseCheck(),
+  ];
+}
+
+/** The checks only the unprivileged path needs. */
+function unprivilegedPathChecks(loaded: LoadedConfig, k: KernelFacts): Check[] {
+  const paths = loaded.paths;
+  return [
+    { ...kernelCheck(k), id: "overlay-userns", title: "overlay in a user namespace" },
+    { ...usernsLimitsCheck(usernsSysctls()), id: "userns", title: "unprivileged user namespaces" },
+    fuseCheck(),
     squashfuseCheck(paths.squashfuse),
     idmapToolCheck("newuidmap", paths.newuidmap),
     idmapToolCheck("newgidmap", paths.newgidmap),
   ];
-  return checks;
+}
+
+function kernel(): KernelFacts {
+  const { release } = uname();
+  return { release, version: kernelVersion(release) };
 }
 
 /**
  * The path for this run, or one error naming what is missing: the first
  * blocker of path B (what a user without the helper must get fixed) with its
- * fix, or installing the helper.
+ * fix, or installing the helper. Path B's checks are made only when the
+ * helper path is blocked: a run's start is measured in milliseconds.
  */
-export async function choosePath(
-  loaded: LoadedConfig,
-  uid: number,
-  image: ImageFileInfo,
-): Promise<PathChoice> {
-  const checks = await runChecks(loaded, uid, image);
+export function choosePath(loaded: LoadedConfig, uid: number, image: ImageFileInfo): PathChoice {
+  const k = kernel();
+  const helperChecks = helperPathChecks(loaded, uid, image, k);
+  const first = chooseRunPath(helperChecks, uid === 0);
+  if (first.runPath === "helper") return { path: "helper", reason: first.reason };
+  const checks = [...helperChecks, ...unprivilegedPathChecks(loaded, k)];
   const { runPath, reason } = chooseRunPath(checks, uid === 0);
   if (runPath !== null) return { path: runPath, reason };
   throw noPathError(checks, reason);

@@ -55,10 +55,11 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   if (image === undefined) throw store.notFound(opts.image);
   const user = await callerInfo();
   logger.debug(`image ${image.reference} found (${since()})`);
-  const imageFile = await Deno.stat(image.squashfsPath);
-  const choice = await choosePath(loaded, user.uid, {
+  // Sync file calls throughout: each async one costs ~0.5 ms in a fresh process.
+  const imageFile = Deno.statSync(image.squashfsPath);
+  const choice = choosePath(loaded, user.uid, {
     // The helper judges the file by where it really is.
-    path: await Deno.realPath(image.squashfsPath),
+    path: Deno.realPathSync(image.squashfsPath),
     uid: imageFile.uid ?? -1,
     mode: imageFile.mode ?? 0,
   });
@@ -67,7 +68,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   const extraFds = preservedFds(opts.preserveFds, user.env.PMI_FD);
 
   const base = await ensureRunBase(loaded.paths.runDir, user.uid);
-  const { name, dir } = await claimName(base, request.name);
+  const { name, dir } = claimName(base, request.name);
   logger.debug(`bundle: ${dir} (${since()})`);
   // Path B: the user namespace is made while the bundle is written.
   const fuseIds = choice.path === "helper" ? undefined : {
@@ -88,11 +89,9 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     );
     const built = await buildBundleSpec(request, image, loaded.config, user, host);
     for (const w of built.warnings) logger.warn(w);
-    await Promise.all([
-      Deno.writeTextFile(join(dir, BUNDLE.config), JSON.stringify(built.spec)),
-      Deno.writeTextFile(join(dir, BUNDLE.passwd), built.passwd, { mode: 0o644 }),
-      Deno.writeTextFile(join(dir, BUNDLE.group), built.group, { mode: 0o644 }),
-    ]);
+    Deno.writeTextFileSync(join(dir, BUNDLE.config), JSON.stringify(built.spec));
+    Deno.writeTextFileSync(join(dir, BUNDLE.passwd), built.passwd, { mode: 0o644 });
+    Deno.writeTextFileSync(join(dir, BUNDLE.group), built.group, { mode: 0o644 });
     logger.debug(`config.json written (${since()})`);
     const runcOptions = extraFds.length > 0 ? ["--preserve-fds", String(extraFds.length)] : [];
     const state = {
@@ -147,7 +146,10 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       }
     }
     logger.debug(`container exited with status ${result.status} (${since()})`);
-    const log = await Deno.readTextFile(join(dir, BUNDLE.runcLog)).catch(() => "");
+    let log = "";
+    try {
+      log = Deno.readTextFileSync(join(dir, BUNDLE.runcLog));
+    } catch { /* runc wrote no log */ }
     const failure = runcFailure(log);
     if (failure !== undefined && result.held.length > 0) {
       logger.debug(`runc: ${result.held.join("").trim()}`);
@@ -157,7 +159,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     return { status: result.status };
   } finally {
     await (await guardStart?.catch(() => undefined))?.finish();
-    await removeBundleDir(dir);
+    removeBundleDir(dir);
   }
 }
 
@@ -181,14 +183,11 @@ function checkIdentity(request: RunRequest, user: UserInfo): void {
 }
 
 /** Claims the run's name by creating its bundle dir; `--name` must be free among live runs. */
-async function claimName(
-  base: string,
-  wanted: string | undefined,
-): Promise<{ name: string; dir: string }> {
+function claimName(base: string, wanted: string | undefined): { name: string; dir: string } {
   // Listing also removes the bundle dirs of runs whose shoal is gone, freeing their names.
-  const live = await liveRuns(base);
+  const live = liveRuns(base);
   if (wanted !== undefined) {
-    const dir = await createBundleDir(base, wanted);
+    const dir = createBundleDir(base, wanted);
     if (dir !== false) return { name: wanted, dir };
     const running = live.some((r) => r.state.name === wanted);
     throw new UsageError(
@@ -198,7 +197,7 @@ async function claimName(
   }
   for (let i = 0; i < NAME_TRIES; i++) {
     const name = i < NAME_TRIES / 2 ? generateName() : `shoal-${crypto.randomUUID().slice(0, 12)}`;
-    const dir = await createBundleDir(base, name);
+    const dir = createBundleDir(base, name);
     if (dir !== false) return { name, dir };
   }
   throw new ShoalError(`no free container name in ${base}`, { hint: "give one with --name" });
