@@ -25,13 +25,6 @@ async function timed(cmd: string, args: string[]): Promise<number> {
   return ms;
 }
 
-async function medianOf(what: () => Promise<number>): Promise<number> {
-  await what(); // warm caches
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) times.push(await what());
-  return median(times);
-}
-
 /** Peak RSS of the shoal process itself (its pid survives the launcher's execs). */
 async function peakRss(args: string[]): Promise<number> {
   const child = spawnAs(site.user, site.bin, args);
@@ -49,26 +42,91 @@ async function peakRss(args: string[]): Promise<number> {
   return peak;
 }
 
+/**
+ * Where one start's time goes, from `shoal --debug run`: its debug lines give
+ * the runtime's start (epoch ms) and times counted from it. Before: from the
+ * spawn to Deno running shoal's code (the user switch, the launcher, Deno's
+ * own start); shoal: its modules, config, image, path and bundle, up to the
+ * launch; container: the helper or the guard chain, runc, `true`, until runc
+ * has exited and the watchdog or guard has cleaned up; after: shoal's exit.
+ */
+async function breakdown(args: string[]): Promise<Record<string, number>> {
+  const spawned = Date.now();
+  const r = await site.run(site.bin, ["--debug", ...args]);
+  const ended = Date.now();
+  if (r.code !== 0) throw new Error(`shoal --debug ${args.join(" ")}: ${r.stderr.trim()}`);
+  const num = (re: RegExp) => {
+    const m = re.exec(r.stderr);
+    if (m === null) throw new Error(`no ${re} in shoal's debug output:\n${r.stderr}`);
+    return Number(m[1]);
+  };
+  const origin = num(/runtime started at ([\d.]+) ms after the epoch/);
+  const launch = num(/config\.json written \(at ([\d.]+) ms\)/);
+  const exited = num(/container exited with status \d+ \(at ([\d.]+) ms\)/);
+  return {
+    before: origin - spawned,
+    shoal: launch,
+    container: exited - launch,
+    after: ended - origin - exited,
+  };
+}
+
+const paths = ["helper", "unprivileged"] as const;
+const shoalArgs = ["run", "--root", site.image, "true"];
 let n = 0;
-const floor = await medianOf(() => timed(RUNC, runcArgs(site, `bench-${Deno.pid}-${n++}`)));
+const floorRun = () => timed(RUNC, runcArgs(site, `bench-${Deno.pid}-${n++}`));
+
+// Rounds take one of each in turn, so that a machine that slows down or speeds up
+// during the benchmark (a VM) shifts the floor and shoal alike.
+const times: Record<string, number[]> = { floor: [], version: [], helper: [], unprivileged: [] };
+const parts: Record<string, Record<string, number>[]> = { helper: [], unprivileged: [] };
+const usable: Record<string, string | undefined> = {};
+for (const path of paths) {
+  await site.usePath(path);
+  const probe = await site.run(site.bin, shoalArgs);
+  usable[path] = probe.code === 0 ? undefined : probe.stderr.trim();
+  if (usable[path] === undefined) await timed(site.bin, shoalArgs); // warm Deno's code cache
+}
+await floorRun();
+for (let round = 0; round < runs; round++) {
+  times.floor!.push(await floorRun());
+  times.version!.push(await timed(site.bin, ["version"]));
+  for (const path of paths) {
+    if (usable[path] !== undefined) continue;
+    await site.usePath(path);
+    times[path]!.push(await timed(site.bin, shoalArgs));
+    parts[path]!.push(await breakdown(shoalArgs));
+  }
+}
+
+const floor = median(times.floor!);
 const row = (name: string, ms: number) =>
   console.log(`  ${name.padEnd(40)} ${ms.toFixed(1).padStart(7)} ms   ${(ms / floor).toFixed(2)}x`);
 console.log(`start-up of a container running 'true', median of ${runs} runs, ratio to the floor`);
 row("runc run, prepared bundle (floor)", floor);
-
-const shoalArgs = ["run", "--root", site.image, "true"];
-for (const path of ["helper", "unprivileged"] as const) {
-  await site.usePath(path);
-  const probe = await site.run(site.bin, shoalArgs);
-  if (probe.code !== 0) {
-    console.log(`  shoal run --root (${path} path): did not run: ${probe.stderr.trim()}`);
+for (const path of paths) {
+  if (usable[path] !== undefined) {
+    console.log(`  shoal run --root (${path} path): did not run: ${usable[path]}`);
     continue;
   }
-  row(`shoal run --root (${path} path)`, await medianOf(() => timed(site.bin, shoalArgs)));
+  row(`shoal run --root (${path} path)`, median(times[path]!));
+  const part = (key: string) => median(parts[path]!.map((p) => p[key]!)).toFixed(1);
+  console.log(
+    `    where it goes: before shoal's code ${part("before")} ms, shoal ${part("shoal")} ms, ` +
+      `container ${part("container")} ms, after ${part("after")} ms`,
+  );
+  await site.usePath(path);
   console.log(`    peak RSS of shoal: ${((await peakRss(shoalArgs)) / 1e6).toFixed(1)} MB`);
 }
-const version = await medianOf(() => timed(site.bin, ["version"]));
-row("  of which Deno start + CLI (shoal version)", version);
+row("  for comparison: shoal version", median(times.version!));
+
+/** Peers run after shoal, each its own series (they share nothing with shoal's runs). */
+async function medianOf(what: () => Promise<number>): Promise<number> {
+  await what(); // warm caches
+  const series: number[] = [];
+  for (let i = 0; i < runs; i++) series.push(await what());
+  return median(series);
+}
 
 // Peers, where they run here.
 const tryPeer = async (
