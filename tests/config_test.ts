@@ -67,9 +67,12 @@ function exists(path: string): boolean {
   }
 }
 
-/** Loads with checks on, as shoal does by default, for a fixed user. */
+/**
+ * Loads with checks on, as shoal does by default, for a fixed user (who does
+ * not exist, so no cache: that has tests of its own).
+ */
 function load(layout: InstallLayout, extra: Parameters<typeof loadConfig>[0] = {}) {
-  return loadConfig({ layout, env: alice, preferencesFile: null, ...extra });
+  return loadConfig({ layout, env: alice, preferencesFile: null, cacheDir: null, ...extra });
 }
 
 /** The error's full text is `expected`, on one line, with a hint. */
@@ -518,4 +521,46 @@ Deno.test("currentEnv falls back to /etc/passwd for the user name and home", () 
       else Deno.env.set(k, v);
     }
   }
+});
+
+Deno.test("config cache: an edit takes effect at once; a cache others could write is ignored", async () => {
+  await withTree(async (t) => {
+    const me: ConfigEnv = { ...alice, uid: 0, user: "root" };
+    const cacheDir = `${t.base}/run`;
+    const site = (env: string) =>
+      t.file(t.layout.configFile, JSON.stringify({ environment: { set: { SITE: env } } }));
+    const siteEnv = async () =>
+      (await load(t.layout, { env: me, cacheDir })).config.environment.set.SITE;
+
+    site("one");
+    assertEquals(await siteEnv(), "one");
+    const cache = `${cacheDir}/.config-cache.json`;
+    assertEquals(Deno.statSync(cache).mode! & 0o777, 0o600);
+    assertEquals(Deno.statSync(cacheDir).mode! & 0o777, 0o700);
+    site("two"); // same length, same second: only the text tells
+    assertEquals(await siteEnv(), "two");
+
+    // The cache is what a start takes while the texts are the same...
+    const record = JSON.parse(Deno.readTextFileSync(cache));
+    record.validated.config.environment.set.SITE = "from the cache";
+    Deno.writeTextFileSync(cache, JSON.stringify(record));
+    assertEquals(await siteEnv(), "from the cache");
+    // ...but not when anyone else could have written it, or it is another user's.
+    Deno.chmodSync(cache, 0o622);
+    assertEquals(await siteEnv(), "two");
+    Deno.writeTextFileSync(cache, JSON.stringify(record));
+    Deno.chmodSync(cache, 0o600);
+    Deno.chmodSync(cacheDir, 0o777);
+    assertEquals(await siteEnv(), "two");
+    Deno.chmodSync(cacheDir, 0o700);
+    Deno.writeTextFileSync(cache, JSON.stringify(record));
+    Deno.chownSync(cache, 4242, 4242);
+    assertEquals(await siteEnv(), "two");
+    // A damaged cache is only a miss; an invalid config is reported whatever the cache holds.
+    Deno.removeSync(cache);
+    Deno.writeTextFileSync(cache, "{", { mode: 0o600 });
+    assertEquals(await siteEnv(), "two");
+    t.file(t.layout.configFile, '{ "environment": { "set": { "1X": "y" } } }');
+    await assertRejects(() => load(t.layout, { env: me, cacheDir }), ConfigError);
+  });
 });

@@ -5,7 +5,7 @@
 import { type Logger, stderrLogger, type Verbosity } from "../log.ts";
 import { UsageError } from "../errors.ts";
 import { loadConfig, type LoadedConfig } from "../config/load.ts";
-import { outputFormats } from "../config/schema.ts";
+import { outputFormats } from "../config/choices.ts";
 import { choice, parsed } from "./parser.ts";
 
 export function formatOption() {

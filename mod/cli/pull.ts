@@ -1,4 +1,4 @@
-import { compressions } from "../config/schema.ts";
+import { compressions } from "../config/choices.ts";
 import { UsageError } from "../errors.ts";
 import { commandContext, tlsVerifyOption } from "./context.ts";
 import { choice, defineCommand, flag, parsed, value } from "./parser.ts";

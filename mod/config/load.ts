@@ -1,22 +1,16 @@
 /**
- * Loads the site config and the user's preferences, validates them, expands
- * `$HOME`/`$USER`, finds the runtime tools, and runs the security checks.
- * The files are read with sync calls: every command starts here, and each
- * async file call costs ~0.5 ms in a fresh process (bench/startup.ts).
+ * Loads the site config and the user's preferences, validates them (or takes
+ * the last validation of the same texts, cache.ts), expands `$HOME`/`$USER`,
+ * finds the runtime tools, and runs the security checks. The files are read
+ * with sync calls: every command starts here, and each async file call costs
+ * ~0.5 ms in a fresh process (bench/startup.ts).
  */
-import * as z from "../zod.ts";
 import { ConfigError } from "../errors.ts";
 import { isAbsolute, join } from "../path.ts";
-import { jsonSyntaxError } from "./json.ts";
 import { type InstallLayout, installLayout } from "./layout.ts";
-import {
-  type SiteConfig,
-  siteConfigSchema,
-  type UserPreferences,
-  userPreferencesSchema,
-} from "./schema.ts";
+import type { SiteConfig, UserPreferences } from "./schema.ts";
+import { type ConfigInputs, readCache, type ValidatedConfig, writeCache } from "./cache.ts";
 import { checkInstallation, checkUncheckedConfig } from "./security.ts";
-import { closestName } from "../suggest.ts";
 import { getpwuid } from "../sys/user.ts";
 
 /** Who runs shoal, and the environment config values are expanded with. */
@@ -94,35 +88,78 @@ export interface LoadOptions {
   preferencesFile?: string | null;
   /** false skips the security checks whatever the config says (tests, admin tools). */
   securityChecks?: boolean;
+  /** Where the last validation is kept (cache.ts); default the user's run dir; null: none. */
+  cacheDir?: string | null;
 }
 
-// Async for its callers, which hold its result as a promise; the reading is sync (see above).
-// deno-lint-ignore require-await
 export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> {
   const env = opts.env ?? currentEnv();
   const layout = opts.layout ?? installLayout();
   const siteFile = opts.file ?? layout.configFile;
-  const siteData = opts.file === null ? undefined : readJson(siteFile, opts.file !== undefined);
-  const config = validate(siteConfigSchema, siteData ?? {}, siteFile);
-
-  const prefsPath = opts.preferencesFile === null
+  const prefsFile = opts.preferencesFile === null
     ? undefined
     : opts.preferencesFile ?? defaultPreferencesFile(env);
-  const prefs = prefsPath === undefined ? undefined : readPreferences(prefsPath, siteFile, env);
+  const inputs: ConfigInputs = {
+    siteFile,
+    siteText: opts.file === null ? undefined : readText(siteFile, opts.file !== undefined),
+    prefsFile,
+    prefsText: prefsFile === undefined ? undefined : readText(prefsFile, false),
+  };
+  const cacheDir = opts.cacheDir === null ? undefined : opts.cacheDir ?? defaultRunDir(env.uid);
+  const cached = cacheDir === undefined ? undefined : readCache(cacheDir, env.uid, inputs);
+  const { config, preferences } = cached ?? await validated(inputs, cacheDir, env.uid);
+  const repository = preferences?.localRepository;
 
   const loaded: LoadedConfig = {
-    file: siteData === undefined ? undefined : siteFile,
+    file: inputs.siteText === undefined ? undefined : siteFile,
     config,
     layout,
-    paths: resolvePaths(config, layout, env, siteFile, prefs?.localRepository),
-    preferences: prefs?.preferences ?? {},
-    preferencesFile: prefs === undefined ? undefined : prefsPath,
+    paths: resolvePaths(
+      config,
+      layout,
+      env,
+      siteFile,
+      repository && expand(repository, env, prefsFile!, "localRepository"),
+    ),
+    preferences: preferences ?? {},
+    preferencesFile: preferences === undefined ? undefined : prefsFile,
   };
   if (opts.securityChecks !== false) {
     if (config.securityChecks) checkInstallation(loaded);
     else if (loaded.file) checkUncheckedConfig(loaded.file, { uid: env.uid, name: env.user });
   }
   return loaded;
+}
+
+/** Validates the texts (loading the schemas only now) and keeps the result for next time. */
+async function validated(
+  inputs: ConfigInputs,
+  cacheDir: string | undefined,
+  uid: number,
+): Promise<ValidatedConfig> {
+  const { validatePreferences, validateSiteConfig } = await import("./validate.ts");
+  const result: ValidatedConfig = {
+    config: validateSiteConfig(inputs.siteText, inputs.siteFile),
+    preferences: inputs.prefsText === undefined
+      ? undefined
+      : validatePreferences(inputs.prefsText, inputs.prefsFile!, inputs.siteFile),
+  };
+  if (cacheDir) writeCache(cacheDir, uid, inputs, result);
+  return result;
+}
+
+/** A file's text; undefined when it does not exist and is not `required`. */
+function readText(file: string, required: boolean): string | undefined {
+  try {
+    return Deno.readTextFileSync(file);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound && !required) return undefined;
+    const why = err instanceof Deno.errors.NotFound ? "no such file" : (err as Error).message;
+    throw new ConfigError(`"${file}": cannot read: ${why}`, {
+      hint: "check the path and its permissions",
+      cause: err,
+    });
+  }
 }
 
 function defaultPreferencesFile(env: ConfigEnv): string {
@@ -133,209 +170,6 @@ function defaultPreferencesFile(env: ConfigEnv): string {
 /** An XDG variable's value where it is usable: the spec says to ignore relative ones. */
 function absoluteOr(value: string | undefined, fallback: string): string {
   return value !== undefined && isAbsolute(value) ? value : fallback;
-}
-
-/** The parsed file; undefined when it does not exist and is not `required`. */
-function readJson(file: string, required: boolean): unknown {
-  let text: string;
-  try {
-    text = Deno.readTextFileSync(file);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound && !required) return undefined;
-    const why = err instanceof Deno.errors.NotFound ? "no such file" : (err as Error).message;
-    throw new ConfigError(`"${file}": cannot read: ${why}`, {
-      hint: "check the path and its permissions",
-      cause: err,
-    });
-  }
-  const syntax = jsonSyntaxError(text);
-  if (syntax) {
-    throw new ConfigError(
-      `"${file}": invalid JSON at line ${syntax.line}, column ${syntax.column}: ${syntax.problem}`,
-      { hint: "the file must hold one JSON object, without comments or trailing commas" },
-    );
-  }
-  return JSON.parse(text);
-}
-
-const README_HINT = 'see "Configuration" in README.md';
-
-function validate<S extends z.ZodMiniType>(schema: S, data: unknown, file: string): z.output<S> {
-  const result = schema.safeParse(data);
-  if (result.success) return result.data;
-  // zod reports at least one issue on failure; the first is the one to fix first.
-  const [issue, ...more] = result.error.issues as [z.core.$ZodIssue, ...z.core.$ZodIssue[]];
-  const { where, what, hint } = describeIssue(issue, schema, data);
-  const n = more.length;
-  const others = n === 0 ? "" : `; ${n} more problem${n === 1 ? "" : "s"} in the file`;
-  throw new ConfigError(`"${file}": ${where ? `${where}: ` : ""}${what}`, {
-    hint: hint + others,
-  });
-}
-
-/**
- * The user's preferences, with their local repository expanded; undefined
- * when the file does not exist. User preferences may hold only their own
- * keys. A site key there gets its own message, so that nobody mistakes it for
- * a typo and keeps trying.
- */
-function readPreferences(
-  file: string,
-  siteFile: string,
-  env: ConfigEnv,
-): { preferences: UserPreferences; localRepository?: string } | undefined {
-  const data = readJson(file, false);
-  if (data === undefined) return undefined;
-  if (isObject(data)) {
-    const allowed = Object.keys(userPreferencesSchema.shape);
-    const siteKey = Object.keys(data).find((k) =>
-      !allowed.includes(k) && k in siteConfigSchema.shape
-    );
-    if (siteKey !== undefined) {
-      throw new ConfigError(
-        `"${file}": ${siteKey} cannot be set in user preferences (only ${allowed.join(", ")}); ` +
-          `ask your admin to set it in ${siteFile}`,
-        { hint: `remove "${siteKey}" from "${file}"` },
-      );
-    }
-  }
-  const preferences = validate(userPreferencesSchema, data, file);
-  const repository = preferences.localRepository;
-  return {
-    preferences,
-    localRepository: repository && expand(repository, env, file, "localRepository"),
-  };
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-/** A zod issue as `where` (the key's JSON path), `what` was expected, and a hint. */
-function describeIssue(
-  issue: z.core.$ZodIssue,
-  schema: z.ZodMiniType,
-  data: unknown,
-): { where: string; what: string; hint: string } {
-  const path = issue.path.filter((k): k is string | number => typeof k !== "symbol");
-  const value = valueAt(data, path);
-  const got = ` (got ${describeValue(value)})`;
-  switch (issue.code) {
-    case "unrecognized_keys": {
-      const [key = ""] = issue.keys;
-      const valid = keysAt(schema, path);
-      const close = closestName(key, valid);
-      return {
-        where: renderPath([...path, key]),
-        what: `unknown key${close ? ` (did you mean ${close}?)` : ""}`,
-        hint: `valid keys${path.length ? ` in ${renderPath(path)}` : ""}: ${valid.join(", ")}`,
-      };
-    }
-    case "invalid_type":
-      return {
-        where: renderPath(path),
-        what: value === undefined ? "is required" : `must be ${noun(issue.expected)}${got}`,
-        hint: README_HINT,
-      };
-    case "invalid_value": {
-      const values = issue.values.map((v) => JSON.stringify(v));
-      const what = values.length === 1 ? values[0] : `one of ${values.join(", ")}`;
-      return { where: renderPath(path), what: `must be ${what}${got}`, hint: README_HINT };
-    }
-    case "invalid_key": {
-      const inner = issue.issues[0]?.message ?? "is not allowed";
-      return {
-        where: renderPath(path.slice(0, -1)),
-        what: `key ${JSON.stringify(path.at(-1))} ${inner}`,
-        hint: README_HINT,
-      };
-    }
-    case "too_small":
-    case "too_big":
-      return { where: renderPath(path), what: `${bound(issue)}${got}`, hint: README_HINT };
-    case "invalid_format":
-      if (issue.format === "url") {
-        return { where: renderPath(path), what: `must be a URL${got}`, hint: README_HINT };
-      }
-      return { where: renderPath(path), what: issue.message, hint: README_HINT };
-    default:
-      // Custom checks (absolute paths, block sizes, names) carry their own wording.
-      return { where: renderPath(path), what: issue.message, hint: README_HINT };
-  }
-}
-
-function bound(issue: z.core.$ZodIssueTooSmall | z.core.$ZodIssueTooBig): string {
-  const small = issue.code === "too_small";
-  const limit = Number(small ? issue.minimum : issue.maximum);
-  if (issue.origin === "string" && small && limit === 1) return "must not be empty";
-  if (issue.origin === "array" || issue.origin === "string") {
-    const unit = issue.origin === "array" ? "entries" : "characters";
-    return `must have ${small ? "at least" : "at most"} ${limit} ${unit}`;
-  }
-  if (issue.inclusive === false) return `must be ${small ? "more" : "less"} than ${limit}`;
-  return `must be ${small ? "at least" : "at most"} ${limit}`;
-}
-
-function noun(expected: string): string {
-  const nouns: Record<string, string> = {
-    int: "an integer",
-    number: "a number",
-    string: "a string",
-    boolean: "true or false",
-    object: "an object",
-    array: "an array",
-  };
-  return nouns[expected] ?? expected;
-}
-
-function describeValue(v: unknown): string {
-  if (Array.isArray(v)) return "an array";
-  if (isObject(v)) return "an object";
-  return JSON.stringify(v) ?? String(v);
-}
-
-function valueAt(data: unknown, path: (string | number)[]): unknown {
-  let cur = data;
-  for (const k of path) {
-    if (typeof cur !== "object" || cur === null) return undefined;
-    cur = (cur as Record<string | number, unknown>)[k];
-  }
-  return cur;
-}
-
-/** `mounts[0].source`, `registries.ca["localhost:5000"]`. */
-function renderPath(path: (string | number)[]): string {
-  let out = "";
-  for (const k of path) {
-    if (typeof k === "number") out += `[${k}]`;
-    else if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) out += out ? `.${k}` : k;
-    else out += `[${JSON.stringify(k)}]`;
-  }
-  return out;
-}
-
-/** The keys the schema allows in the object at `path`, for "did you mean". */
-function keysAt(schema: z.ZodMiniType, path: (string | number)[]): string[] {
-  let cur = unwrap(schema);
-  for (const k of path) {
-    if (cur instanceof z.ZodMiniObject) cur = unwrap(cur.shape[k]);
-    else if (cur instanceof z.ZodMiniArray) cur = unwrap(cur.def.element);
-    else if (cur instanceof z.ZodMiniRecord) cur = unwrap(cur.def.valueType);
-    else return [];
-  }
-  return cur instanceof z.ZodMiniObject ? Object.keys(cur.shape) : [];
-}
-
-/** The schema under optional/default/prefault wrappers. */
-function unwrap(schema: z.core.$ZodType | undefined): z.core.$ZodType | undefined {
-  let cur = schema;
-  while (
-    cur instanceof z.ZodMiniOptional || cur instanceof z.ZodMiniDefault ||
-    cur instanceof z.ZodMiniPrefault
-  ) {
-    cur = cur.def.innerType;
-  }
-  return cur;
 }
 
 const SYSTEM_PATH = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];

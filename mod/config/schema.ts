@@ -4,6 +4,7 @@
  * the file; `SiteConfig` is the parsed form with defaults applied.
  */
 import * as z from "../zod.ts";
+import { compressions, outputFormats } from "./choices.ts";
 
 const absPath = z.string().check(
   z.refine((p) => p.startsWith("/"), { message: "must be an absolute path" }),
@@ -18,8 +19,6 @@ const expandablePath = z.string().check(z.refine(
 const envName = z.string().check(
   z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
 );
-
-export const compressions = ["zstd", "gzip", "lz4", "xz", "lzo", "lzma"] as const;
 
 export const siteMount = z.strictObject({
   type: z._default(z.literal("bind"), "bind"),
@@ -141,9 +140,6 @@ export const siteConfigSchema = z.strictObject({
 
 export type SiteConfigFile = z.input<typeof siteConfigSchema>;
 export type SiteConfig = z.output<typeof siteConfigSchema>;
-
-export const outputFormats = ["table", "json"] as const;
-export type OutputFormat = typeof outputFormats[number];
 
 /** User preferences: only keys that cannot weaken the site's security. */
 export const userPreferencesSchema = z.strictObject({

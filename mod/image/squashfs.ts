@@ -7,7 +7,7 @@
  */
 import { basename, dirname, join } from "../path.ts";
 import { randomHex } from "../bytes.ts";
-import type { compressions } from "../config/schema.ts";
+import type { compressions } from "../config/choices.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError } from "../errors.ts";
 import type { Logger } from "../log.ts";

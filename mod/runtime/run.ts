@@ -46,7 +46,9 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   // Debug times count from the start of shoal's runtime, so that they add up with the time
   // before it (bench/startup.ts reads them to say where a start's time goes).
   const now = () => `at ${performance.now().toFixed(1)} ms`;
-  logger.debug(`shoal's runtime started at ${performance.timeOrigin.toFixed(1)} ms after the epoch`);
+  logger.debug(
+    `shoal's runtime started at ${performance.timeOrigin.toFixed(1)} ms after the epoch`,
+  );
   if (request.name !== undefined && !NAME_PATTERN.test(request.name)) {
     throw new UsageError(
       `--name ${request.name}: use letters, digits, '_', '.' and '-', starting with a letter or digit`,
