@@ -143,6 +143,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         runcOptions,
       };
       const guard = await guardStart!;
+      logger.debug(`user namespace ready (${now()})`);
       try {
         result = await superviseRun(chainArgv(launch, guard.holder));
       } finally {
