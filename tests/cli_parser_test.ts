@@ -46,6 +46,11 @@ Deno.test("values: separate, after '=', glued to a short name; clusters of short
   assertEquals(p.args, ["img"]);
 });
 
+Deno.test("-e=VALUE is -e VALUE, as docker takes it", () => {
+  assertEquals(parse(["run", "-e=A=1", "-iw=/w", "img"]).options.env, ["A=1"]);
+  assertEquals(parse(["run", "-iw=/w", "img"]).options.workdir, "/w");
+});
+
 Deno.test("a cluster ending in an option that takes a value takes the next argument", () => {
   const p = parse(["run", "-iw", "/work", "img"]);
   assertEquals(p.options.interactive, true);

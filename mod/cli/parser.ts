@@ -216,10 +216,12 @@ function parseCommand(command: Command, argv: string[], globals: Globals): Parse
     }
     const shorts = token.startsWith("--") ? [token] : [...token.slice(1)].map((c) => `-${c}`);
     for (let s = 0; s < shorts.length; s++) {
-      // `-wDIR`: the rest of a short cluster is the value of an option that takes one.
-      const { name, inline } = s === 0 && token.startsWith("--")
-        ? splitToken(token)
-        : { name: shorts[s]!, inline: shorts.slice(s + 1).map((x) => x[1]).join("") || undefined };
+      // `-wDIR` (or `-w=DIR`): the rest of a short cluster is the value of an option that
+      // takes one.
+      const { name, inline } = s === 0 && token.startsWith("--") ? splitToken(token) : {
+        name: shorts[s]!,
+        inline: token.slice(s + 2).replace(/^=/, "") || undefined,
+      };
       const own = findOption(command.options, name);
       const opt = own === undefined ? undefined : command.options[own]!;
       if (opt === undefined) {
