@@ -236,7 +236,6 @@ Deno.test("the supervisor passes stderr through and holds back runc's fatal line
     ],
     stdin: false,
     tty: false,
-    extraFds: [],
     holdPrefix: "runc run failed: ",
   });
   assertEquals(r.status, 3);
@@ -245,7 +244,6 @@ Deno.test("the supervisor passes stderr through and holds back runc's fatal line
     argv: ["sh", "-c", "kill -TERM $$"],
     stdin: false,
     tty: false,
-    extraFds: [],
     holdPrefix: "runc run failed: ",
   });
   assertEquals(killed.status, 128 + 15);

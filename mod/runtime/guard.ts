@@ -7,6 +7,7 @@
  */
 import { ShoalError } from "../errors.ts";
 import { guardArgv, type IdMaps } from "./launch_fuse.ts";
+import { type PipeReader, spawn } from "../sys/spawn.ts";
 
 export interface Guard {
   /** The process whose namespaces the container's chain enters. */
@@ -22,30 +23,20 @@ export interface Guard {
 const FINISH_TIMEOUT_MS = 10_000;
 
 export async function startGuard(maps: IdMaps): Promise<Guard> {
-  const [cmd, ...args] = guardArgv(maps);
-  const child = new Deno.Command(cmd!, {
-    args,
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-    // Its own session: a Ctrl-C or hangup of the terminal is not for it.
-    detached: true,
-  }).spawn();
-  const output = child.stdout.getReader();
+  // Its own session: a Ctrl-C or hangup of the terminal is not for it.
+  const child = spawn(guardArgv(maps), { stdin: "pipe", stdout: "pipe", newSession: true });
+  const output = child.stdout!;
   let finished: Promise<void> | undefined;
   const finish = () =>
     finished ??= (async () => {
-      await child.stdin.close().catch(() => {});
+      child.stdin!.close();
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const ended = await Promise.race([
-        child.status.then(() => true),
-        new Promise<false>((resolve) =>
-          timer = setTimeout(() => resolve(false), FINISH_TIMEOUT_MS)
-        ),
+      await Promise.race([
+        child.status,
+        new Promise<void>((resolve) => timer = setTimeout(resolve, FINISH_TIMEOUT_MS)),
       ]);
       clearTimeout(timer);
-      if (!ended) child.unref();
-      await output.cancel().catch(() => {});
+      output.close();
     })();
   const line = await firstLine(output);
   if (!/^[1-9]\d*$/.test(line)) {
@@ -59,13 +50,13 @@ export async function startGuard(maps: IdMaps): Promise<Guard> {
 }
 
 /** The first line of the guard's output: the holder's pid, or why there is none. */
-async function firstLine(output: ReadableStreamDefaultReader<Uint8Array>): Promise<string> {
+async function firstLine(output: PipeReader): Promise<string> {
   const decoder = new TextDecoder();
   let text = "";
   while (!text.includes("\n")) {
-    const { value, done } = await output.read();
-    if (done) break;
-    text += decoder.decode(value, { stream: true });
+    const chunk = await output.read();
+    if (chunk === null) break;
+    text += decoder.decode(chunk, { stream: true });
   }
   return text.split("\n")[0]!.trim();
 }

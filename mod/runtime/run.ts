@@ -114,7 +114,6 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         argv,
         stdin: request.stdin || request.tty,
         tty: request.tty,
-        extraFds,
         holdPrefix: RUNC_FATAL_PREFIX,
       }, () => writeState(dir, state));
 

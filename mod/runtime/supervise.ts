@@ -3,10 +3,9 @@
  * or the nsenter chain that execs runc), passes the terminal, stdin and extra
  * file descriptors to it, forwards signals, and returns its exit status.
  *
- * The child is started with Deno.Command, or, when descriptors beyond
- * stdio are passed (--preserve-fds, PMI_FD), with node:child_process, whose
- * stdio array places them at given numbers in the child; it is imported only
- * then, as loading any node: module adds ~10 ms to shoal's start.
+ * The child is started with posix_spawn (sys/spawn.ts), which passes on the
+ * descriptors shoal was given (--preserve-fds, PMI_FD) at their numbers, as
+ * runc expects them.
  *
  * Process group: when the container does not use the terminal, the child gets
  * a session of its own, so a Ctrl-C reaches only shoal, which forwards it
@@ -20,6 +19,8 @@
  * end: when runc's log confirms it as runc's failure, shoal says it in one
  * line of its own instead.
  */
+import { type PipeReader, spawn } from "../sys/spawn.ts";
+
 /** Signals shoal passes on to the container. */
 export const FORWARDED_SIGNALS: Deno.Signal[] = [
   "SIGINT",
@@ -35,8 +36,6 @@ export interface SuperviseOptions {
   /** Pass shoal's stdin (`-i`, `-t`); otherwise the child reads /dev/null. */
   stdin: boolean;
   tty: boolean;
-  /** Descriptors (3, 4, ...) handed to the child at the same numbers. */
-  extraFds: number[];
   /** Holds back stderr lines starting with this (runc's own fatal error). */
   holdPrefix: string;
 }
@@ -56,9 +55,11 @@ export async function supervise(
   onStart: (pid: number) => Promise<void> = async () => {},
 ): Promise<Supervised> {
   const ownsTerminal = opts.tty || (opts.stdin && Deno.stdin.isTerminal());
-  const child = opts.extraFds.length === 0
-    ? startChild(opts, ownsTerminal)
-    : await startChildWithFds(opts, ownsTerminal);
+  const child = spawn(opts.argv, {
+    stdin: opts.stdin ? "inherit" : "null",
+    stderr: "pipe",
+    newSession: !ownsTerminal,
+  });
   const forward = FORWARDED_SIGNALS.map((sig) => {
     const handler = () => {
       try {
@@ -69,7 +70,7 @@ export async function supervise(
     return () => Deno.removeSignalListener(sig, handler);
   });
   const held: string[] = [];
-  const copied = copyStderr(child.stderr, opts.holdPrefix, held);
+  const copied = copyStderr(child.stderr!, opts.holdPrefix, held);
   try {
     await onStart(child.pid);
     const status = await child.status;
@@ -84,56 +85,6 @@ export async function supervise(
   } finally {
     for (const stop of forward) stop();
   }
-}
-
-interface Child {
-  pid: number;
-  /** Exit status, 128+N for death by signal N. */
-  status: Promise<number>;
-  stderr: ReadableStream<Uint8Array>;
-}
-
-/**
- * When the container does not own the terminal, the child gets a session of
- * its own (`detached`), so that a Ctrl-C reaches only shoal (see above).
- */
-function startChild(opts: SuperviseOptions, ownsTerminal: boolean): Child {
-  const child = new Deno.Command(opts.argv[0]!, {
-    args: opts.argv.slice(1),
-    stdin: opts.stdin ? "inherit" : "null",
-    stdout: "inherit",
-    stderr: "piped",
-    detached: !ownsTerminal,
-  }).spawn();
-  return { pid: child.pid, status: child.status.then((s) => s.code), stderr: child.stderr };
-}
-
-async function startChildWithFds(opts: SuperviseOptions, ownsTerminal: boolean): Promise<Child> {
-  const { spawn } = await import("node:child_process");
-  const { constants } = await import("node:os");
-  const child = spawn(opts.argv[0]!, opts.argv.slice(1), {
-    stdio: [opts.stdin ? "inherit" : "ignore", "inherit", "pipe", ...opts.extraFds],
-    detached: !ownsTerminal,
-  });
-  const status = new Promise<number>((resolve, reject) => {
-    child.once("error", reject);
-    child.once("exit", (code, signal) => {
-      resolve(code ?? 128 + (signal === null ? 0 : constants.signals[signal] ?? 0));
-    });
-  });
-  // Spawning fails asynchronously: an unknown program is an "error" before any pid.
-  await new Promise<void>((resolve, reject) => {
-    child.once("spawn", resolve);
-    child.once("error", reject);
-  });
-  const stderr = new ReadableStream<Uint8Array>({
-    start(controller) {
-      child.stderr!.on("data", (chunk: Uint8Array) => controller.enqueue(new Uint8Array(chunk)));
-      child.stderr!.once("end", () => controller.close());
-      child.stderr!.once("error", () => controller.close());
-    },
-  });
-  return { pid: child.pid!, status, stderr };
 }
 
 function writeAll(out: { writeSync(p: Uint8Array): number }, text: string | Uint8Array) {
@@ -166,7 +117,7 @@ function fromLatin1(bytes: Uint8Array): string {
 
 /** Copies the child's stderr to shoal's, holding back whole lines that start with `prefix`. */
 async function copyStderr(
-  stream: ReadableStream<Uint8Array>,
+  stream: PipeReader,
   prefix: string,
   held: string[],
 ): Promise<void> {
