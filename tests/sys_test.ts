@@ -3,10 +3,11 @@ import { runCommand } from "./support/shoal.ts";
 import { testUser } from "./support/users.ts";
 import { Cap, fileCaps, processCaps } from "../mod/sys/caps.ts";
 import { FsMagic, MountFlag, statfs } from "../mod/sys/fs.ts";
-import { atLeast, kernelVersion, uname } from "../mod/sys/kernel.ts";
+import { atLeast, kernelVersion } from "../mod/sys/kernel.ts";
 import { Errno, ErrnoError } from "../mod/sys/libc.ts";
 import { nextFreeRange, parseSubidFile, rangesOf } from "../mod/sys/subid.ts";
 import { credentials, getgrgid, getpwuid } from "../mod/sys/user.ts";
+import { spawn } from "../mod/sys/spawn.ts";
 
 Deno.test("credentials match Deno's and id's view of this process", async () => {
   const c = credentials();
@@ -60,35 +61,64 @@ Deno.test("statfs tells filesystems apart, reads mount flags, and reports errno"
   assertEquals(err.message, "statfs /nonexistent/shoal: No such file or directory");
 });
 
-Deno.test("uname gives the running kernel", () => {
-  const u = uname();
-  assertEquals(u.sysname, "Linux");
-  assertEquals(u.release, Deno.osRelease());
-  assertEquals(u.machine, Deno.build.arch);
-  const v = kernelVersion(u.release);
-  assert(v !== null && atLeast(v, 3, 0), u.release);
+Deno.test("kernelVersion reads the running kernel's release and others", () => {
+  const v = kernelVersion(Deno.osRelease());
+  assert(v !== null && atLeast(v, 3, 0), Deno.osRelease());
   assertEquals(kernelVersion("5.11.0-rc1"), [5, 11]);
   assertEquals(kernelVersion("weird"), null);
   assert(atLeast([5, 12], 5, 12) && atLeast([6, 0], 5, 12) && !atLeast([5, 11], 5, 12));
 });
 
-/** A capability set of /proc/self/status (a hex mask) as capability numbers. */
-function statusCaps(status: string, field: string): number[] {
-  const hex = status.match(new RegExp(`^${field}:\\s*([0-9a-f]+)$`, "m"))?.[1] ?? "0";
-  const mask = BigInt(`0x${hex}`);
-  return Array.from({ length: 64 }, (_, i) => i).filter((i) => (mask >> BigInt(i)) & 1n);
+/**
+ * credentials() and processCaps() of a Deno process started through setpriv
+ * with `setprivArgs` (as root: the test runs as root, as CI does).
+ */
+async function seenBy(setprivArgs: string[]) {
+  const code = `
+    import { credentials } from "${new URL("../mod/sys/user.ts", import.meta.url)}";
+    import { processCaps } from "${new URL("../mod/sys/caps.ts", import.meta.url)}";
+    console.log(JSON.stringify({ creds: credentials(), caps: processCaps() }));`;
+  const cache = await Deno.makeTempDir();
+  try {
+    await Deno.chmod(cache, 0o777);
+    const r = await runCommand("setpriv", [...setprivArgs, "--", Deno.execPath(), "eval", code], {
+      env: { DENO_DIR: cache },
+    });
+    assertEquals(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  } finally {
+    await Deno.remove(cache, { recursive: true });
+  }
 }
 
-Deno.test("processCaps matches the kernel's view in /proc/self/status", async () => {
-  const caps = processCaps();
-  const status = await Deno.readTextFile("/proc/self/status");
-  assertEquals(caps.effective, statusCaps(status, "CapEff"));
-  assertEquals(caps.permitted, statusCaps(status, "CapPrm"));
-  assertEquals(caps.inheritable, statusCaps(status, "CapInh"));
-  assertEquals(caps.bounding, statusCaps(status, "CapBnd"));
-  assertEquals(caps.noNewPrivs, /^NoNewPrivs:\s*1$/m.test(status));
-  // Tests run as root, as CI does.
-  assert(caps.effective.includes(Cap.SYS_ADMIN));
+Deno.test("processCaps: root's sets, a reduced bounding set and no_new_privs", async () => {
+  const all = processCaps();
+  assert(all.effective.includes(Cap.SYS_ADMIN) && all.bounding.includes(Cap.SYS_ADMIN));
+  assertEquals(all.noNewPrivs, false);
+  const { caps } = await seenBy(["--bounding-set", "-sys_admin,-setuid", "--no-new-privs"]);
+  assertEquals(caps.bounding, all.bounding.filter((c) => c !== Cap.SYS_ADMIN && c !== Cap.SETUID));
+  // Root's sets at exec are bounded by it.
+  assertEquals(caps.effective.includes(Cap.SYS_ADMIN), false);
+  assertEquals(caps.noNewPrivs, true);
+});
+
+Deno.test("credentials: a user's real and effective ids and supplementary groups", async () => {
+  const user = await testUser();
+  const { creds, caps } = await seenBy([
+    `--reuid=${user.uid}`,
+    `--regid=${user.gid}`,
+    "--groups=100,4",
+  ]);
+  assertEquals(creds, {
+    uid: user.uid,
+    euid: user.uid,
+    gid: user.gid,
+    egid: user.gid,
+    groups: [4, 100],
+  });
+  assertEquals([caps.effective, caps.permitted], [[], []]);
+  const setgid = await seenBy([`--rgid=${user.gid}`, "--clear-groups"]);
+  assertEquals([setgid.creds.gid, setgid.creds.egid, setgid.creds.groups], [user.gid, 0, []]);
 });
 
 Deno.test("fileCaps reads what setcap wrote, and null for a plain file", async () => {
@@ -158,4 +188,77 @@ Deno.test("nextFreeRange starts above every range, from 100000", () => {
   assertEquals(nextFreeRange([]), { start: 100000, count: 65536 });
   const entries = parseSubidFile("a:100000:65536\nb:300000:65536\nc:165536:65536\n");
   assertEquals(nextFreeRange(entries), { start: 365536, count: 65536 });
+});
+
+Deno.test("spawn: pipes, /dev/null, exit status and death by signal", async () => {
+  const child = spawn(["sh", "-c", 'echo out; read -r line; echo "got $line" >&2; exit 5'], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  assertEquals(new TextDecoder().decode((await child.stdout!.read())!), "out\n");
+  child.stdin!.close();
+  const err: string[] = [];
+  for await (const chunk of child.stderr!) err.push(new TextDecoder().decode(chunk));
+  assertEquals(err.join(""), "got \n");
+  assertEquals(await child.status, 5);
+  assertEquals(await child.stdout!.read(), null);
+
+  const quiet = spawn(["sh", "-c", "cat; test -c /dev/stdin"], { stdin: "null" });
+  assertEquals(await quiet.status, 0);
+  const sleeper = spawn(["sleep", "10"]);
+  Deno.kill(sleeper.pid, "SIGTERM");
+  assertEquals(await sleeper.status, 128 + 15);
+});
+
+Deno.test("spawn: a fresh session on request, default SIGPIPE, nothing blocked, no stray descriptors", async () => {
+  const script = "read -r s </proc/self/stat; set -- ${s##*) }; echo $4; " +
+    "grep -E '^Sig(Blk|Ign)' /proc/self/status; ls /proc/self/fd";
+  const lines = async (newSession: boolean) => {
+    const child = spawn(["sh", "-c", script], { stdout: "pipe", newSession });
+    let text = "";
+    for await (const chunk of child.stdout!) text += new TextDecoder().decode(chunk);
+    assertEquals(await child.status, 0);
+    return { pid: child.pid, lines: text.trim().split("\n") };
+  };
+  const own = await lines(true);
+  // Field 6 of /proc/PID/stat: the session, which a session leader's pid is.
+  assertEquals(own.lines[0], String(own.pid));
+  const shared = await lines(false);
+  assert(shared.lines[0] !== String(shared.pid));
+  assertEquals(own.lines[1], "SigBlk:\t0000000000000000");
+  // Deno ignores SIGPIPE; a child must not (`yes | head` would never end).
+  const ignored = BigInt(`0x${own.lines[2]!.split("\t")[1]}`);
+  assertEquals((ignored >> 12n) & 1n, 0n, own.lines[2]);
+  // What the child has beyond the descriptors it inherits as Deno.Command's would
+  // (those not close-on-exec): the directory ls reads. The pipe's other end stayed here.
+  const inherited = [...Deno.readDirSync("/proc/self/fd")].map((e) => e.name).filter((fd) => {
+    const info = readIfThere(`/proc/self/fdinfo/${fd}`);
+    return info !== undefined &&
+      (parseInt(/^flags:\s+(\d+)/m.exec(info)![1]!, 8) & 0o2000000) === 0;
+  });
+  assertEquals(
+    own.lines.slice(3).filter((fd) => !inherited.includes(fd)).length,
+    1,
+    own.lines.join(" "),
+  );
+});
+
+function readIfThere(path: string): string | undefined {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return undefined; // the descriptor readDir itself used
+  }
+}
+
+Deno.test("spawn: a missing program is an error, and leaves no descriptor open", () => {
+  const before = [...Deno.readDirSync("/proc/self/fd")].length;
+  const err = assertThrows(
+    () => spawn(["/nonexistent/prog"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" }),
+    ErrnoError,
+  );
+  assertEquals(err.errno, Errno.ENOENT);
+  assertEquals(err.message, "cannot start /nonexistent/prog: No such file or directory");
+  assertEquals([...Deno.readDirSync("/proc/self/fd")].length, before);
 });

@@ -77,6 +77,8 @@ export interface LoadedConfig {
   preferences: UserPreferences;
   /** The user preferences file read; undefined when there was none. */
   preferencesFile?: string;
+  /** The installation passed the security checks as it was loaded (checkInstallation). */
+  installationChecked?: boolean;
 }
 
 export interface LoadOptions {
@@ -125,8 +127,10 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
     preferencesFile: preferences === undefined ? undefined : prefsFile,
   };
   if (opts.securityChecks !== false) {
-    if (config.securityChecks) checkInstallation(loaded);
-    else if (loaded.file) checkUncheckedConfig(loaded.file, { uid: env.uid, name: env.user });
+    if (config.securityChecks) {
+      checkInstallation(loaded);
+      loaded.installationChecked = true;
+    } else if (loaded.file) checkUncheckedConfig(loaded.file, { uid: env.uid, name: env.user });
   }
   return loaded;
 }
@@ -196,7 +200,7 @@ type Tool = keyof typeof TOOLS;
  * directory shoal happens to run in.
  */
 export function findTool(names: readonly string[], searchPath = ""): string | undefined {
-  const dirs = [...searchPath.split(":").filter((d) => isAbsolute(d)), ...SYSTEM_PATH];
+  const dirs = new Set([...searchPath.split(":").filter((d) => isAbsolute(d)), ...SYSTEM_PATH]);
   for (const name of names) {
     for (const dir of dirs) {
       const candidate = join(dir, name);
@@ -223,18 +227,13 @@ function resolvePaths(
   siteFile: string,
   userRepository: string | undefined,
 ): ResolvedPaths {
-  const tools: Partial<Record<Tool, string>> = {};
-  for (const tool of Object.keys(TOOLS) as Tool[]) {
-    tools[tool] = config.runtime[tool] ?? findTool(TOOLS[tool], env.path);
-  }
   const site = (key: string, value: string) => expand(value, env, siteFile, key);
   const defaultRepository = join(
     absoluteOr(env.xdgDataHome, join(env.home, ".local", "share")),
     "shoal",
   );
   const siteRepository = config.repositories.local;
-  return {
-    ...tools,
+  const paths: ResolvedPaths = {
     helper: config.runtime.helper ?? layout.helper,
     hooksDir: config.hooksDir ?? layout.hooksDir,
     localRepository: userRepository !== undefined
@@ -245,6 +244,20 @@ function resolvePaths(
     centralizedRepository: config.repositories.centralized,
     runDir: config.runDir !== undefined ? site("runDir", config.runDir) : defaultRunDir(env.uid),
   };
+  // Each tool is looked for on first use: a run needs two or three of them, and
+  // looking costs a stat per directory searched.
+  for (const tool of Object.keys(TOOLS) as Tool[]) {
+    Object.defineProperty(paths, tool, {
+      enumerable: true,
+      configurable: true,
+      get() {
+        const value = config.runtime[tool] ?? findTool(TOOLS[tool], env.path);
+        Object.defineProperty(paths, tool, { value, enumerable: true, writable: true });
+        return value;
+      },
+    });
+  }
+  return paths;
 }
 
 /**

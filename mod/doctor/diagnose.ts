@@ -1,6 +1,6 @@
 /** `shoal doctor`'s engine: runs every probe and decides which run path this user gets. */
 import { findTool, type LoadedConfig } from "../config/load.ts";
-import { kernelVersion, uname } from "../sys/kernel.ts";
+import { kernelVersion } from "../sys/kernel.ts";
 import {
   rangesOf,
   readSubidFile,
@@ -60,7 +60,7 @@ export async function diagnose(
 ): Promise<DoctorReport> {
   const user = who();
   const isRoot = user.uid === 0;
-  const { release } = uname();
+  const release = Deno.osRelease();
   const kernel = { release, version: kernelVersion(release) };
   const sysctls = await usernsSysctls();
   const unshare = findTool(["unshare"], Deno.env.get("PATH"));

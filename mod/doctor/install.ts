@@ -69,7 +69,10 @@ export function securityCheck(loaded: LoadedConfig): Check {
   const file = loaded.file ?? loaded.layout.configFile;
   let problems;
   try {
-    problems = installationProblems({ file, paths: loaded.paths });
+    // Checked moments ago (the run path): walking every parent again costs ~0.5 ms.
+    problems = loaded.installationChecked
+      ? []
+      : installationProblems({ file, paths: loaded.paths });
   } catch (err) {
     return {
       ...base,

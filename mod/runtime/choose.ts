@@ -11,7 +11,7 @@ import { join } from "../path.ts";
 import { expand, type LoadedConfig } from "../config/load.ts";
 import { getpwuid } from "../sys/user.ts";
 import { ShoalError } from "../errors.ts";
-import { kernelVersion, uname } from "../sys/kernel.ts";
+import { kernelVersion } from "../sys/kernel.ts";
 import { idmapToolCheck, privilegesCheck } from "../doctor/ids.ts";
 import { helperCheck, securityCheck } from "../doctor/install.ts";
 import {
@@ -133,7 +133,7 @@ function unprivilegedPathChecks(loaded: LoadedConfig, k: KernelFacts): Check[] {
 }
 
 function kernel(): KernelFacts {
-  const { release } = uname();
+  const release = Deno.osRelease();
   return { release, version: kernelVersion(release) };
 }
 

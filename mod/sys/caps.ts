@@ -1,8 +1,10 @@
 /**
- * Capabilities: of this process (capget, the bounding set, no_new_privs) and
- * of files (the security.capability attribute, as `setcap` writes it).
+ * Capabilities: of this process (its sets, the bounding set, no_new_privs, as
+ * /proc/self/status gives them) and of files (the security.capability
+ * attribute, as `setcap` writes it).
  */
-import { check, cString, Errno, errno, ErrnoError, libc } from "./libc.ts";
+import { cString, Errno, errno, ErrnoError, libc } from "./libc.ts";
+import { processStatus } from "./status.ts";
 
 /** Capability names by number (linux/capability.h). */
 export const CAP_NAMES = [
@@ -65,43 +67,28 @@ export interface ProcessCaps {
   noNewPrivs: boolean;
 }
 
-const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
-const PR_CAPBSET_READ = 23;
-const PR_GET_NO_NEW_PRIVS = 39;
+/** The 64-bit mask of a low and a high 32-bit word. */
+function words(low: number, high: number): bigint {
+  return (BigInt(high) << 32n) | BigInt(low);
+}
 
-function bits(low: number, high: number): number[] {
+/** The capability numbers set in a 64-bit mask. */
+function bits(mask: bigint): number[] {
   const out: number[] = [];
-  for (let i = 0; i < 32; i++) {
-    if (low & (1 << i)) out.push(i);
-  }
-  for (let i = 0; i < 32; i++) {
-    if (high & (1 << i)) out.push(32 + i);
+  for (let cap = 0; cap < 64; cap++) {
+    if ((mask >> BigInt(cap)) & 1n) out.push(cap);
   }
   return out;
 }
 
 export function processCaps(): ProcessCaps {
-  const c = libc();
-  const header = new Uint8Array(8);
-  new DataView(header.buffer).setUint32(0, LINUX_CAPABILITY_VERSION_3, true);
-  // Two struct __user_cap_data_struct {effective, permitted, inheritable}: low and high words.
-  const data = new Uint8Array(24);
-  check("capget", c.capget(header, data));
-  const d = new DataView(data.buffer);
-  const word = (set: number, half: number) => d.getUint32(half * 12 + set * 4, true);
-  const bounding: number[] = [];
-  // Caps past the kernel's last one read as EINVAL; 64 bounds the loop.
-  for (let cap = 0; cap < 64; cap++) {
-    const r = c.prctl(PR_CAPBSET_READ, BigInt(cap), 0n, 0n, 0n);
-    if (r < 0) break;
-    if (r === 1) bounding.push(cap);
-  }
+  const status = processStatus();
   return {
-    effective: bits(word(0, 0), word(0, 1)),
-    permitted: bits(word(1, 0), word(1, 1)),
-    inheritable: bits(word(2, 0), word(2, 1)),
-    bounding,
-    noNewPrivs: check("prctl", c.prctl(PR_GET_NO_NEW_PRIVS, 0n, 0n, 0n, 0n)) === 1,
+    effective: bits(status.capEffective),
+    permitted: bits(status.capPermitted),
+    inheritable: bits(status.capInheritable),
+    bounding: bits(status.capBounding),
+    noNewPrivs: status.noNewPrivs,
   };
 }
 
@@ -131,8 +118,8 @@ export function fileCaps(path: string): FileCaps | null {
   const v1 = (magic & VFS_CAP_REVISION_MASK) === VFS_CAP_REVISION_1;
   const high = (offset: number) => (v1 || n < 20 ? 0 : view.getUint32(offset, true));
   return {
-    permitted: bits(view.getUint32(4, true), high(12)),
-    inheritable: bits(view.getUint32(8, true), high(16)),
+    permitted: bits(words(view.getUint32(4, true), high(12))),
+    inheritable: bits(words(view.getUint32(8, true), high(16))),
     effective: (magic & VFS_CAP_FLAGS_EFFECTIVE) !== 0,
   };
 }

@@ -8,18 +8,8 @@
 const symbols = {
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
-  getuid: { parameters: [], result: "u32" },
-  geteuid: { parameters: [], result: "u32" },
-  getgid: { parameters: [], result: "u32" },
-  getegid: { parameters: [], result: "u32" },
-  getgroups: { parameters: ["i32", "buffer"], result: "i32" },
-  uname: { parameters: ["buffer"], result: "i32" },
   statfs: { parameters: ["buffer", "buffer"], result: "i32" },
   getxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
-  capget: { parameters: ["buffer", "buffer"], result: "i32" },
-  // prctl is variadic in C; every option used here takes integer arguments only,
-  // which the x86-64 and aarch64 calling conventions pass alike either way.
-  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
   getpwuid_r: { parameters: ["u32", "buffer", "buffer", "usize", "buffer"], result: "i32" },
   getgrgid_r: { parameters: ["u32", "buffer", "buffer", "usize", "buffer"], result: "i32" },
   // spawn.ts. "pointer" parameters: Deno binds them in about half the time of
@@ -30,17 +20,12 @@ const symbols = {
     parameters: ["pointer", "pointer", "pointer", "pointer", "pointer", "pointer"],
     result: "i32",
   },
-  posix_spawn_file_actions_init: { parameters: ["pointer"], result: "i32" },
   posix_spawn_file_actions_adddup2: { parameters: ["pointer", "i32", "i32"], result: "i32" },
   posix_spawn_file_actions_addopen: {
     parameters: ["pointer", "i32", "pointer", "i32", "u32"],
     result: "i32",
   },
   posix_spawn_file_actions_destroy: { parameters: ["pointer"], result: "i32" },
-  posix_spawnattr_init: { parameters: ["pointer"], result: "i32" },
-  posix_spawnattr_setflags: { parameters: ["pointer", "i16"], result: "i32" },
-  posix_spawnattr_setsigdefault: { parameters: ["pointer", "pointer"], result: "i32" },
-  posix_spawnattr_setsigmask: { parameters: ["pointer", "pointer"], result: "i32" },
   // Blocking calls run on a thread of Deno's pool, so the event loop goes on.
   read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32", nonblocking: true },

@@ -3,7 +3,8 @@
  * (getpwuid_r/getgrgid_r), so users and groups from LDAP or SSSD resolve as
  * they do for `id`; /etc/passwd alone misses them on most clusters.
  */
-import { check, Errno, ErrnoError, libc, readCStringPointer, readPointer } from "./libc.ts";
+import { Errno, ErrnoError, libc, readCStringPointer, readPointer } from "./libc.ts";
+import { processStatus } from "./status.ts";
 
 export interface Credentials {
   uid: number;
@@ -15,24 +16,14 @@ export interface Credentials {
 }
 
 export function credentials(): Credentials {
-  const c = libc();
+  const status = processStatus();
   return {
-    uid: c.getuid(),
-    euid: c.geteuid(),
-    gid: c.getgid(),
-    egid: c.getegid(),
-    groups: groups(),
+    uid: status.uids[0],
+    euid: status.uids[1],
+    gid: status.gids[0],
+    egid: status.gids[1],
+    groups: status.groups,
   };
-}
-
-function groups(): number[] {
-  const c = libc();
-  // Sized by a first call; only setgroups changes the list and shoal never calls it.
-  const n = check("getgroups", c.getgroups(0, null));
-  const buf = new Uint8Array(Math.max(n, 1) * 4);
-  const got = check("getgroups", c.getgroups(n, buf));
-  const view = new DataView(buf.buffer);
-  return Array.from({ length: got }, (_, i) => view.getUint32(i * 4, true));
 }
 
 export interface Passwd {
