@@ -9,27 +9,28 @@
  * call costs ~0.5 ms in a fresh process (bench/startup.ts).
  */
 import { join } from "../path.ts";
-import * as z from "../zod.ts";
+import { array, integer, nonEmpty, object, oneOf, type Out, string, tryShape } from "../shape.ts";
 import { BUNDLE, bundleNames, removeBundleDir } from "./rundir.ts";
 
-export const runStateSchema = z.object({
-  name: z.string(),
-  image: z.string(),
+const runStateShape = {
+  name: nonEmpty,
+  image: string(),
   /** The supervising shoal process: signals for the container go to it. */
-  pid: z.int().check(z.positive()),
+  pid: integer(1),
   /** Its start time in clock ticks since boot. */
-  startTime: z.int().check(z.nonnegative()),
+  startTime: integer(0),
   /** runc's container id. */
-  id: z.string(),
+  id: string(),
   /** ISO 8601. */
-  created: z.string(),
+  created: string(),
   /** Written once the container's process is started; a run whose shoal is gone is not listed. */
-  status: z.literal("running"),
+  status: oneOf(["running"]),
   /** "helper" (kernel squashfs under shoal-mount) or "unprivileged" (squashfuse). */
-  runPath: z.enum(["helper", "unprivileged"]),
-  command: z.array(z.string()),
-});
-export type RunState = z.output<typeof runStateSchema>;
+  runPath: oneOf(["helper", "unprivileged"]),
+  command: array(string()),
+};
+const runState = object(runStateShape);
+export type RunState = Out<typeof runStateShape>;
 
 export interface RunEntry {
   dir: string;
@@ -69,10 +70,8 @@ export async function writeState(dir: string, state: RunState): Promise<void> {
 /** The state in bundle dir `dir`; undefined when it is missing or not a run's. */
 export function readState(dir: string): RunState | undefined {
   try {
-    const parsed = runStateSchema.safeParse(
-      JSON.parse(Deno.readTextFileSync(join(dir, BUNDLE.state))),
-    );
-    return parsed.success ? parsed.data : undefined;
+    const parsed = tryShape(runState, JSON.parse(Deno.readTextFileSync(join(dir, BUNDLE.state))));
+    return parsed.ok ? parsed.value : undefined;
   } catch {
     return undefined;
   }

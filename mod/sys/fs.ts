@@ -1,5 +1,5 @@
 /** Filesystem facts the Deno API does not give: the filesystem type and mount flags (statfs). */
-import { check, cString, libc } from "./libc.ts";
+import { check, cString, libc, ptr } from "./libc.ts";
 
 /** f_type values of statfs(2) that shoal tells apart. */
 export const FsMagic = {
@@ -24,7 +24,7 @@ const STATFS_SIZE = 120;
 
 export function statfs(path: string): FsStat {
   const buf = new Uint8Array(STATFS_SIZE);
-  check("statfs", libc().statfs(cString(path), buf), path);
+  check("statfs", libc().statfs(ptr(cString(path)), ptr(buf)), path);
   const view = new DataView(buf.buffer);
   return {
     type: Number(view.getBigUint64(0, true)),

@@ -5,15 +5,17 @@
  * process (see DESIGN.md); those happen in child processes instead.
  */
 
+// "pointer" rather than "buffer" parameters on the symbols a run binds: Deno
+// binds those in about half the time (~0.1 ms a symbol in a fresh process);
+// callers pass Deno.UnsafePointer.of(buffer).
 const symbols = {
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
-  statfs: { parameters: ["buffer", "buffer"], result: "i32" },
+  statfs: { parameters: ["pointer", "pointer"], result: "i32" },
   getxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
-  getpwuid_r: { parameters: ["u32", "buffer", "buffer", "usize", "buffer"], result: "i32" },
-  getgrgid_r: { parameters: ["u32", "buffer", "buffer", "usize", "buffer"], result: "i32" },
-  // spawn.ts. "pointer" parameters: Deno binds them in about half the time of
-  // "buffer" ones (~0.1 ms each), and a run binds all of these.
+  getpwuid_r: { parameters: ["u32", "pointer", "pointer", "usize", "pointer"], result: "i32" },
+  getgrgid_r: { parameters: ["u32", "pointer", "pointer", "usize", "pointer"], result: "i32" },
+  // spawn.ts
   pipe2: { parameters: ["pointer", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   posix_spawnp: {
@@ -106,6 +108,11 @@ function strerror(code: number): string {
 export function check<T extends number | bigint>(call: string, result: T, subject?: string): T {
   if (result < 0) throw new ErrnoError(call, errno(), subject);
   return result;
+}
+
+/** The address of a buffer, for a "pointer" parameter; the caller keeps the buffer alive. */
+export function ptr(buf: BufferSource): Deno.PointerValue {
+  return Deno.UnsafePointer.of(buf);
 }
 
 /** A NUL-terminated copy of `s` for a `const char *` argument. */

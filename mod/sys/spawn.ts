@@ -16,7 +16,7 @@
  * with O_CLOEXEC, so those are the ones shoal was given, e.g. PMI_FD), an
  * empty signal mask and SIGPIPE at its default (Deno ignores it).
  */
-import { check, cString, ErrnoError, libc } from "./libc.ts";
+import { check, cString, ErrnoError, libc, ptr } from "./libc.ts";
 
 /** What a standard descriptor of the child is: shoal's own, /dev/null, or a pipe to shoal. */
 export type Stdio = "inherit" | "null" | "pipe";
@@ -51,8 +51,6 @@ const SIGPIPE = 13;
 // posix_spawn_file_actions_init makes; its actions are glibc's private
 // business, so the posix_spawn_file_actions_add* calls add them.
 const FILE_ACTIONS_SIZE = 80;
-
-const ptr = (buf: BufferSource) => Deno.UnsafePointer.of(buf);
 
 /** Starts `argv` (argv[0] looked up on PATH when it has no slash). */
 export function spawn(argv: string[], opts: SpawnOptions = {}): ChildProcess {

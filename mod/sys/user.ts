@@ -3,7 +3,7 @@
  * (getpwuid_r/getgrgid_r), so users and groups from LDAP or SSSD resolve as
  * they do for `id`; /etc/passwd alone misses them on most clusters.
  */
-import { Errno, ErrnoError, libc, readCStringPointer, readPointer } from "./libc.ts";
+import { Errno, ErrnoError, libc, ptr, readCStringPointer, readPointer } from "./libc.ts";
 import { processStatus } from "./status.ts";
 
 export interface Credentials {
@@ -61,7 +61,7 @@ function withEntry<T>(
   const result = new Uint8Array(8);
   for (let size = 1024; size <= 1 << 22; size *= 4) {
     const strings = new Uint8Array(size);
-    const rc = libc()[call](id, struct, strings, BigInt(size), result);
+    const rc = libc()[call](id, ptr(struct), ptr(strings), BigInt(size), ptr(result));
     if (rc === Errno.ERANGE) continue;
     if (rc !== 0) throw new ErrnoError(call, rc, String(id));
     if (readPointer(result, 0) === null) return null;

@@ -8,16 +8,16 @@
  * costs ~0.5 ms in a fresh process (bench/startup.ts).
  */
 import { join } from "../../path.ts";
-import type * as z from "../../zod.ts";
+import { tryShape } from "../../shape.ts";
 import type { Logger } from "../../log.ts";
 import { writeFileAtomic } from "./atomic.ts";
 import {
   digestOfStem,
   type ImageMetadata,
-  imageMetadataSchema,
+  imageMetadata,
   type ImageRecord,
   type IndexEntry,
-  indexEntrySchema,
+  indexEntry,
   originOf,
   referenceKey,
 } from "./metadata.ts";
@@ -43,13 +43,6 @@ function readJson(path: string): Read<unknown> {
   }
 }
 
-function problem(error: z.core.$ZodError): string {
-  const issue = error.issues[0];
-  if (issue === undefined) return "invalid";
-  const where = issue.path.map(String).join(".");
-  return `${where ? `${where}: ` : ""}${issue.message}`;
-}
-
 /** An image's metadata, checked against the schema and against the digest it is filed under. */
 export function readMetadata(
   paths: RepositoryPaths,
@@ -57,12 +50,12 @@ export function readMetadata(
 ): Read<ImageMetadata> {
   const json = readJson(imageFiles(paths, configDigest).metadata);
   if (!json.ok) return json;
-  const parsed = imageMetadataSchema.safeParse(json.value);
-  if (!parsed.success) return { ok: false, why: problem(parsed.error) };
-  if (parsed.data.configDigest !== configDigest) {
-    return { ok: false, why: `it describes ${parsed.data.configDigest}` };
+  const parsed = tryShape(imageMetadata, json.value);
+  if (!parsed.ok) return parsed;
+  if (parsed.value.configDigest !== configDigest) {
+    return { ok: false, why: `it describes ${parsed.value.configDigest}` };
   }
-  return { ok: true, value: parsed.data };
+  return parsed;
 }
 
 /**
@@ -84,9 +77,9 @@ export function readIndex(paths: RepositoryPaths, logger: Logger): IndexEntry[] 
   }
   const entries: IndexEntry[] = [];
   for (const item of list) {
-    const parsed = indexEntrySchema.safeParse(item);
-    if (parsed.success) entries.push(parsed.data);
-    else logger.warn(`skipping a damaged entry of "${paths.index}": ${problem(parsed.error)}`);
+    const parsed = tryShape(indexEntry, item);
+    if (parsed.ok) entries.push(parsed.value);
+    else logger.warn(`skipping a damaged entry of "${paths.index}": ${parsed.why}`);
   }
   return entries;
 }

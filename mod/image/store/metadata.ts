@@ -1,21 +1,29 @@
 /**
- * What the store records about images, as zod schemas: files are validated
- * when read back, since anything on disk may be damaged or hand-edited.
+ * What the store records about images, as shapes (mod/shape.ts): files are
+ * checked when read back, since anything on disk may be damaged or
+ * hand-edited.
  */
-import * as z from "../../zod.ts";
+import {
+  array,
+  dictionary,
+  integer,
+  nonEmpty,
+  object,
+  oneOf,
+  optional,
+  type Out,
+  ShapeError,
+  string,
+} from "../../shape.ts";
 import { isDigest, parseDigest } from "../registry/digest.ts";
 import type { ImageReference } from "../reference.ts";
 
-const digest = z.string().check(
-  z.refine(isDigest, { message: "must be a digest (sha256:<64 hex>)" }),
-);
+const digest = string(isDigest, "a digest (sha256:<64 hex>)");
 
-const nonEmpty = z.string().check(z.minLength(1));
-
-const platformSchema = z.object({
+const platformShape = object({
   os: nonEmpty,
   architecture: nonEmpty,
-  variant: z.optional(nonEmpty),
+  variant: optional(nonEmpty),
 });
 
 /** Where an image came from: what a tag (or, for an untagged pull, a digest) points at. */
@@ -23,59 +31,60 @@ const originShape = {
   registry: nonEmpty,
   repository: nonEmpty,
   /** Absent for an image pulled by digest alone. */
-  tag: z.optional(nonEmpty),
+  tag: optional(nonEmpty),
   /** The registry digest of what the reference names (the index of a multi-platform image). */
-  digest: z.optional(digest),
+  digest: optional(digest),
   /** The chosen platform's manifest digest, when it differs from `digest`. */
-  manifestDigest: z.optional(digest),
+  manifestDigest: optional(digest),
   /** The SERVER column: the registry host the image was fetched from, or how it got here. */
-  server: z.string(),
+  server: string(),
   /** ISO 8601 time of the pull. */
-  pulledAt: z.string(),
+  pulledAt: string(),
   /** The config digest: Docker's IMAGE ID, and the name of the image's files. */
   configDigest: digest,
 };
 
-function hasTagOrDigest(origin: { tag?: string; digest?: string }): boolean {
-  return origin.tag !== undefined || origin.digest !== undefined;
+function hasTagOrDigest(origin: { tag?: string; digest?: string }, at: string): void {
+  if (origin.tag === undefined && origin.digest === undefined) {
+    throw new ShapeError(at, "a tag or a digest");
+  }
 }
-const TAG_OR_DIGEST = { message: "needs a tag or a digest" };
 
 /** One entry of the index: a reference and the image (config digest) it names. */
-export const indexEntrySchema = z.object(originShape).check(
-  z.refine(hasTagOrDigest, TAG_OR_DIGEST),
-);
-export type IndexEntry = z.output<typeof indexEntrySchema>;
+export const indexEntry = object(originShape, hasTagOrDigest);
+export type IndexEntry = Out<typeof originShape>;
 
 export const METADATA_VERSION = 1;
+
+const metadataShape = {
+  schemaVersion: oneOf([METADATA_VERSION]),
+  ...originShape,
+  platform: platformShape,
+  env: array(string()),
+  entrypoint: array(string()),
+  cmd: array(string()),
+  workdir: string(),
+  user: string(),
+  labels: dictionary(string()),
+  /** The image's own /etc/passwd and /etc/group ("" when it has none). */
+  passwd: string(),
+  group: string(),
+  /** The image's creation time from its config, when it says. */
+  created: optional(string()),
+  /** Bytes of the squashfs file. */
+  size: integer(0),
+  /** The squashfs file's name in the images directory. */
+  squashfs: string((s) => /^[a-z0-9]+-[a-f0-9]+\.sqsh$/.test(s), "a squashfs file name"),
+  /** Digests of the layer blobs the image was built from: what blob gc keeps. */
+  layers: array(digest),
+};
 
 /**
  * The metadata file of an image. Its origin fields are those of the pull
  * that stored it; other tags of the same image live in the index only.
  */
-export const imageMetadataSchema = z.object({
-  schemaVersion: z.literal(METADATA_VERSION),
-  ...originShape,
-  platform: platformSchema,
-  env: z.array(z.string()),
-  entrypoint: z.array(z.string()),
-  cmd: z.array(z.string()),
-  workdir: z.string(),
-  user: z.string(),
-  labels: z.record(z.string(), z.string()),
-  /** The image's own /etc/passwd and /etc/group ("" when it has none). */
-  passwd: z.string(),
-  group: z.string(),
-  /** The image's creation time from its config, when it says. */
-  created: z.optional(z.string()),
-  /** Bytes of the squashfs file. */
-  size: z.int().check(z.nonnegative()),
-  /** The squashfs file's name in the images directory. */
-  squashfs: z.string().check(z.regex(/^[a-z0-9]+-[a-f0-9]+\.sqsh$/)),
-  /** Digests of the layer blobs the image was built from: what blob gc keeps. */
-  layers: z.array(digest),
-}).check(z.refine(hasTagOrDigest, TAG_OR_DIGEST));
-export type ImageMetadata = z.output<typeof imageMetadataSchema>;
+export const imageMetadata = object(metadataShape, hasTagOrDigest);
+export type ImageMetadata = Out<typeof metadataShape>;
 
 /** What a pull hands to `commit`; the store fills in the rest. */
 export type NewImage =

@@ -54,7 +54,7 @@ import { acquireLock, type FileLock, tryAcquireLock } from "./lock.ts";
 import {
   digestOfStem,
   type ImageMetadata,
-  imageMetadataSchema,
+  imageMetadata,
   type ImageRecord,
   type IndexEntry,
   METADATA_VERSION,
@@ -225,14 +225,14 @@ export class ImageStore {
       }
       const files = imageFiles(this.paths, image.configDigest);
       const pulledAt = image.pulledAt ?? new Date().toISOString();
-      const meta = imageMetadataSchema.parse({
+      const meta = imageMetadata({
         ...image,
         schemaVersion: METADATA_VERSION,
         pulledAt,
         // Flushed before taking the lock: readers must not wait for the image to reach the disk.
         size: await this.#flush(squashfsTemp),
         squashfs: basename(files.squashfs),
-      });
+      }, "");
       return await this.#writing(async () => {
         const entries = readIndex(this.paths, this.#logger);
         const added = !this.#intact(meta.configDigest);
