@@ -238,8 +238,8 @@ else
   lib=$(dirname -- "$(dirname -- "$self")")/lib/shoal
 fi
 export DENO_NO_UPDATE_CHECK=1
-# The V8 flag: see scripts/shoal.
-exec "$lib/deno" run -A --no-config --quiet --no-prompt \
+# The flags: see scripts/shoal.
+exec "$lib/deno" run -A --no-config --unstable-lazy-dynamic-imports --quiet --no-prompt \
   --v8-flags=--no-lazy,--no-enable-lazy-source-positions "$lib/shoal.js" "$@"
 EOF
 fi
