@@ -116,7 +116,7 @@ Deno.test("no site config file: built-in defaults; a named file that is missing 
     const loaded = await load(t.layout);
     assertEquals(loaded.file, undefined);
     assertEquals(loaded.config.securityChecks, true);
-    assertEquals(loaded.config.squashfs, { compression: "zstd", blockSizeKiB: 128 });
+    assertEquals(loaded.config.squashfs, { compression: "lz4", blockSizeKiB: 128 });
     assertEquals(loaded.paths.localRepository, "/home/alice/.local/share/shoal");
     assertEquals(loaded.paths.runDir, "/tmp/shoal-4242");
     assertEquals(loaded.paths.helper, `${t.base}/opt/libexec/shoal/shoal-mount`);
@@ -543,6 +543,14 @@ Deno.test("config cache: an edit takes effect at once; a cache others could writ
     // The cache is what a start takes while the texts are the same...
     const record = JSON.parse(Deno.readTextFileSync(cache));
     record.validated.config.environment.set.SITE = "from the cache";
+    Deno.writeTextFileSync(cache, JSON.stringify(record));
+    assertEquals(await siteEnv(), "from the cache");
+    // ...and the same build of shoal: another one may have other schemas or defaults...
+    Deno.writeTextFileSync(
+      cache,
+      JSON.stringify({ ...record, inputs: { ...record.inputs, build: "0.0.9 elsewhere" } }),
+    );
+    assertEquals(await siteEnv(), "two");
     Deno.writeTextFileSync(cache, JSON.stringify(record));
     assertEquals(await siteEnv(), "from the cache");
     // ...but not when anyone else could have written it, or it is another user's.

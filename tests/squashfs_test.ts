@@ -34,7 +34,7 @@ const sample = (dir: string) =>
     { path: "data", content: "some data ".repeat(1000) },
   ]);
 
-Deno.test("compression, level and block size reach the image; zstd level 3 is the default", async () => {
+Deno.test("compression, level and block size reach the image; zstd defaults to level 3", async () => {
   await withDir(async (dir) => {
     const layer = await sample(dir);
     const image = `${dir}/out/image.sqfs`;

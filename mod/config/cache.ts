@@ -3,7 +3,8 @@
  * whose files hold exactly the texts validated last time takes the result
  * from here instead of building the zod schemas and validating again, a few
  * milliseconds of every `shoal run` (bench/startup.ts). The key is the texts
- * themselves (and shoal's version), so an edit takes effect at once.
+ * themselves, so an edit takes effect at once, and the build of shoal, so an
+ * upgrade that changes the schema or its defaults does too.
  *
  * The cache lives in the user's own run directory (defaultRunDir: node-local,
  * mode 0700) and is taken only from a regular file there that the user owns
@@ -12,11 +13,12 @@
  * any config anyway; the helper reads and checks the site config itself.
  */
 import { join } from "../path.ts";
-import { VERSION } from "../version.ts";
 import type { SiteConfig, UserPreferences } from "./schema.ts";
 
 /** What was validated: the files' paths and texts (undefined: no such file). */
 export interface ConfigInputs {
+  /** The build of shoal that validated them (load.ts). */
+  build: string;
   siteFile: string;
   siteText?: string;
   prefsFile?: string;
@@ -29,7 +31,6 @@ export interface ValidatedConfig {
 }
 
 interface CacheRecord {
-  version: string;
   inputs: ConfigInputs;
   validated: ValidatedConfig;
 }
@@ -50,7 +51,7 @@ export function readCache(
       return undefined;
     }
     const record = JSON.parse(Deno.readTextFileSync(file)) as CacheRecord;
-    const same = record.version === VERSION &&
+    const same = record.inputs.build === inputs.build &&
       record.inputs.siteFile === inputs.siteFile &&
       record.inputs.siteText === inputs.siteText &&
       record.inputs.prefsFile === inputs.prefsFile &&
@@ -72,7 +73,7 @@ export function writeCache(
   inputs: ConfigInputs,
   validated: ValidatedConfig,
 ): void {
-  const record: CacheRecord = { version: VERSION, inputs, validated };
+  const record: CacheRecord = { inputs, validated };
   const tmp = join(dir, `${CACHE_NAME}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}`);
   try {
     Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });

@@ -12,6 +12,7 @@ import type { SiteConfig, UserPreferences } from "./schema.ts";
 import { type ConfigInputs, readCache, type ValidatedConfig, writeCache } from "./cache.ts";
 import { checkInstallation, checkUncheckedConfig } from "./security.ts";
 import { getpwuid } from "../sys/user.ts";
+import { VERSION } from "../version.ts";
 
 /** Who runs shoal, and the environment config values are expanded with. */
 export interface ConfigEnv {
@@ -94,6 +95,14 @@ export interface LoadOptions {
   cacheDir?: string | null;
 }
 
+/**
+ * This build of shoal, for the validation cache: its version, and where this
+ * module was loaded from. Installed, that is a bundle chunk named for a hash
+ * of its content, which names the chunk of the schemas (import below) by its
+ * own hash: a build with other schemas or defaults has another key.
+ */
+const BUILD = `${VERSION} ${import.meta.url}`;
+
 export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> {
   const env = opts.env ?? currentEnv();
   const layout = opts.layout ?? installLayout();
@@ -102,6 +111,7 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
     ? undefined
     : opts.preferencesFile ?? defaultPreferencesFile(env);
   const inputs: ConfigInputs = {
+    build: BUILD,
     siteFile,
     siteText: opts.file === null ? undefined : readText(siteFile, opts.file !== undefined),
     prefsFile,

@@ -83,7 +83,7 @@ export const siteConfigSchema = z.strictObject({
   ),
   squashfs: z.prefault(
     z.strictObject({
-      compression: z._default(z.enum(compressions), "zstd"),
+      compression: z._default(z.enum(compressions), "lz4"),
       /** Compression level where the compressor has one; low is fast (see DESIGN.md). */
       level: z.optional(z.int().check(z.minimum(1), z.maximum(22))),
       blockSizeKiB: z._default(
