@@ -178,10 +178,9 @@ V8_FLAGS=--v8-flags=--no-lazy,--no-enable-lazy-source-positions
 # Code splitting puts each command's engine in chunks of its own, loaded when
 # that command runs: `shoal run` then never loads the registry client, nor
 # what it needs from Deno's Node compatibility layer (~10 ms per start).
-# Minified, Deno reads, hashes and hands V8 less text on every start: ~1.5 ms of
-# `shoal version`. --keep-names: error and class names stay as written.
-(cd "$ROOT" && "$DENO" bundle --quiet --code-splitting --minify --keep-names \
-  --outdir "$STAGE/js" main.ts) \
+# Not minified: deno bundle's minifier inlines a variable declared with
+# `await using` and so drops its disposal (a pull's work directory stayed).
+(cd "$ROOT" && "$DENO" bundle --quiet --code-splitting --outdir "$STAGE/js" main.ts) \
   2>"$STAGE/err" || die "deno bundle failed: $(deno_reason "$STAGE/err")"
 # The entry is named for shoal (layout.ts finds the prefix by it); chunks
 # import each other, never the entry.

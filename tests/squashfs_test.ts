@@ -6,8 +6,15 @@
 import { fileURLToPath } from "node:url";
 import { ShoalError } from "../mod/errors.ts";
 import { buildSquashfs } from "../mod/image/squashfs.ts";
+import { lz4Decompress, storeLz4ExpansionsRaw } from "../mod/image/squashfs_lz4.ts";
 import type { LayerBlob } from "../mod/image/layer.ts";
-import { assert, assertEquals, assertRejects, assertStringIncludes } from "./support/assert.ts";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+  assertThrows,
+} from "./support/assert.ts";
 import { runCommand } from "./support/shoal.ts";
 import { cat, dirNames, listImage, squashOptions, writeLayer } from "./support/squashfs.ts";
 import { runAs, testUser } from "./support/users.ts";
@@ -188,4 +195,62 @@ Deno.test("tar2sqfs dying in mid-stream is reported with its own message", async
     ).then((err) => assertStringIncludes(err.message, ".tmp: write: broken device"));
     assertEquals(await dirNames(`${dir}/out`), []);
   });
+});
+
+Deno.test("lz4 images read with unsquashfs: small tables that lz4 made larger are stored raw", async () => {
+  await withDir(async (dir) => {
+    const entries = [
+      { path: "etc/passwd", content: "root:x:0:0::/root:/bin/sh\n" },
+      { path: "home/u/x", content: "y", uid: 1000, gid: 1000 },
+    ];
+    const layer = await writeLayer(dir, entries);
+    // tar2sqfs 1.2 alone: its one-block id table is "compressed" to more bytes than it has.
+    const tar = await writeLayer(dir, entries, "none");
+    const plain = `${dir}/plain.sqfs`;
+    const made = await runCommand("sh", [
+      "-c",
+      `tar2sqfs --quiet --compressor lz4 "${plain}" < "${tar.path}"`,
+    ]);
+    assertEquals(made.code, 0, made.stderr);
+    const before = await runCommand("unsquashfs", ["-lln", plain]);
+    const content = async (image: string) => (await runCommand("sqfs2tar", [image])).stdout.length;
+    const size = await content(plain);
+    assertEquals(storeLz4ExpansionsRaw(plain), before.code === 0 ? 0 : 1);
+    const after = await runCommand("unsquashfs", ["-lln", plain]);
+    assertEquals(after.code, 0, after.stderr);
+    assertStringIncludes(after.stdout, "1000/1000");
+    assertEquals(storeLz4ExpansionsRaw(plain), 0, "a second pass finds nothing to do");
+    assertEquals(await content(plain), size);
+
+    // What a pull writes is readable as it is.
+    const image = `${dir}/out/image.sqfs`;
+    await buildSquashfs([layer], image, squashOptions({ compression: "lz4" }));
+    const listed = await listImage(image);
+    assertEquals(listed.get("home/u/x")?.uid, 1000);
+    assertEquals(listed.get("etc/passwd")?.uid, 0);
+    assertEquals(await cat(image, "etc/passwd"), "root:x:0:0::/root:/bin/sh\n");
+    // Other compressors are left alone.
+    await buildSquashfs([layer], image, squashOptions({ compression: "zstd" }));
+    assertEquals(storeLz4ExpansionsRaw(image), 0);
+  });
+});
+
+Deno.test("lz4Decompress: literals, overlapping matches, and damage", () => {
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  assertEquals(text(lz4Decompress(Uint8Array.from([0x40, 0x61, 0x62, 0x63, 0x64]), 4)), "abcd");
+  // One literal, then a match 1 back of 7 bytes: a run.
+  assertEquals(text(lz4Decompress(Uint8Array.from([0x13, 0x61, 0x01, 0x00]), 8)), "aaaaaaaa");
+  // 15+ lengths take extra bytes: 15 + 3 literals.
+  const long = Uint8Array.from([0xf0, 3, ...new TextEncoder().encode("x".repeat(18))]);
+  assertEquals(text(lz4Decompress(long, 18)), "x".repeat(18));
+  for (
+    const [bytes, size] of [
+      [[0x40, 0x61], 4], // cut short
+      [[0x13, 0x61, 0x02, 0x00], 8], // match before the start
+      [[0x40, 0x61, 0x62, 0x63, 0x64], 3], // longer than said
+      [[0x40, 0x61, 0x62, 0x63, 0x64], 5], // shorter than said
+    ] as const
+  ) {
+    assertThrows(() => lz4Decompress(Uint8Array.from(bytes), size), Error, "damaged lz4 block");
+  }
 });

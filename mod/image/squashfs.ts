@@ -13,6 +13,7 @@ import { ShoalError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { flattenLayers, type FlattenResult } from "./flatten.ts";
 import type { LayerBlob } from "./layer.ts";
+import { storeLz4ExpansionsRaw } from "./squashfs_lz4.ts";
 
 export type Compression = typeof compressions[number];
 
@@ -161,6 +162,7 @@ export async function buildSquashfs(
       throw err;
     }
     await failure(child, await stderr, dir);
+    if (options.compression === "lz4") storeLz4ExpansionsRaw(tmp);
     await syncAndRename(tmp, dest);
     const { size } = await Deno.stat(dest);
     options.logger?.verbose(`wrote ${dest}: ${flattened.entries} entries, ${size} bytes`);
