@@ -653,8 +653,13 @@ Deno.test("usage errors exit 2 with one line", async () => {
 const marker = () => String(100_000 + Math.floor(Math.random() * 800_000));
 
 /** Sleepers a container starts in the background, as daemons do: none may outlive it. */
-function daemons(tags: { plain: string; subuid: string; orphan: string }): string {
+function daemons(tags: { plain: string; subuid: string; orphan: string; nested?: string }): string {
   return [
+    ...(tags.nested === undefined ? [] : [
+      // Orphaned in a user namespace of its own: no member of the container's, but the
+      // helper's child once its parent is gone.
+      `(unshare -U sleep ${tags.nested} >/dev/null 2>&1 &)`,
+    ]),
     `sleep ${tags.plain} >/dev/null 2>&1 &`,
     // A process that switched to a subordinate uid: only the namespace's owner may kill it.
     `su -s /bin/sh -c 'exec sleep ${tags.subuid}' nobody >/dev/null 2>&1 &`,
@@ -684,7 +689,7 @@ async function assertGone(pid: number) {
 
 Deno.test("when the container's main process exits, every process it left running goes too", async () => {
   const f = await fx();
-  const tags = { plain: marker(), subuid: marker(), orphan: marker() };
+  const tags = { plain: marker(), subuid: marker(), orphan: marker(), nested: marker() };
   for (const userns of [true, false]) {
     // Without --userns runc makes its own namespace: the orphans still reparent to the helper.
     const dir = await bundle(f, {
