@@ -115,8 +115,11 @@ Examples:
     const preserveFds = opts.preserveFds === undefined
       ? 0
       : parseCount("--preserve-fds", opts.preserveFds);
+    // Deno reads the engine's modules while the config loads.
+    const engine = import("../runtime/run.ts");
+    engine.catch(() => {}); // a config error is the one to report
     const { loaded, logger } = await commandContext(verbosity);
-    const { runContainer } = await import("../runtime/run.ts");
+    const { runContainer } = await engine;
     const outcome = await runContainer(loaded, {
       image: image!,
       centralized: opts.centralizedRepository,

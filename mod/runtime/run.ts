@@ -94,8 +94,11 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     const built = await buildBundleSpec(request, image, loaded.config, user, host);
     for (const w of built.warnings) logger.warn(w);
     Deno.writeTextFileSync(join(dir, BUNDLE.config), JSON.stringify(built.spec));
-    Deno.writeTextFileSync(join(dir, BUNDLE.passwd), built.passwd, { mode: 0o644 });
-    Deno.writeTextFileSync(join(dir, BUNDLE.group), built.group, { mode: 0o644 });
+    // Mounted over the image's with the default identity only (spec.ts).
+    if (!request.root) {
+      Deno.writeTextFileSync(join(dir, BUNDLE.passwd), built.passwd, { mode: 0o644 });
+      Deno.writeTextFileSync(join(dir, BUNDLE.group), built.group, { mode: 0o644 });
+    }
     logger.debug(`config.json written (${now()})`);
     const runcOptions = extraFds.length > 0 ? ["--preserve-fds", String(extraFds.length)] : [];
     const state = {
