@@ -71,10 +71,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   checkIdentity(request, user);
   const extraFds = preservedFds(opts.preserveFds, user.env.PMI_FD);
 
-  const base = await ensureRunBase(loaded.paths.runDir, user.uid);
-  const { name, dir } = claimName(base, request.name);
-  logger.debug(`bundle: ${dir} (${now()})`);
-  // Path B: the user namespace is made while the bundle is written.
+  // Path B: the user namespace is made while the bundle is claimed and written.
   const fuseIds = choice.path === "helper" ? undefined : {
     uidMappings: idMap(user.uid, user.subuid, request.root).mappings,
     gidMappings: idMap(user.gid, user.subgid, request.root).mappings,
@@ -84,7 +81,12 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   const guardStart = fuseIds && startGuard(fuseIds);
   // Its failure surfaces where the run awaits it; it is finished below in any case.
   guardStart?.catch(() => {});
+  let claimed: string | undefined;
   try {
+    const base = await ensureRunBase(loaded.paths.runDir, user.uid);
+    const { name, dir } = claimName(base, request.name);
+    claimed = dir;
+    logger.debug(`bundle: ${dir} (${now()})`);
     const host = hostInfo(
       choice.path === "helper"
         ? { kind: "join", path: join(dir, USERNS_FILE) }
@@ -166,7 +168,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     return { status: result.status };
   } finally {
     await (await guardStart?.catch(() => undefined))?.finish();
-    removeBundleDir(dir);
+    if (claimed !== undefined) removeBundleDir(claimed);
   }
 }
 
