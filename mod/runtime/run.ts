@@ -155,12 +155,11 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       }
     }
     logger.debug(`container exited with status ${result.status} (${now()})`);
-    let log = "";
-    try {
-      log = Deno.readTextFileSync(join(dir, BUNDLE.runcLog));
-    } catch { /* runc wrote no log */ }
-    const failure = runcFailure(log);
-    if (failure !== undefined && result.held.length > 0) {
+    // runc's own failure shows as a held line first; only then is its log worth reading.
+    const failure = result.held.length > 0
+      ? runcFailure(readLog(join(dir, BUNDLE.runcLog)))
+      : undefined;
+    if (failure !== undefined) {
       logger.debug(`runc: ${result.held.join("").trim()}`);
       return { status: failure.status, error: failure.error };
     }
@@ -169,6 +168,14 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   } finally {
     await (await guardStart?.catch(() => undefined))?.finish();
     if (claimed !== undefined) removeBundleDir(claimed);
+  }
+}
+
+function readLog(path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return ""; // runc wrote no log
   }
 }
 
