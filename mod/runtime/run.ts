@@ -150,6 +150,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       logger.debug(`user namespace ready (${now()})`);
       try {
         result = await superviseRun(chainArgv(launch, guard.holder));
+        logger.debug(`runc exited; the guard cleans up (${now()})`);
       } finally {
         await guard.finish();
       }
