@@ -7,7 +7,7 @@ import { atLeast, kernelVersion } from "../mod/sys/kernel.ts";
 import { Errno, ErrnoError } from "../mod/sys/libc.ts";
 import { nextFreeRange, parseSubidFile, rangesOf } from "../mod/sys/subid.ts";
 import { credentials, getgrgid, getpwuid } from "../mod/sys/user.ts";
-import { spawn } from "../mod/sys/spawn.ts";
+import { spawn, statusWithin } from "../mod/sys/spawn.ts";
 
 Deno.test("credentials match Deno's and id's view of this process", async () => {
   const c = credentials();
@@ -261,4 +261,16 @@ Deno.test("spawn: a missing program is an error, and leaves no descriptor open",
   assertEquals(err.errno, Errno.ENOENT);
   assertEquals(err.message, "cannot start /nonexistent/prog: No such file or directory");
   assertEquals([...Deno.readDirSync("/proc/self/fd")].length, before);
+});
+
+Deno.test("statusWithin: the status when the child ends in time, undefined when it does not", async () => {
+  const quick = spawn(["sh", "-c", "exit 4"]);
+  assertEquals(await statusWithin(quick, 5000), 4);
+  const slow = spawn(["sleep", "10"]);
+  const started = performance.now();
+  assertEquals(await statusWithin(slow, 100), undefined);
+  const waited = performance.now() - started;
+  assert(waited >= 90 && waited < 2000, `waited ${waited} ms`);
+  Deno.kill(slow.pid, "SIGKILL");
+  assertEquals(await statusWithin(slow, 5000), 128 + 9);
 });

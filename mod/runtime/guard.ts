@@ -7,7 +7,7 @@
  */
 import { ShoalError } from "../errors.ts";
 import { guardArgv, type IdMaps } from "./launch_fuse.ts";
-import { type PipeReader, spawn } from "../sys/spawn.ts";
+import { type PipeReader, spawn, statusWithin } from "../sys/spawn.ts";
 
 export interface Guard {
   /** The process whose namespaces the container's chain enters. */
@@ -30,12 +30,7 @@ export async function startGuard(maps: IdMaps): Promise<Guard> {
   const finish = () =>
     finished ??= (async () => {
       child.stdin!.close();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        child.status,
-        new Promise<void>((resolve) => timer = setTimeout(resolve, FINISH_TIMEOUT_MS)),
-      ]);
-      clearTimeout(timer);
+      await statusWithin(child, FINISH_TIMEOUT_MS);
       output.close();
     })();
   const line = await firstLine(output);

@@ -31,6 +31,10 @@ const symbols = {
   // Blocking calls run on a thread of Deno's pool, so the event loop goes on.
   read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32", nonblocking: true },
+  // A wait with a time limit, without a timer: Deno's first setTimeout costs ~5 ms.
+  // pidfd_open is glibc 2.36's (kernel 5.3): optional, a missing one is null.
+  pidfd_open: { parameters: ["i32", "u32"], result: "i32", nonblocking: true, optional: true },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];

@@ -164,6 +164,27 @@ async function exitStatus(pid: number): Promise<number> {
   throw new Error(`cannot wait for process ${pid}`);
 }
 
+/**
+ * The child's exit status, or undefined when it still runs after `ms`. The
+ * limit is a poll(2) of a pidfd on a thread of Deno's pool, not a timer: the
+ * first setTimeout of a process costs ~5 ms, which a run would pay at its
+ * end. Without pidfds (before Linux 5.3 or glibc 2.36) it waits without a
+ * limit.
+ */
+export async function statusWithin(child: ChildProcess, ms: number): Promise<number | undefined> {
+  const c = libc();
+  const fd = c.pidfd_open === null ? -1 : await c.pidfd_open(child.pid, 0);
+  if (fd < 0) return await child.status;
+  try {
+    // struct pollfd: int fd, short events (POLLIN: the process ended), short revents.
+    const pollfd = new Int32Array([fd, 1]);
+    if (await c.poll(pollfd, 1n, ms) === 0) return undefined;
+    return await child.status;
+  } finally {
+    c.close(fd);
+  }
+}
+
 /** shoal's end of a pipe the child reads. */
 export class PipeWriter {
   #fd: number | undefined;
