@@ -3,6 +3,7 @@
  * only (another user's is not readable, and is never looked at), and signals
  * to a run's shoal process, which forwards them to the container.
  */
+import { compareStrings } from "../compare.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError, UsageError } from "../errors.ts";
 import { liveRuns, type RunState } from "./state.ts";
@@ -10,7 +11,7 @@ import { liveRuns, type RunState } from "./state.ts";
 /** The live runs of the calling user, oldest first. */
 export async function listRuns(loaded: LoadedConfig): Promise<RunState[]> {
   const runs = await liveRuns(loaded.paths.runDir);
-  return runs.map((r) => r.state).sort((a, b) => a.created.localeCompare(b.created));
+  return runs.map((r) => r.state).sort((a, b) => compareStrings(a.created, b.created));
 }
 
 /** Signals that `shoal kill` accepts, by name and number. */

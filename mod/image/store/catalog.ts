@@ -7,6 +7,7 @@
  * Sync file calls: every run's start reads the catalog, and each async call
  * costs ~0.5 ms in a fresh process (bench/startup.ts).
  */
+import { compareStrings } from "../../compare.ts";
 import { join } from "../../path.ts";
 import { tryShape } from "../../shape.ts";
 import type { Logger } from "../../log.ts";
@@ -126,7 +127,7 @@ export async function writeIndex(
   entries: IndexEntry[],
   fileMode: number,
 ): Promise<void> {
-  const sorted = [...entries].sort((a, b) => referenceKey(a).localeCompare(referenceKey(b)));
+  const sorted = [...entries].sort((a, b) => compareStrings(referenceKey(a), referenceKey(b)));
   const text = JSON.stringify({ version: INDEX_VERSION, references: sorted }, null, 2) + "\n";
   await writeFileAtomic(paths.index, new TextEncoder().encode(text), fileMode);
 }

@@ -5,6 +5,7 @@
  * "sha256:"). As with Docker, a name that is both (`cafe`) is first a
  * reference.
  */
+import { compareStrings } from "../../compare.ts";
 import { ShoalError, UsageError } from "../../errors.ts";
 import { formatReference, type ImageReference, parseReference } from "../reference.ts";
 import type { IndexEntry } from "./metadata.ts";
@@ -54,7 +55,7 @@ export interface Selection {
 /** The entries a query names. An ID prefix that fits several images is refused, not guessed. */
 export function selectEntries(entries: IndexEntry[], query: ImageQuery): Selection {
   const newestFirst = (list: IndexEntry[]) =>
-    list.sort((a, b) => b.pulledAt.localeCompare(a.pulledAt));
+    list.sort((a, b) => compareStrings(b.pulledAt, a.pulledAt));
   if (query.ref !== undefined) {
     const ref = query.ref;
     const byRef = entries.filter((e) => referenceMatches(e, ref));

@@ -37,6 +37,7 @@
  * directories whose pull died. Listing checks each image's files and skips a
  * damaged one with a warning; a damaged index is rebuilt from the metadata.
  */
+import { compareStrings } from "../../compare.ts";
 import { basename, join } from "../../path.ts";
 import { ShoalError } from "../../errors.ts";
 import { type Logger, silentLogger } from "../../log.ts";
@@ -186,7 +187,7 @@ export class ImageStore {
   async list(): Promise<ImageRecord[]> {
     return await this.#reading(() => {
       const records = this.#resolve(readIndex(this.paths, this.#logger));
-      return records.sort((a, b) => a.reference.localeCompare(b.reference));
+      return records.sort((a, b) => compareStrings(a.reference, b.reference));
     });
   }
 
