@@ -8,7 +8,7 @@ import { join } from "../path.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { repositoryFor } from "../image/store/repository.ts";
+import { readerFor } from "../image/store/reader.ts";
 import { callerInfo, hostInfo } from "./caller.ts";
 import { choosePath } from "./choose.ts";
 import { idMap } from "./idmap.ts";
@@ -54,7 +54,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       `--name ${request.name}: use letters, digits, '_', '.' and '-', starting with a letter or digit`,
     );
   }
-  const store = repositoryFor(loaded, opts.centralized, logger);
+  const store = readerFor(loaded, opts.centralized, logger);
   const image = await store.lookup(opts.image);
   if (image === undefined) throw store.notFound(opts.image);
   const user = await callerInfo();

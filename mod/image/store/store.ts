@@ -37,10 +37,8 @@
  * directories whose pull died. Listing checks each image's files and skips a
  * damaged one with a warning; a damaged index is rebuilt from the metadata.
  */
-import { compareStrings } from "../../compare.ts";
 import { basename, join } from "../../path.ts";
 import { ShoalError } from "../../errors.ts";
-import { type Logger, silentLogger } from "../../log.ts";
 import type { ImageReference } from "../reference.ts";
 import {
   atomicTempPath,
@@ -50,7 +48,7 @@ import {
   syncDir,
   writeDurable,
 } from "./atomic.ts";
-import { readIndex, readMetadata, resolveRecords, writeIndex } from "./catalog.ts";
+import { readIndex, readMetadata, writeIndex } from "./catalog.ts";
 import { acquireLock, type FileLock, tryAcquireLock } from "./lock.ts";
 import {
   digestOfStem,
@@ -71,25 +69,14 @@ import {
   METADATA_SUFFIX,
   type Modes,
   pullLockPath,
-  type RepositoryPaths,
-  repositoryPaths,
   SQUASHFS_SUFFIX,
 } from "./paths.ts";
 import { parseQuery, selectEntries } from "./query.ts";
+import { type StoreOptions, StoreReader } from "./reader.ts";
 import { type DiskUsage, sweepBlobs, treeSize } from "./space.ts";
 import { createTempDir, removeStaleTempDirs, type TempDir } from "./temp.ts";
 
-export type { DiskUsage, ImageMetadata, ImageRecord, NewImage, TempDir };
-
-export interface StoreOptions {
-  /** The site's centralized repository: written by root only, readable by everyone. */
-  centralized?: boolean;
-  /** How long to wait for the repository lock (config `locks.timeoutSeconds`). Default 60. */
-  lockTimeoutSeconds?: number;
-  /** How long a pull waits for another pull of the same image. Default 3600. */
-  pullLockTimeoutSeconds?: number;
-  logger?: Logger;
-}
+export type { DiskUsage, ImageMetadata, ImageRecord, NewImage, StoreOptions, TempDir };
 
 export interface Removal {
   /** Reference keys whose entries were removed. */
@@ -110,23 +97,15 @@ export function openStore(root: string, options: StoreOptions = {}): ImageStore 
   return new ImageStore(root, options);
 }
 
-export class ImageStore {
-  readonly root: string;
-  readonly centralized: boolean;
-  readonly paths: RepositoryPaths;
+/** A repository to write as well as read (reader.ts). */
+export class ImageStore extends StoreReader {
   readonly #modes: Modes;
-  readonly #logger: Logger;
-  readonly #timeout: number;
   readonly #pullTimeout: number;
   #layoutReady = false;
 
   constructor(root: string, options: StoreOptions = {}) {
-    this.root = root;
-    this.centralized = options.centralized ?? false;
-    this.paths = repositoryPaths(root);
+    super(root, options);
     this.#modes = this.centralized ? CENTRALIZED_MODES : LOCAL_MODES;
-    this.#logger = options.logger ?? silentLogger;
-    this.#timeout = options.lockTimeoutSeconds ?? 60;
     this.#pullTimeout = options.pullLockTimeoutSeconds ?? 3600;
   }
 
@@ -147,7 +126,7 @@ export class ImageStore {
   async tempDir(): Promise<TempDir> {
     await this.#prepareForWriting();
     return await createTempDir(this.paths.tmp, this.#modes).catch((err) => {
-      throw this.#fsError(spaceError(err, this.root));
+      throw this.fsError(spaceError(err, this.root));
     });
   }
 
@@ -164,12 +143,12 @@ export class ImageStore {
       timeoutSeconds: this.#pullTimeout,
       what: `pull lock of ${key}`,
       createMode: this.#modes.file,
-      onWait: (holders) => this.#logger.info(`waiting for another pull of ${key} (${holders})`),
+      onWait: (holders) => this.logger.info(`waiting for another pull of ${key} (${holders})`),
     });
     try {
       const pulling = await acquireLock(this.paths.pulling, {
         mode: "shared",
-        timeoutSeconds: this.#timeout,
+        timeoutSeconds: this.timeout,
         what: "pull registry lock",
         createMode: this.#modes.file,
       });
@@ -181,34 +160,6 @@ export class ImageStore {
     } finally {
       pull.release();
     }
-  }
-
-  /** Every usable image, one per reference, sorted by reference. */
-  async list(): Promise<ImageRecord[]> {
-    return await this.#reading(() => {
-      const records = this.#resolve(readIndex(this.paths, this.#logger));
-      return records.sort((a, b) => compareStrings(a.reference, b.reference));
-    });
-  }
-
-  /**
-   * The image a reference (tag, digest, tag@digest) or IMAGE ID names, or
-   * undefined; an image whose files are damaged or gone counts as absent.
-   */
-  async lookup(query: string | ImageReference): Promise<ImageRecord | undefined> {
-    const q = parseQuery(query);
-    return await this.#reading(() => {
-      const { entries } = selectEntries(readIndex(this.paths, this.#logger), q);
-      return this.#resolve(entries)[0];
-    });
-  }
-
-  /** The error for an image that is not here, for `rmi` and `run`. */
-  notFound(text: string): ShoalError {
-    const where = this.centralized ? "the centralized repository" : "your repository";
-    return new ShoalError(`no image "${text}" in ${where} "${this.root}"`, {
-      hint: `\`shoal images${this.centralized ? " --centralized-repository" : ""}\` lists them`,
-    });
   }
 
   /**
@@ -235,7 +186,7 @@ export class ImageStore {
         squashfs: basename(files.squashfs),
       }, "");
       return await this.#writing(async () => {
-        const entries = readIndex(this.paths, this.#logger);
+        const entries = readIndex(this.paths, this.logger);
         const added = !this.#intact(meta.configDigest);
         if (added) await this.#placeImage(key, meta, squashfsTemp);
         else await removeQuietly(squashfsTemp);
@@ -248,15 +199,15 @@ export class ImageStore {
           if (added) await this.#removeImageFiles(meta.configDigest);
           throw err;
         }
-        this.#logger.debug(`commit ${key}: index updated`);
+        this.logger.debug(`commit ${key}: index updated`);
         await this.#tidy(next);
-        const [record] = this.#resolve(next.filter((e) => referenceKey(e) === key));
+        const [record] = this.resolve(next.filter((e) => referenceKey(e) === key));
         if (record === undefined) throw new Error(`commit ${key}: the image vanished`);
         return record;
       });
     } catch (err) {
       await removeQuietly(squashfsTemp);
-      throw this.#fsError(spaceError(err, this.root));
+      throw this.fsError(spaceError(err, this.root));
     }
   }
 
@@ -269,7 +220,7 @@ export class ImageStore {
     const q = parseQuery(query);
     await this.#prepareForWriting();
     return await this.#writing(async () => {
-      const entries = readIndex(this.paths, this.#logger);
+      const entries = readIndex(this.paths, this.logger);
       const { entries: hits, byId } = selectEntries(entries, q);
       if (hits.length === 0) throw this.notFound(q.text);
       const untagged = [...new Set(hits.map(referenceKey))];
@@ -286,7 +237,7 @@ export class ImageStore {
       await this.#tidy(rest);
       return { untagged, deleted };
     }).catch((err) => {
-      throw this.#fsError(err);
+      throw this.fsError(err);
     });
   }
 
@@ -297,7 +248,7 @@ export class ImageStore {
   async gc(): Promise<GcResult> {
     await this.#prepareForWriting();
     return await this.#writing(async () => {
-      const entries = readIndex(this.paths, this.#logger);
+      const entries = readIndex(this.paths, this.logger);
       await this.#tidy(entries);
       let pulling: FileLock | undefined | null;
       try {
@@ -323,7 +274,7 @@ export class ImageStore {
         pulling?.release();
       }
     }).catch((err) => {
-      throw this.#fsError(err);
+      throw this.fsError(err);
     });
   }
 
@@ -355,13 +306,13 @@ export class ImageStore {
     let placed = false;
     try {
       await writeDurable(metaTemp, new TextEncoder().encode(text), this.#modes.file);
-      this.#logger.debug(`commit ${key}: metadata written`);
+      this.logger.debug(`commit ${key}: metadata written`);
       await Deno.rename(squashfsTemp, files.squashfs);
       placed = true;
-      this.#logger.debug(`commit ${key}: squashfs in place`);
+      this.logger.debug(`commit ${key}: squashfs in place`);
       await Deno.rename(metaTemp, files.metadata);
       await syncDir(this.paths.images);
-      this.#logger.debug(`commit ${key}: metadata in place`);
+      this.logger.debug(`commit ${key}: metadata in place`);
     } catch (err) {
       await removeQuietly(metaTemp);
       if (placed) await removeQuietly(files.squashfs);
@@ -390,12 +341,12 @@ export class ImageStore {
       const stem = suffix === undefined ? undefined : e.name.slice(0, -suffix.length);
       const orphan = stem !== undefined && digestOfStem(stem) !== undefined && !named.has(stem);
       if (isAtomicTemp(e.name) || orphan) {
-        this.#logger.verbose(`removing ${join(this.paths.images, e.name)}: no image uses it`);
+        this.logger.verbose(`removing ${join(this.paths.images, e.name)}: no image uses it`);
         await removeQuietly(join(this.paths.images, e.name));
       }
     }
     for (const name of await removeStaleTempDirs(this.paths.tmp)) {
-      this.#logger.verbose(`removed ${join(this.paths.tmp, name)}, left by a pull that died`);
+      this.logger.verbose(`removed ${join(this.paths.tmp, name)}, left by a pull that died`);
     }
   }
 
@@ -411,47 +362,13 @@ export class ImageStore {
     }
   }
 
-  #resolve(entries: IndexEntry[]): ImageRecord[] {
-    return resolveRecords(this.paths, entries, (entry, why) => {
-      const key = referenceKey(entry);
-      this.#logger.warn(
-        `skipping image ${key}: ${why} (\`shoal rmi ${key}\` removes it, \`shoal pull\` fetches it again)`,
-      );
-    });
-  }
-
-  /**
-   * Runs `fn` under a shared lock. A repository nobody wrote yet has no lock
-   * file and nothing to protect; it reads as empty.
-   */
-  async #reading<T>(fn: () => T): Promise<T> {
-    let lock: FileLock | undefined;
-    try {
-      lock = await acquireLock(this.paths.lock, {
-        mode: "shared",
-        timeoutSeconds: this.#timeout,
-        what: "repository lock",
-        onWait: (holders) => this.#logger.verbose(`waiting for the repository lock (${holders})`),
-      });
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw this.#fsError(err);
-    }
-    try {
-      return fn();
-    } catch (err) {
-      throw this.#fsError(err);
-    } finally {
-      lock?.release();
-    }
-  }
-
   async #writing<T>(fn: () => Promise<T>): Promise<T> {
     const lock = await acquireLock(this.paths.lock, {
       mode: "exclusive",
-      timeoutSeconds: this.#timeout,
+      timeoutSeconds: this.timeout,
       what: "repository lock",
       createMode: this.#modes.file,
-      onWait: (holders) => this.#logger.info(`waiting for the repository lock (${holders})`),
+      onWait: (holders) => this.logger.info(`waiting for the repository lock (${holders})`),
     });
     try {
       return await fn();
@@ -474,20 +391,9 @@ export class ImageStore {
         await makeDir(dir, this.#modes.dir);
       }
     } catch (err) {
-      throw this.#fsError(spaceError(err, this.root));
+      throw this.fsError(spaceError(err, this.root));
     }
     this.#layoutReady = true;
-  }
-
-  /** Permission problems as one line naming the repository; other errors unchanged. */
-  #fsError(err: unknown): unknown {
-    if (!(err instanceof Deno.errors.PermissionDenied)) return err;
-    return new ShoalError(`cannot use the image repository "${this.root}": ${err.message}`, {
-      hint: this.centralized
-        ? "ask your admin to make the centralized repository readable (dirs 0755, files 0644)"
-        : "check the owner and permissions of your repository directory",
-      cause: err,
-    });
   }
 }
 
