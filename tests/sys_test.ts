@@ -274,3 +274,22 @@ Deno.test("statusWithin: the status when the child ends in time, undefined when 
   Deno.kill(slow.pid, "SIGKILL");
   assertEquals(await statusWithin(slow, 5000), 128 + 9);
 });
+
+Deno.test("spawn: the child gets shoal's environment byte for byte, not only its UTF-8 part", async () => {
+  const code = `
+    import { spawn } from "${new URL("../mod/sys/spawn.ts", import.meta.url)}";
+    const c = spawn(["sh", "-c", 'printf %s "$RAW" | od -An -tx1'], { stdout: "pipe" });
+    let out = "";
+    for await (const chunk of c.stdout) out += new TextDecoder().decode(chunk);
+    await c.status;
+    console.log(out.trim());`;
+  // Deno.env would drop RAW (not UTF-8); the shell sets it before Deno starts.
+  const r = await runCommand("sh", [
+    "-c",
+    `RAW=$(printf 'a\\377b') exec "$0" eval "$1"`,
+    Deno.execPath(),
+    code,
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(r.stdout.trim(), "61 ff 62");
+});

@@ -11,8 +11,8 @@
  * parent-death signal (the helper's, PR_SET_PDEATHSIG) fires when the thread
  * that created the child ends, and the JS thread lives as long as shoal.
  *
- * The child gets what Deno.Command would give it: shoal's environment as it
- * is now, its descriptors that are not close-on-exec (Deno opens its own
+ * The child gets what Deno.Command would give it: shoal's environment, byte
+ * for byte, its descriptors that are not close-on-exec (Deno opens its own
  * with O_CLOEXEC, so those are the ones shoal was given, e.g. PMI_FD), an
  * empty signal mask and SIGPIPE at its default (Deno ignores it).
  */
@@ -67,7 +67,8 @@ export function spawn(argv: string[], opts: SpawnOptions = {}): ChildProcess {
     return array;
   };
   const args = pointerArray(argv);
-  const env = pointerArray(Object.entries(Deno.env.toObject()).map(([k, v]) => `${k}=${v}`));
+  const { envp: env, strings: envStrings } = environment();
+  strings.push(envStrings);
   const devNull = cString("/dev/null");
 
   const actions = new Uint8Array(FILE_ACTIONS_SIZE);
@@ -123,6 +124,24 @@ export function spawn(argv: string[], opts: SpawnOptions = {}): ChildProcess {
   } finally {
     c.posix_spawn_file_actions_destroy(ptr(actions));
   }
+}
+
+/**
+ * shoal's environment for envp: /proc/self/environ, whose strings are
+ * already NUL-terminated, and pointers to where each starts (the caller
+ * keeps `strings` alive). Deno.env.toObject() would drop a variable that is
+ * not valid UTF-8; shoal never changes its own environment, so what it
+ * started with is what it has.
+ */
+function environment(): { envp: BigUint64Array<ArrayBuffer>; strings: Uint8Array<ArrayBuffer> } {
+  const strings = Deno.readFileSync("/proc/self/environ");
+  const base = BigInt(Deno.UnsafePointer.value(ptr(strings)));
+  const starts: number[] = [];
+  // A last string without its NUL (cut short) is left out.
+  for (let i = 0, end; (end = strings.indexOf(0, i)) >= 0; i = end + 1) starts.push(i);
+  const envp = new BigUint64Array(starts.length + 1);
+  starts.forEach((start, k) => envp[k] = base + BigInt(start));
+  return { envp, strings };
 }
 
 /**
