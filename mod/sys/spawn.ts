@@ -5,7 +5,7 @@
  * tables of Deno's large address space, and Deno loads its process and
  * stream code on first use, ~4-5 ms per child in a fresh process. glibc's
  * posix_spawn shares the address space until the exec (CLONE_VM|CLONE_VFORK):
- * ~0.5 ms, symbols included (bench/startup.ts).
+ * ~0.4 ms, ~1 ms with the first binding of its symbols (bench/startup.ts).
  *
  * The call is made on the JS thread, as Deno.Command makes its own: a
  * parent-death signal (the helper's, PR_SET_PDEATHSIG) fires when the thread
@@ -193,6 +193,7 @@ async function exitStatus(pid: number): Promise<number> {
 export async function statusWithin(child: ChildProcess, ms: number): Promise<number | undefined> {
   const c = libc();
   const fd = c.pidfd_open === null ? -1 : await c.pidfd_open(child.pid, 0);
+  // No pidfd: none here, or the child has ended and been reaped, its status known.
   if (fd < 0) return await child.status;
   try {
     // struct pollfd: int fd, short events (POLLIN: the process ended), short revents.
