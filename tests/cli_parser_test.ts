@@ -5,23 +5,23 @@
 import { program } from "../mod/cli/program.ts";
 import { parseArgv } from "../mod/cli/parser.ts";
 import { UsageError } from "../mod/errors.ts";
-import { assertEquals, assertThrows } from "./support/assert.ts";
+import { assertEquals, assertRejects } from "./support/assert.ts";
 
-function parse(argv: string[]) {
-  const p = parseArgv(program, argv);
+async function parse(argv: string[]) {
+  const p = await parseArgv(program, argv);
   if (p.kind !== "run") throw new Error(`expected a command, got: ${p.text}`);
   return { name: p.command.name, ...p.invocation };
 }
 
-Deno.test("run: options after IMAGE belong to the container's command", () => {
-  const p = parse(["run", "--root", "-e", "A=1", "img", "ls", "-la", "--root", "--", "-x"]);
+Deno.test("run: options after IMAGE belong to the container's command", async () => {
+  const p = await parse(["run", "--root", "-e", "A=1", "img", "ls", "-la", "--root", "--", "-x"]);
   assertEquals(p.args, ["img", "ls", "-la", "--root", "--", "-x"]);
   assertEquals(p.options.root, true);
   assertEquals(p.options.env, ["A=1"]);
 });
 
-Deno.test("values: separate, after '=', glued to a short name; clusters of short flags", () => {
-  const p = parse([
+Deno.test("values: separate, after '=', glued to a short name; clusters of short flags", async () => {
+  const p = await parse([
     "run",
     "-it",
     "-wDIR",
@@ -46,54 +46,54 @@ Deno.test("values: separate, after '=', glued to a short name; clusters of short
   assertEquals(p.args, ["img"]);
 });
 
-Deno.test("-e=VALUE is -e VALUE, as docker takes it", () => {
-  assertEquals(parse(["run", "-e=A=1", "-iw=/w", "img"]).options.env, ["A=1"]);
-  assertEquals(parse(["run", "-iw=/w", "img"]).options.workdir, "/w");
+Deno.test("-e=VALUE is -e VALUE, as docker takes it", async () => {
+  assertEquals((await parse(["run", "-e=A=1", "-iw=/w", "img"])).options.env, ["A=1"]);
+  assertEquals((await parse(["run", "-iw=/w", "img"])).options.workdir, "/w");
 });
 
-Deno.test("a cluster ending in an option that takes a value takes the next argument", () => {
-  const p = parse(["run", "-iw", "/work", "img"]);
+Deno.test("a cluster ending in an option that takes a value takes the next argument", async () => {
+  const p = await parse(["run", "-iw", "/work", "img"]);
   assertEquals(p.options.interactive, true);
   assertEquals(p.options.workdir, "/work");
 });
 
-Deno.test("an empty value is a value: --entrypoint '' clears the entrypoint", () => {
-  assertEquals(parse(["run", "--entrypoint", "", "img"]).options.entrypoint, "");
-  assertEquals(parse(["run", "--entrypoint=", "img"]).options.entrypoint, "");
+Deno.test("an empty value is a value: --entrypoint '' clears the entrypoint", async () => {
+  assertEquals((await parse(["run", "--entrypoint", "", "img"])).options.entrypoint, "");
+  assertEquals((await parse(["run", "--entrypoint=", "img"])).options.entrypoint, "");
 });
 
-Deno.test("global flags before and after the command name set the verbosity", () => {
-  assertEquals(parse(["--debug", "ps"]).verbosity, "debug");
-  assertEquals(parse(["ps", "-q"]).verbosity, "quiet");
-  assertEquals(parse(["images", "--verbose"]).verbosity, "verbose");
-  assertEquals(parse(["ps"]).verbosity, "normal");
+Deno.test("global flags before and after the command name set the verbosity", async () => {
+  assertEquals((await parse(["--debug", "ps"])).verbosity, "debug");
+  assertEquals((await parse(["ps", "-q"])).verbosity, "quiet");
+  assertEquals((await parse(["images", "--verbose"])).verbosity, "verbose");
+  assertEquals((await parse(["ps"])).verbosity, "normal");
   // After IMAGE it is the container's.
-  assertEquals(parse(["run", "img", "--debug"]).verbosity, "normal");
+  assertEquals((await parse(["run", "img", "--debug"])).verbosity, "normal");
 });
 
-Deno.test("--tls-verify takes its value only after '='", () => {
-  assertEquals(parse(["pull", "--tls-verify", "x"]).options.tlsVerify, true);
-  assertEquals(parse(["pull", "--tls-verify=false", "x"]).options.tlsVerify, false);
-  assertEquals(parse(["pull", "x"]).options.tlsVerify, undefined);
+Deno.test("--tls-verify takes its value only after '='", async () => {
+  assertEquals((await parse(["pull", "--tls-verify", "x"])).options.tlsVerify, true);
+  assertEquals((await parse(["pull", "--tls-verify=false", "x"])).options.tlsVerify, false);
+  assertEquals((await parse(["pull", "x"])).options.tlsVerify, undefined);
 });
 
-Deno.test("'-' and arguments after '--' are arguments", () => {
-  assertEquals(parse(["load", "-", "name"]).args, ["-", "name"]);
-  assertEquals(parse(["rmi", "--", "-weird"]).args, ["-weird"]);
+Deno.test("'-' and arguments after '--' are arguments", async () => {
+  assertEquals((await parse(["load", "-", "name"])).args, ["-", "name"]);
+  assertEquals((await parse(["rmi", "--", "-weird"])).args, ["-weird"]);
 });
 
-Deno.test("help is printed for -h anywhere before the command's arguments end", () => {
+Deno.test("help is printed for -h anywhere before the command's arguments end", async () => {
   for (const argv of [["run", "-h"], ["run", "--root", "--help"], ["help", "run"]]) {
-    const p = parseArgv(program, argv);
+    const p = await parseArgv(program, argv);
     assertEquals(p.kind, "print");
     if (p.kind === "print") {
       assertEquals(p.text.split("\n")[0], "Usage: shoal run [OPTIONS] IMAGE [COMMAND [ARG...]]");
     }
   }
-  assertEquals(parse(["run", "img", "-h"]).args, ["img", "-h"]);
+  assertEquals((await parse(["run", "img", "-h"])).args, ["img", "-h"]);
 });
 
-Deno.test("bad command lines are usage errors that say what is wrong", () => {
+Deno.test("bad command lines are usage errors that say what is wrong", async () => {
   const cases: [string[], string][] = [
     [["run", "--name"], "--name needs a value (NAME)"],
     [["run", "--pid", "container", "img"], "--pid takes host or private, not 'container'"],
@@ -107,7 +107,7 @@ Deno.test("bad command lines are usage errors that say what is wrong", () => {
     [["pull", "--compression-level", "high", "x"], "--compression-level takes a number"],
   ];
   for (const [argv, message] of cases) {
-    const err = assertThrows(() => parseArgv(program, argv), UsageError);
+    const err = await assertRejects(() => parseArgv(program, argv), UsageError);
     if (!err.message.startsWith(message)) {
       throw new Error(`${argv.join(" ")}: got '${err.message}', expected '${message}...'`);
     }

@@ -8,7 +8,6 @@ const STATUS = { ok: "ok", warn: "WARN", fail: "FAIL" } as const;
 
 export const doctorCommand = defineCommand({
   name: "doctor",
-  summary: "check that this machine and user can run containers, and say what to fix",
   args: [],
   options: { format: formatOption() },
   more: `

@@ -7,7 +7,6 @@ import { formatBytes, formatTime, shortId } from "./units.ts";
 
 export const imagesCommand = defineCommand({
   name: "images",
-  summary: "list the images in your repository (or the centralized one)",
   args: [],
   options: {
     digests: flag("--digests", "show the registry digest of each image"),
@@ -43,7 +42,6 @@ export const imagesCommand = defineCommand({
 
 export const rmiCommand = defineCommand({
   name: "rmi",
-  summary: "remove images (by name, tag, digest or IMAGE ID)",
   args: [{ name: "IMAGE", help: "images to remove", variadic: true }],
   options: {
     centralizedRepository: flag(

@@ -4,7 +4,6 @@ import { defineCommand } from "./parser.ts";
 
 export const killCommand = defineCommand({
   name: "kill",
-  summary: "send a signal to one of your running containers (default KILL)",
   args: [
     { name: "NAME", help: "the container's name (see 'shoal ps')" },
     {

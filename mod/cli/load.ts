@@ -6,7 +6,6 @@ import { formatBytes, formatSeconds } from "./units.ts";
 
 export const loadCommand = defineCommand({
   name: "load",
-  summary: "store an image from a `docker save` or OCI archive under a name",
   args: [
     { name: "FILE", help: "the archive (tar, plain or gzip-compressed); - reads standard input" },
     { name: "NAME[:TAG]", help: "the name to store it under, as for pull (default tag latest)" },

@@ -6,7 +6,6 @@ import { promptLine, promptSecret, readStdinSecret, stdinIsTerminal } from "./pr
 
 export const loginCommand = defineCommand({
   name: "login",
-  summary: "log in to a registry and keep the credentials for pulls",
   args: [{
     name: "REGISTRY",
     help: "the registry: HOST[:PORT], e.g. ghcr.io, nvcr.io, localhost:5000",
@@ -60,7 +59,6 @@ Examples:
 
 export const logoutCommand = defineCommand({
   name: "logout",
-  summary: "remove the credentials 'shoal login' stored for a registry",
   args: [{ name: "REGISTRY", help: "the registry: HOST[:PORT]" }],
   options: {},
   more: "Examples:\n  shoal logout ghcr.io",

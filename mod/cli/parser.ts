@@ -108,8 +108,6 @@ export interface Invocation<O extends Options> {
 
 export interface CommandDef<O extends Options> {
   readonly name: string;
-  /** One line, for `shoal --help`. */
-  readonly summary: string;
   /** What follows `shoal NAME` in the usage line; by default made from the arguments. */
   readonly usage?: string;
   readonly args: readonly Arg[];
@@ -139,10 +137,18 @@ type Globals = Values<typeof GLOBALS>;
 
 const VERSION_OPTION = flag("--version", "print the version and exit");
 
+/** A command as `shoal --help` lists it; its definition is loaded when it is used. */
+export interface CommandEntry {
+  readonly name: string;
+  /** One line, for `shoal --help` and under the usage line of `shoal help NAME`. */
+  readonly summary: string;
+  readonly load: () => Promise<Command>;
+}
+
 export interface Program {
   readonly summary: string;
   readonly version: string;
-  readonly commands: readonly Command[];
+  readonly commands: readonly CommandEntry[];
   /** Help text after the command list. */
   readonly more: string;
 }
@@ -158,7 +164,7 @@ export function debugRequested(argv: string[]): boolean {
   return (end < 0 ? argv : argv.slice(0, end)).includes("--debug");
 }
 
-export function parseArgv(program: Program, argv: string[]): Parse {
+export async function parseArgv(program: Program, argv: string[]): Promise<Parse> {
   const globals = initialValues(GLOBALS) as Globals;
   let version = false;
   let i = 0;
@@ -175,28 +181,33 @@ export function parseArgv(program: Program, argv: string[]): Parse {
   const name = argv[i];
   if (name === undefined || name === "help" || globals.help) {
     if (version) return print(`shoal ${program.version}\n`);
-    if (name === "help") return print(helpFor(program, argv[i + 1]));
+    if (name === "help") return print(await helpFor(program, argv[i + 1]));
     if (globals.help) return print(programHelp(program));
     return { kind: "print", text: programHelp(program), stream: "stderr", code: 2 };
   }
   if (version) return print(`shoal ${program.version}\n`);
-  const command = program.commands.find((c) => c.name === name);
-  if (command === undefined) throw unknownCommand(program, name);
-  return parseCommand(command, argv.slice(i + 1), globals);
+  const entry = program.commands.find((c) => c.name === name);
+  if (entry === undefined) throw unknownCommand(program, name);
+  return parseCommand(entry, await entry.load(), argv.slice(i + 1), globals);
 }
 
 function print(text: string): Parse {
   return { kind: "print", text, stream: "stdout", code: 0 };
 }
 
-function helpFor(program: Program, name: string | undefined): string {
+async function helpFor(program: Program, name: string | undefined): Promise<string> {
   if (name === undefined) return programHelp(program);
-  const command = program.commands.find((c) => c.name === name);
-  if (command === undefined) throw unknownCommand(program, name);
-  return commandHelp(command);
+  const entry = program.commands.find((c) => c.name === name);
+  if (entry === undefined) throw unknownCommand(program, name);
+  return commandHelp(entry, await entry.load());
 }
 
-function parseCommand(command: Command, argv: string[], globals: Globals): Parse {
+function parseCommand(
+  entry: CommandEntry,
+  command: Command,
+  argv: string[],
+  globals: Globals,
+): Parse {
   const options = initialValues(command.options);
   const args: string[] = [];
   const hint = `see 'shoal ${command.name} --help'`;
@@ -256,9 +267,9 @@ function parseCommand(command: Command, argv: string[], globals: Globals): Parse
       options[own!] = opt.take(v, options[own!]);
       break; // the value took the rest of the cluster
     }
-    if (globals.help) return print(commandHelp(command));
+    if (globals.help) return print(commandHelp(entry, command));
   }
-  if (globals.help) return print(commandHelp(command));
+  if (globals.help) return print(commandHelp(entry, command));
   checkArity(command, args, hint);
   return {
     kind: "run",
@@ -340,8 +351,8 @@ function rows(pairs: [string, string][]): string {
   return pairs.map(([l, r]) => `  ${l.padEnd(width)}   ${r}`.trimEnd()).join("\n");
 }
 
-export function commandHelp(command: Command): string {
-  const parts = [`Usage: shoal ${command.name} ${usageOf(command)}`, command.summary];
+export function commandHelp(entry: CommandEntry, command: Command): string {
+  const parts = [`Usage: shoal ${command.name} ${usageOf(command)}`, entry.summary];
   if (command.args.length > 0) {
     parts.push(`Arguments:\n${rows(command.args.map((a) => [a.name, a.help]))}`);
   }

@@ -5,7 +5,6 @@ import { formatTime } from "./units.ts";
 
 export const psCommand = defineCommand({
   name: "ps",
-  summary: "list your running containers",
   args: [],
   options: { format: formatOption() },
   more: "Examples:\n  shoal ps\n  shoal ps --format json",

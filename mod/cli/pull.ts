@@ -9,7 +9,6 @@ import { formatBytes, formatSeconds } from "./units.ts";
 
 export const pullCommand = defineCommand({
   name: "pull",
-  summary: "pull an image from a registry and store it as a squashfs file",
   args: [{
     name: "IMAGE",
     help: "[REGISTRY[:PORT]/]PATH[:TAG][@DIGEST]; default registry docker.io",

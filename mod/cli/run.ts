@@ -3,6 +3,8 @@ import { parseDeviceOption } from "../runtime/devices.ts";
 import { parseEnvOption } from "../runtime/env.ts";
 import { type MountRequest, parseMountOption, parseVolumeOption } from "../runtime/mounts.ts";
 import { parseAnnotationOption, type RunRequest } from "../runtime/spec.ts";
+// Static: this module is loaded only for `shoal run` (program.ts), which needs the engine.
+import { runContainer } from "../runtime/run.ts";
 import { commandContext } from "./context.ts";
 import { choice, defineCommand, flag, list, value } from "./parser.ts";
 
@@ -23,7 +25,6 @@ function parseCount(option: string, value: string): number {
 
 export const runCommand = defineCommand({
   name: "run",
-  summary: "run a command in a new container from a pulled image",
   usage: "[OPTIONS] IMAGE [COMMAND [ARG...]]",
   args: [
     { name: "IMAGE", help: "image reference or IMAGE ID (see 'shoal images')" },
@@ -115,11 +116,7 @@ Examples:
     const preserveFds = opts.preserveFds === undefined
       ? 0
       : parseCount("--preserve-fds", opts.preserveFds);
-    // Deno reads the engine's modules while the config loads.
-    const engine = import("../runtime/run.ts");
-    engine.catch(() => {}); // a config error is the one to report
     const { loaded, logger } = await commandContext(verbosity);
-    const { runContainer } = await engine;
     const outcome = await runContainer(loaded, {
       image: image!,
       centralized: opts.centralizedRepository,

@@ -5,7 +5,6 @@ import { defineCommand } from "./parser.ts";
 
 export const versionCommand = defineCommand({
   name: "version",
-  summary: "print shoal's version and the versions it runs on",
   args: [],
   options: { format: formatOption() },
   more: "Examples:\n  shoal version\n  shoal version --format json",
