@@ -113,3 +113,7 @@ Deno.test("bad command lines are usage errors that say what is wrong", async () 
     }
   }
 });
+
+Deno.test("every command of the table loads the definition of that command", async () => {
+  for (const entry of program.commands) assertEquals((await entry.load()).name, entry.name);
+});
