@@ -12,6 +12,7 @@ import type { SiteConfig, UserPreferences } from "./schema.ts";
 import { type ConfigInputs, readCache, type ValidatedConfig, writeCache } from "./cache.ts";
 import { checkInstallation, checkUncheckedConfig } from "./security.ts";
 import { getpwuid } from "../sys/user.ts";
+import { defineLazy } from "../lazy.ts";
 import { VERSION } from "../version.ts";
 
 /** Who runs shoal, and the environment config values are expanded with. */
@@ -257,15 +258,7 @@ function resolvePaths(
   // Each tool is looked for on first use: a run needs two or three of them, and
   // looking costs a stat per directory searched.
   for (const tool of Object.keys(TOOLS) as Tool[]) {
-    Object.defineProperty(paths, tool, {
-      enumerable: true,
-      configurable: true,
-      get() {
-        const value = config.runtime[tool] ?? findTool(TOOLS[tool], env.path);
-        Object.defineProperty(paths, tool, { value, enumerable: true, writable: true });
-        return value;
-      },
-    });
+    defineLazy(paths, tool, () => config.runtime[tool] ?? findTool(TOOLS[tool], env.path));
   }
   return paths;
 }

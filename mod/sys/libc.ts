@@ -4,6 +4,7 @@
  * thread's namespaces or credentials (unshare, setns, setuid) would split the
  * process (see DESIGN.md); those happen in child processes instead.
  */
+import { defineLazy } from "../lazy.ts";
 
 // "pointer" rather than "buffer" parameters on the symbols a run binds: Deno
 // binds those in about half the time (~0.1 ms a symbol in a fresh process);
@@ -62,17 +63,11 @@ export function libc(): Symbols {
 function lazySymbols(): Symbols {
   const out = {} as Symbols;
   for (const name of Object.keys(symbols) as Name[]) {
-    Object.defineProperty(out, name, {
-      configurable: true,
-      enumerable: true,
-      get() {
-        const one = { [name]: symbols[name] } as Pick<typeof symbols, typeof name>;
-        const library = Deno.dlopen("libc.so.6", one);
-        libraries.push(library);
-        const fn = library.symbols[name];
-        Object.defineProperty(out, name, { value: fn, enumerable: true });
-        return fn;
-      },
+    defineLazy(out, name, () => {
+      const one = { [name]: symbols[name] } as Pick<typeof symbols, typeof name>;
+      const library = Deno.dlopen("libc.so.6", one);
+      libraries.push(library);
+      return library.symbols[name] as Symbols[typeof name];
     });
   }
   return out;
