@@ -18,12 +18,28 @@ export interface ProcessStatus {
   noNewPrivs: boolean;
 }
 
+let read: ProcessStatus | undefined;
+
+/**
+ * Read once per process: a run asks for its credentials and for its
+ * capabilities, and shoal never changes either (libc.ts).
+ */
 export function processStatus(): ProcessStatus {
-  const text = Deno.readTextFileSync("/proc/self/status");
+  read ??= parse(Deno.readTextFileSync("/proc/self/status"));
+  return read;
+}
+
+function parse(text: string): ProcessStatus {
+  const fields = new Map(
+    text.split("\n").map((line) => {
+      const colon = line.indexOf(":");
+      return [line.slice(0, colon), line.slice(colon + 1).trim()] as const;
+    }),
+  );
   const field = (name: string): string => {
-    const m = new RegExp(`^${name}:[ \\t]*(.*)$`, "m").exec(text);
-    if (m === null) throw new Error(`/proc/self/status has no ${name} line`);
-    return m[1]!.trim();
+    const value = fields.get(name);
+    if (value === undefined) throw new Error(`/proc/self/status has no ${name} line`);
+    return value;
   };
   const numbers = (name: string) => {
     const value = field(name);
