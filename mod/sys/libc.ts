@@ -4,11 +4,6 @@
  * thread's namespaces or credentials (unshare, setns, setuid) would split the
  * process (see DESIGN.md); those happen in child processes instead.
  */
-import { defineLazy } from "../lazy.ts";
-
-// "pointer" rather than "buffer" parameters on the symbols a run binds: Deno
-// binds those in about half the time (~0.1 ms a symbol in a fresh process);
-// callers pass Deno.UnsafePointer.of(buffer).
 const symbols = {
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
@@ -39,38 +34,62 @@ const symbols = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
-type Name = keyof typeof symbols;
+type Scalar = "i32" | "isize" | "pointer";
 
 let bound: Symbols | undefined;
 /** Kept open (and referenced) for as long as shoal runs. */
-const libraries: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
+let library: Deno.DynamicLibrary<Deno.ForeignLibraryInterface> | undefined;
 
-/** The libc symbols, each bound on its first use. */
+/** The libc symbols, all bound on the first call. */
 export function libc(): Symbols {
   if (Deno.build.os !== "linux" || !["x86_64", "aarch64"].includes(Deno.build.arch)) {
     // The struct layouts read in mod/sys/ are those of 64-bit Linux.
     throw new Error(`shoal's libc bindings support 64-bit Linux only, not ${Deno.build.target}`);
   }
-  bound ??= lazySymbols();
+  bound ??= bind();
   return bound;
 }
 
 /**
- * Deno compiles a call stub for every symbol it binds, ~0.15 ms each, and a
- * command needs only a few of the symbols: binding all at once cost `shoal
- * run` ~2 ms of its start.
+ * Deno compiles machine code for each symbol it binds with scalar types (a
+ * fast-call trampoline, with Cranelift), ~0.15 ms a symbol: a run's ten
+ * symbols cost ~1.5 ms of its start. A symbol whose result is a struct gets
+ * none and is called through libffi, a few microseconds slower a call; all
+ * of them bind in ~0.6 ms. So each synchronous symbol is bound as returning
+ * a one-field struct of its C result type, which both 64-bit ABIs shoal
+ * supports (x86-64 System V, AArch64 PCS) return in the same register as the
+ * scalar, and the struct is read back here. Nonblocking symbols get no
+ * trampoline and stay as they are.
  */
-function lazySymbols(): Symbols {
-  const out = {} as Symbols;
-  for (const name of Object.keys(symbols) as Name[]) {
-    defineLazy(out, name, () => {
-      const one = { [name]: symbols[name] } as Pick<typeof symbols, typeof name>;
-      const library = Deno.dlopen("libc.so.6", one);
-      libraries.push(library);
-      return library.symbols[name] as Symbols[typeof name];
-    });
+function bind(): Symbols {
+  const table: Record<string, Deno.ForeignFunction> = {};
+  for (const [name, def] of Object.entries(symbols) as [string, Deno.ForeignFunction][]) {
+    table[name] = "nonblocking" in def
+      ? def
+      : { ...def, result: { struct: [def.result as Scalar] } };
   }
-  return out;
+  library = Deno.dlopen("libc.so.6", table);
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(library.symbols)) {
+    const def = symbols[name as keyof typeof symbols] as Deno.ForeignFunction;
+    out[name] = fn === null || "nonblocking" in def
+      ? fn
+      : scalarOf(fn as (...args: unknown[]) => Uint8Array<ArrayBuffer>, def.result as Scalar);
+  }
+  return out as Symbols;
+}
+
+/** A struct-returning binding (bind()) as the function returning its one field. */
+function scalarOf(
+  fn: (...args: unknown[]) => Uint8Array<ArrayBuffer>,
+  type: Scalar,
+): (...args: unknown[]) => number | bigint | Deno.PointerValue {
+  // Both ABIs are little-endian on Linux.
+  const view = (bytes: Uint8Array) =>
+    new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (type === "i32") return (...args) => view(fn(...args)).getInt32(0, true);
+  if (type === "isize") return (...args) => view(fn(...args)).getBigInt64(0, true);
+  return (...args) => Deno.UnsafePointer.create(view(fn(...args)).getBigUint64(0, true));
 }
 
 /** A failed libc call: which call, on what, and errno. */
