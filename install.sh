@@ -173,7 +173,7 @@ deno_reason() {
 # Everything is built in $STAGE before the prefix is touched, so a failed
 # build leaves an earlier installation as it was.
 # Baked into the executable; the launcher passes the same (see scripts/shoal).
-V8_FLAGS=--v8-flags=--no-lazy,--no-enable-lazy-source-positions
+V8_FLAGS=--v8-flags=--no-lazy,--no-enable-lazy-source-positions,--single-threaded
 
 # Code splitting puts each command's engine in chunks of its own, loaded when
 # that command runs: `shoal run` then never loads the registry client, nor
@@ -242,7 +242,7 @@ fi
 export DENO_NO_UPDATE_CHECK=1
 # The flags: see scripts/shoal.
 exec "$lib/deno" run -A --no-config --unstable-lazy-dynamic-imports --quiet --no-prompt \
-  --v8-flags=--no-lazy,--no-enable-lazy-source-positions "$lib/shoal.js" "$@"
+  --v8-flags=--no-lazy,--no-enable-lazy-source-positions,--single-threaded "$lib/shoal.js" "$@"
 EOF
 fi
 
