@@ -72,8 +72,38 @@ function withEntry<T>(
   throw new ErrnoError(call, Errno.ERANGE, String(id));
 }
 
+/*
+ * Entries found are kept for the life of the process: a run asks for its
+ * user's several times, and each lookup goes through NSS (nscd's socket,
+ * then /etc/passwd or the directory service). One not found is asked again.
+ */
+const users = new Map<number, Passwd>();
+const groups = new Map<number, Group>();
+
+function remembered<T>(
+  cache: Map<number, T>,
+  id: number,
+  look: (id: number) => T | null,
+): T | null {
+  const known = cache.get(id);
+  if (known !== undefined) return known;
+  const found = look(id);
+  // Shared by every caller from now on.
+  if (found !== null) cache.set(id, Object.freeze(found));
+  return found;
+}
+
 /** The user database entry of `uid`, or null when NSS knows no such user. */
 export function getpwuid(uid: number): Passwd | null {
+  return remembered(users, uid, lookupUser);
+}
+
+/** The group database entry of `gid`, or null when NSS knows no such group. */
+export function getgrgid(gid: number): Group | null {
+  return remembered(groups, gid, lookupGroup);
+}
+
+function lookupUser(uid: number): Passwd | null {
   return withEntry("getpwuid_r", uid, PASSWD_SIZE, (s) => {
     const view = new DataView(s.buffer);
     return {
@@ -87,8 +117,7 @@ export function getpwuid(uid: number): Passwd | null {
   });
 }
 
-/** The group database entry of `gid`, or null when NSS knows no such group. */
-export function getgrgid(gid: number): Group | null {
+function lookupGroup(gid: number): Group | null {
   return withEntry("getgrgid_r", gid, GROUP_SIZE, (s) => {
     const members: string[] = [];
     const list = readPointer(s, 24);
