@@ -2,10 +2,12 @@
  * Start-up cost of the shoal command line, side by side with its floor: the
  * same Deno starting an empty program. Thousands of ranks each start shoal, so
  * this overhead multiplies. Prints medians of several runs and their ratio.
+ * Run as root (it installs shoal into a temporary root-owned prefix).
  *
  *   deno task bench            (or: .tools/bin/deno run -A bench/cli-startup.ts [RUNS])
  */
-import { repoRoot, shoalScript } from "../tests/support/shoal.ts";
+import { shoalScript } from "../tests/support/shoal.ts";
+import { installedShoal } from "../tests/support/install.ts";
 
 const runs = Number(Deno.args[0] ?? 15);
 const deno = Deno.execPath();
@@ -25,44 +27,17 @@ async function median(cmd: string, args: string[]): Promise<number> {
   return times[Math.floor(times.length / 2)] ?? NaN;
 }
 
-// The installed launcher runs the code-split bundle (install.sh); time that form too.
-const dir = await Deno.makeTempDir({ prefix: "shoal-bench-" });
-try {
-  const built = await new Deno.Command(deno, {
-    args: [
-      "bundle",
-      "--quiet",
-      "--code-splitting",
-      "--config",
-      `${repoRoot}/deno.json`,
-      "--outdir",
-      dir,
-      `${repoRoot}/main.ts`,
-    ],
-    stdout: "null",
-  }).output();
-  if (!built.success) throw new Error("deno bundle failed");
-  const bundle = `${dir}/main.js`;
-
-  const floor = await median(deno, ["eval", "--no-config", ""]);
-  // As the launcher runs it (install.sh).
-  const installed = await median(deno, [
-    "run",
-    "-A",
-    "--no-config",
-    "--v8-flags=--no-lazy,--no-enable-lazy-source-positions",
-    bundle,
-    "version",
-  ]);
-  const checkout = await median(shoalScript, ["version"]);
-  const row = (name: string, ms: number) =>
-    console.log(
-      `  ${name.padEnd(34)} ${ms.toFixed(1).padStart(6)} ms   ${(ms / floor).toFixed(2)}x`,
-    );
-  console.log(`shoal start-up, median of ${runs} runs, ratio to the floor`);
-  row("deno eval '' (floor)", floor);
-  row("shoal version, installed (bundle)", installed);
-  row("shoal version, from the checkout", checkout);
-} finally {
-  await Deno.remove(dir, { recursive: true });
-}
+// As users run it: the launcher of an installation (install.sh), which runs
+// the code-split bundle with the flags that matter for start-up.
+const { bin } = await installedShoal();
+const floor = await median(deno, ["eval", "--no-config", ""]);
+const installed = await median(bin, ["version"]);
+const checkout = await median(shoalScript, ["version"]);
+const row = (name: string, ms: number) =>
+  console.log(
+    `  ${name.padEnd(34)} ${ms.toFixed(1).padStart(6)} ms   ${(ms / floor).toFixed(2)}x`,
+  );
+console.log(`shoal start-up, median of ${runs} runs, ratio to the floor`);
+row("deno eval '' (floor)", floor);
+row("shoal version, installed (bundle)", installed);
+row("shoal version, from the checkout", checkout);
