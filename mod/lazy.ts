@@ -1,7 +1,7 @@
 /**
  * Defines `key` on `target` as computed on its first read and kept from then
  * on as a plain value: for what a command may not need and costs something
- * to get (a libc symbol to bind, a tool to look for).
+ * to get (a tool to look for on PATH).
  */
 export function defineLazy<T extends object, K extends keyof T>(
   target: T,

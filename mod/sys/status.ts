@@ -1,7 +1,8 @@
 /**
  * This process's ids, groups and capabilities, from /proc/self/status: one
- * file read, where the libc calls would bind a symbol each (~0.1-0.2 ms apiece
- * in a fresh process, and every run's start needs them).
+ * file read, where libc would take a call each (getresuid, getgroups, capget,
+ * a prctl per capability for the bounding set), and every run's start needs
+ * them.
  */
 
 export interface ProcessStatus {
