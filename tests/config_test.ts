@@ -10,13 +10,7 @@ import { testUser } from "./support/users.ts";
 import { ConfigError, SecurityError } from "../mod/errors.ts";
 import { jsonSyntaxError } from "../mod/config/json.ts";
 import { type InstallLayout, installLayout } from "../mod/config/layout.ts";
-import {
-  type ConfigEnv,
-  currentEnv,
-  defaultRunDir,
-  findTool,
-  loadConfig,
-} from "../mod/config/load.ts";
+import { type ConfigEnv, currentEnv, findTool, loadConfig } from "../mod/config/load.ts";
 import { installationProblems } from "../mod/config/security.ts";
 
 const alice: ConfigEnv = { uid: 4242, user: "alice", home: "/home/alice", path: "" };
@@ -118,21 +112,16 @@ Deno.test("no site config file: built-in defaults; a named file that is missing 
     assertEquals(loaded.config.securityChecks, true);
     assertEquals(loaded.config.squashfs, { compression: "lz4", blockSizeKiB: 128 });
     assertEquals(loaded.paths.localRepository, "/home/alice/.local/share/shoal");
-    assertEquals(loaded.paths.runDir, "/tmp/shoal-4242");
+    assertEquals(loaded.runBase, { uid: 4242, xdgRuntimeDir: undefined });
     assertEquals(loaded.paths.helper, `${t.base}/opt/libexec/shoal/shoal-mount`);
     assertEquals(loaded.paths.hooksDir, `${t.base}/opt/etc/hooks.d`);
 
-    // XDG_RUNTIME_DIR does not move the run dir: the setuid helper cannot trust it.
+    // XDG_RUNTIME_DIR is where the run dir is looked for first (tests/rundir_test.ts).
     const xdg = await load(t.layout, {
       env: { ...alice, xdgDataHome: "/data/alice", xdgRuntimeDir: "/run/user/4242" },
     });
     assertEquals(xdg.paths.localRepository, "/data/alice/shoal");
-    assertEquals(xdg.paths.runDir, "/tmp/shoal-4242");
-    // systemd's per-user runtime dir is used when it exists and is the user's own.
-    await Deno.mkdir(`${t.base}/run/4242`, { recursive: true });
-    assertEquals(defaultRunDir(4242, `${t.base}/run`), "/tmp/shoal-4242");
-    await Deno.chown(`${t.base}/run/4242`, 4242, 4242);
-    assertEquals(defaultRunDir(4242, `${t.base}/run`), `${t.base}/run/4242/shoal`);
+    assertEquals(xdg.runBase, { uid: 4242, xdgRuntimeDir: "/run/user/4242" });
 
     const missing = `${t.base}/elsewhere.json`;
     const err = await assertRejects(() => load(t.layout, { file: missing }), ConfigError);
@@ -165,7 +154,7 @@ Deno.test("a valid file loads, with defaults for what it leaves out and $HOME/$U
     assertEquals(loaded.config.helper.kernelMountUserImages, false);
     assertEquals(loaded.paths.localRepository, "/scratch/alice/images");
     assertEquals(loaded.paths.centralizedRepository, "/apps/shoal/images");
-    assertEquals(loaded.paths.runDir, "/home/alice/run/alice");
+    assertEquals(loaded.runBase.runDir, "/home/alice/run/alice");
     assertEquals(loaded.paths.runc, "/usr/sbin/runc");
     // A configured path is taken as given, found or not.
     assertEquals(loaded.paths.init, "/opt/tini");

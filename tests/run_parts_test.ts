@@ -12,14 +12,14 @@ import { usernsLimitsCheck } from "../mod/doctor/kernel.ts";
 import { fuseCheck } from "../mod/doctor/tools.ts";
 import { parseSize } from "../mod/cli/run.ts";
 import { parseSignal } from "../mod/runtime/runs.ts";
+import { liveRuns, processStartTime, type RunState, writeState } from "../mod/runtime/state.ts";
 import {
-  isLive,
-  liveRuns,
-  processStartTime,
-  type RunState,
-  writeState,
-} from "../mod/runtime/state.ts";
-import { createBundleDir, ensureRunBase, NAME_PATTERN } from "../mod/runtime/rundir.ts";
+  type Bundle,
+  closeBundle,
+  createBundle,
+  NAME_PATTERN,
+  openRunBase,
+} from "../mod/runtime/rundir.ts";
 import { generateName } from "../mod/runtime/names.ts";
 import { preservedFds } from "../mod/runtime/run.ts";
 import { supervise } from "../mod/runtime/supervise.ts";
@@ -120,10 +120,11 @@ Deno.test("--writable-tmpfs-size and kill's signals parse as users write them", 
   assertThrows(() => parseSignal("SIGSEGV"), UsageError, "unknown signal 'SIGSEGV'");
 });
 
-Deno.test("run state: live while the same process lives; dead runs' dirs are removed", async () => {
-  const base = await Deno.makeTempDir({ prefix: "shoal-rundir-" });
+Deno.test("run state: live while the same process lives and holds its bundle; dead runs' dirs are removed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-rundir-" });
+  const base = openRunBase({ uid: Deno.uid()!, runDir: `${dir}/run` }, true)!;
+  const sleeper = new Deno.Command("sleep", { args: ["60"] }).spawn();
   try {
-    const real = await ensureRunBase(`${base}/run`, Deno.uid()!);
     const me = processStartTime(Deno.pid);
     assert(me !== undefined && me > 0);
     const state = (name: string, pid: number, startTime: number): RunState => ({
@@ -137,29 +138,40 @@ Deno.test("run state: live while the same process lives; dead runs' dirs are rem
       runPath: "unprivileged",
       command: ["true"],
     });
-    const live = await createBundleDir(real, "live") as string;
+    const live = createBundle(base, "live") as Bundle;
     await writeState(live, state("live", Deno.pid, me));
     // The same pid with another start time is a reused pid: that run is gone.
-    const reused = await createBundleDir(real, "reused") as string;
+    const reused = createBundle(base, "reused") as Bundle;
     await writeState(reused, state("reused", Deno.pid, me + 1));
-    assertEquals(await createBundleDir(real, "live"), false, "a name is taken once");
-    assert(isLive(state("x", Deno.pid, me)));
-    assertEquals((await liveRuns(real)).map((r) => r.state.name), ["live"]);
-    assertEquals([...Deno.readDirSync(real)].map((e) => e.name).sort(), ["live"]);
-    assertEquals((Deno.statSync(live).mode ?? 0) & 0o777, 0o700);
+    // A live process of the caller's that does not hold the bundle is not the run's.
+    const other = createBundle(base, "other") as Bundle;
+    await writeState(other, state("other", sleeper.pid, processStartTime(sleeper.pid)!));
+    closeBundle(other);
+    assertEquals(createBundle(base, "live"), false, "a name is taken once");
+    assertEquals(liveRuns(base).map((r) => r.state.name), ["live"]);
+    assertEquals([...Deno.readDirSync(base.path)].map((e) => e.name).sort(), ["live"]);
+    assertEquals((Deno.statSync(live.path).mode ?? 0) & 0o777, 0o700);
+    closeBundle(live);
+    closeBundle(reused);
+    assertEquals(liveRuns(base).map((r) => r.state.name), [], "the bundle is no longer held");
   } finally {
-    await Deno.remove(base, { recursive: true });
+    sleeper.kill();
+    await sleeper.status;
+    await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test("a run dir someone else owns or others may write is refused", async () => {
+Deno.test("a run dir someone else owns is refused", async () => {
   const base = await Deno.makeTempDir({ prefix: "shoal-rundir-" });
   try {
     await Deno.mkdir(`${base}/theirs`, { mode: 0o700 });
     await Deno.chown(`${base}/theirs`, 4242, 4242);
-    const err = await ensureRunBase(`${base}/theirs`, 0).then(() => undefined, (e) => e);
+    const err = assertThrows(
+      () => openRunBase({ uid: 0, runDir: `${base}/theirs` }, true),
+      ShoalError,
+    );
     assert(err instanceof ShoalError);
-    assertMatch(err.message, /is not yours alone \(owner uid 4242, mode 700\)/);
+    assertMatch(err.message, /theirs is not yours \(owner uid 4242, mode 0700\)$/);
   } finally {
     await Deno.remove(base, { recursive: true });
   }

@@ -23,7 +23,7 @@ Examples:
   async action({ args: [name, signal], verbosity }) {
     const { loaded, logger } = await commandContext(verbosity);
     const { parseSignal, signalRun } = await import("../runtime/runs.ts");
-    await signalRun(loaded, name!, parseSignal(signal ?? "KILL"));
+    await signalRun(loaded, name!, parseSignal(signal ?? "KILL"), logger);
     if (logger.verbosity !== "quiet") printLine(name);
   },
 });

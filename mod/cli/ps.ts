@@ -9,9 +9,9 @@ export const psCommand = defineCommand({
   options: { format: formatOption() },
   more: "Examples:\n  shoal ps\n  shoal ps --format json",
   async action({ options: opts, verbosity }) {
-    const { loaded } = await commandContext(verbosity);
+    const { loaded, logger } = await commandContext(verbosity);
     const { listRuns } = await import("../runtime/runs.ts");
-    const runs = await listRuns(loaded);
+    const runs = await listRuns(loaded, logger);
     const format = opts.format ?? loaded.preferences.format ?? "table";
     if (format === "json") return printJson(runs);
     printTable(

@@ -6,10 +6,11 @@
  * themselves, so an edit takes effect at once, and the build of shoal, so an
  * upgrade that changes the schema or its defaults does too.
  *
- * The cache lives in the user's own run directory (defaultRunDir: node-local,
- * mode 0700) and is taken only from a regular file there that the user owns
- * and nobody else may write: nobody else can put a config in front of the
- * user. The user can, but only for their own runs, which they could run with
+ * The cache lives in the user's own default run directory (node-local, mode
+ * 0700, reached through its descriptor: runtime/rundir.ts), and is taken only
+ * from a regular file there that the user owns and nobody else may write:
+ * nobody else can put a config in front of the user. `dir` may be that
+ * descriptor's /proc/self/fd path, so it is followed; the file is not. The user can, but only for their own runs, which they could run with
  * any config anyway; the helper reads and checks the site config itself.
  */
 import { join } from "../path.ts";
@@ -46,7 +47,7 @@ export function readCache(
   const file = join(dir, CACHE_NAME);
   try {
     if (
-      !privateTo(Deno.lstatSync(dir), uid, true) || !privateTo(Deno.lstatSync(file), uid, false)
+      !privateTo(Deno.statSync(dir), uid, true) || !privateTo(Deno.lstatSync(file), uid, false)
     ) {
       return undefined;
     }
@@ -77,7 +78,7 @@ export function writeCache(
   const tmp = join(dir, `${CACHE_NAME}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}`);
   try {
     Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    if (!privateTo(Deno.lstatSync(dir), uid, true)) return;
+    if (!privateTo(Deno.statSync(dir), uid, true)) return;
     Deno.writeTextFileSync(tmp, JSON.stringify(record), { mode: 0o600, createNew: true });
     Deno.renameSync(tmp, join(dir, CACHE_NAME));
   } catch {

@@ -14,6 +14,8 @@ import { checkInstallation, checkUncheckedConfig } from "./security.ts";
 import { getpwuid } from "../sys/user.ts";
 import { defineLazy } from "../lazy.ts";
 import { VERSION } from "../version.ts";
+import { runBaseFor, type RunBaseWhere } from "../runtime/rundir.ts";
+import { fdPath } from "../sys/dirfd.ts";
 
 /** Who runs shoal, and the environment config values are expanded with. */
 export interface ConfigEnv {
@@ -67,7 +69,6 @@ export interface ResolvedPaths {
   hooksDir: string;
   localRepository: string;
   centralizedRepository?: string;
-  runDir: string;
 }
 
 export interface LoadedConfig {
@@ -81,6 +82,8 @@ export interface LoadedConfig {
   preferencesFile?: string;
   /** The installation passed the security checks as it was loaded (checkInstallation). */
   installationChecked?: boolean;
+  /** Where the caller's run directory is looked for (runtime/rundir.ts). */
+  runBase: RunBaseWhere;
 }
 
 export interface LoadOptions {
@@ -92,7 +95,7 @@ export interface LoadOptions {
   preferencesFile?: string | null;
   /** false skips the security checks whatever the config says (tests, admin tools). */
   securityChecks?: boolean;
-  /** Where the last validation is kept (cache.ts); default the user's run dir; null: none. */
+  /** Where the last validation is kept (cache.ts); default the user's default run dir; null: none. */
   cacheDir?: string | null;
 }
 
@@ -118,7 +121,8 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
     prefsFile,
     prefsText: prefsFile === undefined ? undefined : readText(prefsFile, false),
   };
-  const cacheDir = opts.cacheDir === null ? undefined : opts.cacheDir ?? defaultRunDir(env.uid);
+  const defaultBase: RunBaseWhere = { uid: env.uid, xdgRuntimeDir: env.xdgRuntimeDir };
+  const cacheDir = opts.cacheDir === null ? undefined : opts.cacheDir ?? cacheBase(defaultBase);
   const cached = cacheDir === undefined ? undefined : readCache(cacheDir, env.uid, inputs);
   const { config, preferences } = cached ?? await validated(inputs, cacheDir, env.uid);
   const repository = preferences?.localRepository;
@@ -136,6 +140,10 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
     ),
     preferences: preferences ?? {},
     preferencesFile: preferences === undefined ? undefined : prefsFile,
+    runBase: config.runDir === undefined ? defaultBase : {
+      ...defaultBase,
+      runDir: expand(config.runDir, env, siteFile, "runDir"),
+    },
   };
   if (opts.securityChecks !== false) {
     if (config.securityChecks) {
@@ -253,7 +261,6 @@ function resolvePaths(
       ? site("repositories.local", siteRepository)
       : defaultRepository,
     centralizedRepository: config.repositories.centralized,
-    runDir: config.runDir !== undefined ? site("runDir", config.runDir) : defaultRunDir(env.uid),
   };
   // Each tool is looked for on first use: a run needs two or three of them, and
   // looking costs a stat per directory searched.
@@ -264,18 +271,16 @@ function resolvePaths(
 }
 
 /**
- * Where runs live by default: the setuid helper's rule, which shoal must
- * follow so that the helper accepts its bundles. The environment
- * ($XDG_RUNTIME_DIR) is not trusted: /run/user/UID/shoal when /run/user/UID is
- * a directory of the user's (systemd's per-user tmpfs), else /tmp/shoal-UID.
+ * The directory of the default run base, held open (its fd path), where the
+ * cache is kept; undefined where there is none to be had (nothing is cached).
  */
-export function defaultRunDir(uid: number, base = "/run/user"): string {
-  const own = join(base, String(uid));
+function cacheBase(where: RunBaseWhere): string | undefined {
   try {
-    const info = Deno.statSync(own);
-    if (info.isDirectory && info.uid === uid) return join(own, "shoal");
-  } catch { /* no per-user runtime dir */ }
-  return `/tmp/shoal-${uid}`;
+    const base = runBaseFor(where, true);
+    return base === undefined ? undefined : fdPath(base.fd);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Expands `$HOME`, `${HOME}`, `$USER` and `${USER}`; any other variable is an error. */

@@ -16,7 +16,17 @@ import { chainArgv, type FuseLaunch } from "./launch_fuse.ts";
 import { helperArgv, USERNS_FILE } from "./launch_helper.ts";
 import { generateName } from "./names.ts";
 import { RUNC_FATAL_PREFIX, runcFailure } from "./runc_error.ts";
-import { BUNDLE, createBundleDir, ensureRunBase, NAME_PATTERN, removeBundleDir } from "./rundir.ts";
+import {
+  BUNDLE,
+  type Bundle,
+  bundleFile,
+  closeBundle,
+  createBundle,
+  NAME_PATTERN,
+  removeBundle,
+  type RunBase,
+  runBaseFor,
+} from "./rundir.ts";
 import { buildBundleSpec, type RunRequest, type UserInfo } from "./spec.ts";
 import { liveRuns, processStartTime, writeState } from "./state.ts";
 import { supervise } from "./supervise.ts";
@@ -81,11 +91,14 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   const guardStart = fuseIds && startGuard(fuseIds);
   // Its failure surfaces where the run awaits it; it is finished below in any case.
   guardStart?.catch(() => {});
-  let claimed: string | undefined;
+  let base: RunBase | undefined;
+  let claimed: Bundle | undefined;
   try {
-    const base = await ensureRunBase(loaded.paths.runDir, user.uid);
-    const { name, dir } = claimName(base, request.name);
-    claimed = dir;
+    base = runBaseFor(loaded.runBase, true)!;
+    if (base.notice !== undefined) logger.warn(base.notice);
+    claimed = claimName(base, request.name);
+    const { name, path: dir } = claimed;
+    const bundle = claimed;
     logger.debug(`bundle: ${dir} (${now()})`);
     const host = hostInfo(
       choice.path === "helper"
@@ -95,11 +108,11 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     );
     const built = await buildBundleSpec(request, image, loaded.config, user, host);
     for (const w of built.warnings) logger.warn(w);
-    Deno.writeTextFileSync(join(dir, BUNDLE.config), JSON.stringify(built.spec));
+    Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.config), JSON.stringify(built.spec));
     // Mounted over the image's with the default identity only (spec.ts).
     if (!request.root) {
-      Deno.writeTextFileSync(join(dir, BUNDLE.passwd), built.passwd, { mode: 0o644 });
-      Deno.writeTextFileSync(join(dir, BUNDLE.group), built.group, { mode: 0o644 });
+      Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.passwd), built.passwd, { mode: 0o644 });
+      Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.group), built.group, { mode: 0o644 });
     }
     logger.debug(`config.json written (${now()})`);
     const runcOptions = extraFds.length > 0 ? ["--preserve-fds", String(extraFds.length)] : [];
@@ -120,7 +133,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         stdin: request.stdin || request.tty,
         tty: request.tty,
         holdPrefix: RUNC_FATAL_PREFIX,
-      }, () => writeState(dir, state));
+      }, () => writeState(bundle, state));
 
     let result;
     if (choice.path === "helper") {
@@ -158,7 +171,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     logger.debug(`container exited with status ${result.status} (${now()})`);
     // runc's own failure shows as a held line first; only then is its log worth reading.
     const failure = result.held.length > 0
-      ? runcFailure(readLog(join(dir, BUNDLE.runcLog)))
+      ? runcFailure(readLog(bundleFile(bundle, BUNDLE.runcLog)))
       : undefined;
     if (failure !== undefined) {
       logger.debug(`runc: ${result.held.join("").trim()}`);
@@ -168,7 +181,10 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     return { status: result.status };
   } finally {
     await (await guardStart?.catch(() => undefined))?.finish();
-    if (claimed !== undefined) removeBundleDir(claimed);
+    if (claimed !== undefined) {
+      closeBundle(claimed);
+      removeBundle(base!, claimed.name);
+    }
   }
 }
 
@@ -200,12 +216,12 @@ function checkIdentity(request: RunRequest, user: UserInfo): void {
 }
 
 /** Claims the run's name by creating its bundle dir; `--name` must be free among live runs. */
-function claimName(base: string, wanted: string | undefined): { name: string; dir: string } {
+function claimName(base: RunBase, wanted: string | undefined): Bundle {
   // Listing also removes the bundle dirs of runs whose shoal is gone, freeing their names.
   const live = liveRuns(base);
   if (wanted !== undefined) {
-    const dir = createBundleDir(base, wanted);
-    if (dir !== false) return { name: wanted, dir };
+    const bundle = createBundle(base, wanted);
+    if (bundle !== false) return bundle;
     const running = live.some((r) => r.state.name === wanted);
     throw new UsageError(
       `--name ${wanted}: ${running ? "a container of that name is running" : "the name is in use"}`,
@@ -214,10 +230,10 @@ function claimName(base: string, wanted: string | undefined): { name: string; di
   }
   for (let i = 0; i < NAME_TRIES; i++) {
     const name = i < NAME_TRIES / 2 ? generateName() : `shoal-${crypto.randomUUID().slice(0, 12)}`;
-    const dir = createBundleDir(base, name);
-    if (dir !== false) return { name, dir };
+    const bundle = createBundle(base, name);
+    if (bundle !== false) return bundle;
   }
-  throw new ShoalError(`no free container name in ${base}`, { hint: "give one with --name" });
+  throw new ShoalError(`no free container name in ${base.path}`, { hint: "give one with --name" });
 }
 
 /**

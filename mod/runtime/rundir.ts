@@ -1,19 +1,47 @@
 /**
- * The per-user run directory and the bundle directory of each run in it.
+ * The per-user run directory (the run base) and the bundle directory of each
+ * run in it.
  *
- * Layout: `<runDir>/<name>/` is one run's OCI bundle (config.json, passwd,
+ * Layout: `<base>/<name>/` is one run's OCI bundle (config.json, passwd,
  * group, rootfs/, .mnt/, state.json). Naming the bundle after the run makes
  * `--name` unique by mkdir(2) alone, and lets `shoal ps`/`kill` find a run
- * without an index. The setuid helper accepts a bundle only when the run dir
- * and the bundle are owned by the caller and not writable by others, the
- * bundle is mode 0700 and a direct child, and no symlink is on the path, so
- * this module creates exactly that and refuses a run dir someone else made.
+ * without an index.
+ *
+ * The run base rule, which the setuid helper applies to a bundle's parent in
+ * the same words (helper/, "Run dir"): the path is absolute, walked from "/"
+ * one component at a time without following any symlink; every directory
+ * above the base is owned by root or the caller and, where group or others
+ * may write it, sticky and root's (as /tmp); the base itself is a directory
+ * of the caller's with mode 0700. Nobody else can then rename, replace or
+ * write anything on the path, so the descriptor of the base, held for the
+ * life of the process, is the base, and everything below is reached through
+ * it (sys/dirfd.ts). Which base: the site's `runDir` when set (no fallback:
+ * the admin chose it); else `$XDG_RUNTIME_DIR/shoal` or `/run/user/UID/shoal`
+ * where that runtime dir is the caller's, mode 0700; else `/tmp/shoal-UID`;
+ * and when another user took that name first (a symlink, or a directory of
+ * theirs), a private `/tmp/shoal-UID.XXXXXXXX` that nobody can predict, found
+ * again by its owner and mode.
  *
  * Sync file calls: a run's start does dozens on small files, and each async
  * one costs ~0.5 ms in a fresh process (bench/startup.ts).
  */
-import { join } from "../path.ts";
 import { ShoalError } from "../errors.ts";
+import { Errno, ErrnoError } from "../sys/libc.ts";
+import {
+  closeFd,
+  fchmod,
+  fdPath,
+  type FdStat,
+  fstat,
+  lstatAt,
+  mkdirAt,
+  O,
+  openAt,
+  openRoot,
+  removeTreeAt,
+  S_IFDIR,
+  S_IFLNK,
+} from "../sys/dirfd.ts";
 
 /** Bundle entries the runtime writes or mounts on. */
 export const BUNDLE = {
@@ -33,72 +61,343 @@ export const BUNDLE = {
 /** Names a user may give a run (Docker's rule); also valid as runc container ids. */
 export const NAME_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
+/** A verified run base, open for the life of the process. */
+export interface RunBase {
+  /** The path, as runc and the helper are given it: no symlink on it. */
+  path: string;
+  /** O_RDONLY descriptor of the directory: everything below goes through it. */
+  fd: number;
+  /** Its filesystem: the sweep never crosses onto another. */
+  dev: string;
+  uid: number;
+  /** Set when the predictable name was taken by someone else (one line). */
+  notice?: string;
+}
+
+/** One run's bundle dir, held open by the run that made it. */
+export interface Bundle {
+  name: string;
+  /** The path runc and the helper get. */
+  path: string;
+  fd: number;
+}
+
+/** Where the run base is looked for: the site's runDir, or the defaults from the environment. */
+export interface RunBaseWhere {
+  uid: number;
+  /** The site config's runDir, expanded. */
+  runDir?: string;
+  xdgRuntimeDir?: string;
+  /** Where `/run/user` is (tests). */
+  runUser?: string;
+  /** Where `/tmp` is (tests). */
+  tmp?: string;
+}
+
+/** A refusal of the rule, as one line; `missing`: only because a directory does not exist. */
+class Refused extends Error {
+  constructor(message: string, readonly missing = false) {
+    super(message);
+  }
+}
+
+const PERM_PRIVATE = 0o700;
+const STICKY = 0o1000;
+
+/** The components of an absolute path, refusing '.' and '..' (the walk must not climb). */
+function components(path: string): string[] {
+  if (!path.startsWith("/")) throw new Refused(`${path} is not an absolute path`);
+  const parts = path.split("/").filter((p) => p !== "");
+  if (parts.some((p) => p === "." || p === "..")) {
+    throw new Refused(`${path} must be written without '.' or '..'`);
+  }
+  return parts;
+}
+
+/** `path` written as the walk reads it: one '/' between components, none at the end. */
+export function canonicalPath(path: string): string {
+  return "/" + components(path).join("/");
+}
+
+function describe(info: FdStat): string {
+  return `owner uid ${info.uid}, mode ${info.perm.toString(8).padStart(4, "0")}`;
+}
+
 /**
- * Creates the user's run dir if missing (mode 0700) and returns its canonical
- * path; refuses one that belongs to someone else or that others may write to
- * (in /tmp anyone could have made it first). Async for callers that hold it as a promise.
+ * Walks `path` by the rule (see the header) and returns the base's descriptor.
+ * `create`: missing directories are made (mode 0700, the caller's); a base of
+ * the caller's with a wider mode is narrowed to 0700. Throws Refused.
  */
-// deno-lint-ignore require-await
-export async function ensureRunBase(base: string, uid: number): Promise<string> {
+function walk(path: string, uid: number, create: boolean): { fd: number; info: FdStat } {
+  const parts = components(path);
+  let fd = openRoot();
+  let sofar = "";
   try {
-    Deno.mkdirSync(base, { recursive: true, mode: 0o700 });
+    for (const [i, part] of parts.entries()) {
+      const last = i === parts.length - 1;
+      sofar += `/${part}`;
+      const flags = last ? O.RDONLY | O.DIRECTORY : O.PATH;
+      let next: number;
+      try {
+        next = openAt(fd, part, flags);
+      } catch (err) {
+        if (!(err instanceof ErrnoError)) throw err;
+        if (err.errno === Errno.ENOENT && create) {
+          mkdirAt(fd, part, PERM_PRIVATE);
+          next = openAt(fd, part, flags);
+        } else if (err.errno === Errno.ELOOP || err.errno === Errno.ENOTDIR) {
+          // O_DIRECTORY fails a symlink with ENOTDIR before O_NOFOLLOW's ELOOP.
+          throw new Refused(`${sofar} is ${isSymlink(fd, part) ? "a symlink" : "not a directory"}`);
+        } else if (err.errno === Errno.ENOENT) {
+          throw new Refused(`${sofar} does not exist`, true);
+        } else {
+          throw new Refused(`${sofar}: ${err.message}`);
+        }
+      }
+      closeFd(fd);
+      fd = next;
+      const info = fstat(fd, sofar);
+      // O_PATH with O_NOFOLLOW opens a symlink itself rather than failing.
+      if (info.type !== S_IFDIR) throw new Refused(`${sofar} is not a directory`);
+      if (last) {
+        if (info.uid !== uid) throw new Refused(`${sofar} is not yours (${describe(info)})`);
+        if (info.perm !== PERM_PRIVATE) {
+          if (!create) throw new Refused(`${sofar} is not private (${describe(info)})`);
+          fchmod(fd, PERM_PRIVATE);
+        }
+        return { fd, info: fstat(fd, sofar) };
+      }
+      if (info.uid !== 0 && info.uid !== uid) {
+        throw new Refused(`${sofar} belongs to another user (${describe(info)})`);
+      }
+      if ((info.perm & 0o022) !== 0 && (info.uid !== 0 || (info.perm & STICKY) === 0)) {
+        throw new Refused(`others may rename entries of ${sofar} (${describe(info)})`);
+      }
+    }
+    throw new Refused(`the run directory cannot be /`);
   } catch (err) {
-    throw new ShoalError(`cannot create the run directory ${base}: ${(err as Error).message}`, {
-      hint: "set runDir in the site config to a directory you can create",
-      cause: err,
+    closeFd(fd);
+    throw err;
+  }
+}
+
+function isSymlink(dirfd: number, name: string): boolean {
+  try {
+    return lstatAt(dirfd, name).type === S_IFLNK;
+  } catch {
+    return false;
+  }
+}
+
+function opened(path: string, uid: number, create: boolean, notice?: string): RunBase {
+  const { fd, info } = walk(path, uid, create);
+  return { path: canonicalPath(path), fd, dev: info.dev, uid, ...(notice ? { notice } : {}) };
+}
+
+/**
+ * Whether `path` is a usable run base for `uid` by the rule, without creating
+ * or changing anything: undefined when it is, else why not (one line).
+ */
+export function judgeRunBase(path: string, uid: number): string | undefined {
+  try {
+    closeFd(walk(path, uid, false).fd);
+    return undefined;
+  } catch (err) {
+    if (err instanceof Refused) return err.message;
+    throw err;
+  }
+}
+
+/** A per-user runtime dir (XDG_RUNTIME_DIR, /run/user/UID): the caller's, 0700, reached by the rule. */
+function privateRuntimeDir(dir: string | undefined, uid: number): boolean {
+  return dir !== undefined && dir.startsWith("/") && judgeRunBase(dir, uid) === undefined;
+}
+
+const FALLBACK_LENGTH = 8;
+/** 36^8 names: a clash at all means someone is guessing. */
+const FALLBACK_TRIES = 16;
+
+/**
+ * The run base for `where` (see the header). `create: false` (ps, kill) makes
+ * nothing: undefined when there is no base yet, so there are no runs.
+ */
+export function openRunBase(where: RunBaseWhere, create: boolean): RunBase | undefined {
+  try {
+    return chooseRunBase(where, create);
+  } catch (err) {
+    if (!(err instanceof Refused)) throw err;
+    if (err.missing && !create) return undefined;
+    throw new ShoalError(`the run directory cannot be used: ${err.message}`, {
+      hint: "it must be a directory of yours, mode 0700, with no symlink on its path and " +
+        "no directory above it that others may write" +
+        (where.runDir === undefined ? "" : "; ask your admin (runDir in the site config)"),
     });
   }
-  const real = Deno.realPathSync(base);
-  const info = Deno.lstatSync(real);
-  if (!info.isDirectory || info.uid !== uid || ((info.mode ?? 0) & 0o022) !== 0) {
-    throw new ShoalError(
-      `the run directory ${real} is not yours alone (owner uid ${info.uid}, mode ${
-        ((info.mode ?? 0) & 0o7777).toString(8)
-      })`,
-      { hint: `remove it (someone else may have created it) or set runDir in the site config` },
-    );
+}
+
+function chooseRunBase(where: RunBaseWhere, create: boolean): RunBase | undefined {
+  const { uid } = where;
+  // The admin chose it: no fallback.
+  if (where.runDir !== undefined) return opened(where.runDir, uid, create);
+  const runUser = `${where.runUser ?? "/run/user"}/${uid}`;
+  for (const dir of [where.xdgRuntimeDir, runUser]) {
+    if (privateRuntimeDir(dir, uid)) return opened(`${dir}/shoal`, uid, create);
   }
-  return real;
+  const tmp = where.tmp ?? "/tmp";
+  const predictable = `${tmp}/shoal-${uid}`;
+  let refused: Refused;
+  try {
+    return opened(predictable, uid, create);
+  } catch (err) {
+    if (!(err instanceof Refused)) throw err;
+    refused = err;
+  }
+  const notice = refused.missing ? undefined : `${refused.message}: shoal uses a private ` +
+    `directory of yours instead (ask your admin to remove ${predictable}: another user may ` +
+    "have made it)";
+  const fallback = findFallback(tmp, uid);
+  if (fallback !== undefined) return opened(fallback, uid, false, notice);
+  if (!create) return undefined;
+  const tmpFd = walkParent(tmp, uid);
+  try {
+    for (let i = 0; i < FALLBACK_TRIES; i++) {
+      const name = `shoal-${uid}.${randomSuffix()}`;
+      if (mkdirAt(tmpFd, name, PERM_PRIVATE)) return opened(`${tmp}/${name}`, uid, true, notice);
+    }
+    throw new Refused(`no free name for a private run directory in ${tmp}`);
+  } finally {
+    closeFd(tmpFd);
+  }
+}
+
+/** The first `shoal-UID.XXXXXXXX` in `tmp` that passes the rule. */
+function findFallback(tmp: string, uid: number): string | undefined {
+  const pattern = new RegExp(`^shoal-${uid}\\.[a-z0-9]{${FALLBACK_LENGTH}}$`);
+  const names: string[] = [];
+  try {
+    for (const e of Deno.readDirSync(tmp)) if (pattern.test(e.name)) names.push(e.name);
+  } catch {
+    return undefined;
+  }
+  return names.sort().map((n) => `${tmp}/${n}`).find((p) => judgeRunBase(p, uid) === undefined);
+}
+
+/** An O_PATH descriptor of `dir` (the temp dir), reached by the rule for directories above a base. */
+function walkParent(dir: string, uid: number): number {
+  let fd = openRoot();
+  let sofar = "";
+  try {
+    for (const part of components(dir)) {
+      sofar += `/${part}`;
+      const next = openAt(fd, part, O.PATH | O.DIRECTORY);
+      closeFd(fd);
+      fd = next;
+      const info = fstat(fd, sofar);
+      if (
+        (info.uid !== 0 && info.uid !== uid) ||
+        ((info.perm & 0o022) !== 0 && (info.uid !== 0 || (info.perm & STICKY) === 0))
+      ) {
+        throw new ShoalError(
+          `${sofar} is not a safe place for a run directory (${describe(info)})`,
+          {
+            hint: "ask your admin to set runDir in the site config",
+          },
+        );
+      }
+    }
+    return fd;
+  } catch (err) {
+    closeFd(fd);
+    throw err;
+  }
+}
+
+function randomSuffix(): string {
+  const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
+  const bytes = crypto.getRandomValues(new Uint8Array(FALLBACK_LENGTH));
+  return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
 }
 
 /**
- * Creates the bundle dir `<base>/<name>` with its mount points; false when a
- * run of that name already has one.
+ * Creates the bundle dir `<base>/<name>` (0700) with its mount points, open;
+ * false when a run of that name already has one.
  */
-export function createBundleDir(base: string, name: string): string | false {
-  const dir = join(base, name);
-  try {
-    Deno.mkdirSync(dir, { mode: 0o700 });
-  } catch (err) {
-    if (err instanceof Deno.errors.AlreadyExists) return false;
-    throw err;
-  }
+export function createBundle(base: RunBase, name: string): Bundle | false {
+  if (!mkdirAt(base.fd, name, PERM_PRIVATE)) return false;
+  const fd = openAt(base.fd, name, O.RDONLY | O.DIRECTORY);
   // mkdir's mode is cut by the umask; the helper wants exactly 0700.
-  Deno.chmodSync(dir, 0o700);
-  Deno.mkdirSync(join(dir, BUNDLE.rootfs), { mode: 0o700 });
-  Deno.mkdirSync(join(dir, BUNDLE.mountArea), { mode: 0o700 });
-  return dir;
+  fchmod(fd, PERM_PRIVATE);
+  mkdirAt(fd, BUNDLE.rootfs, PERM_PRIVATE);
+  mkdirAt(fd, BUNDLE.mountArea, PERM_PRIVATE);
+  return { name, path: `${base.path}/${name}`, fd };
 }
 
-/** Removes a bundle dir and everything in it; a missing one is fine. */
-export function removeBundleDir(dir: string): void {
-  try {
-    Deno.removeSync(dir, { recursive: true });
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-  }
+/** A path to `entry` of an open bundle, for Deno's file calls. */
+export function bundleFile(bundle: Bundle, entry: string): string {
+  return fdPath(bundle.fd, entry);
 }
 
-/** The names of the bundle dirs in the run dir (those that look like runs). */
-export function bundleNames(base: string): string[] {
+/**
+ * Removes bundle `name` and everything in it, through descriptors: nothing
+ * outside the base or on another filesystem is touched; a missing one is fine.
+ */
+export function removeBundle(base: RunBase, name: string): void {
+  removeTreeAt(base.fd, name, base.dev);
+}
+
+/**
+ * The entries of the base that are plainly the caller's bundles: a directory
+ * named like a run, the caller's, mode 0700, on the base's filesystem, with
+ * the mount points a bundle is made with. Anything else is never touched.
+ */
+export function bundleNames(base: RunBase): string[] {
   const names: string[] = [];
-  try {
-    for (const e of Deno.readDirSync(base)) {
-      if (e.isDirectory && NAME_PATTERN.test(e.name)) names.push(e.name);
-    }
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return [];
-    throw err;
+  for (const e of Deno.readDirSync(fdPath(base.fd))) {
+    if (NAME_PATTERN.test(e.name) && isBundle(base, e.name)) names.push(e.name);
   }
   return names.sort();
+}
+
+function isBundle(base: RunBase, name: string): boolean {
+  const own = (info: FdStat) =>
+    info.type === S_IFDIR && info.uid === base.uid && info.dev === base.dev;
+  try {
+    const info = lstatAt(base.fd, name);
+    if (!own(info) || info.perm !== PERM_PRIVATE) return false;
+    const fd = openAt(base.fd, name, O.PATH | O.DIRECTORY);
+    try {
+      return own(lstatAt(fd, BUNDLE.rootfs)) && own(lstatAt(fd, BUNDLE.mountArea));
+    } finally {
+      closeFd(fd);
+    }
+  } catch (err) {
+    if (err instanceof ErrnoError) return false; // gone meanwhile, or not a directory
+    throw err;
+  }
+}
+
+export function closeBundle(bundle: Bundle): void {
+  closeFd(bundle.fd);
+}
+
+/** Run bases opened by this process, by where they were looked for. */
+const openedBases = new Map<string, RunBase>();
+
+/**
+ * openRunBase, once per process: the config cache and the run look for the
+ * same base, and the descriptor stays open for as long as shoal runs.
+ */
+export function runBaseFor(where: RunBaseWhere, create: boolean): RunBase | undefined {
+  const key = JSON.stringify([
+    where.uid,
+    where.runDir,
+    where.xdgRuntimeDir,
+    where.runUser,
+    where.tmp,
+  ]);
+  const known = openedBases.get(key);
+  if (known !== undefined) return known;
+  const base = openRunBase(where, create);
+  if (base !== undefined) openedBases.set(key, base);
+  return base;
 }

@@ -6,12 +6,24 @@
 import { compareStrings } from "../compare.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError, UsageError } from "../errors.ts";
-import { liveRuns, type RunState } from "./state.ts";
+import type { Logger } from "../log.ts";
+import { closeFd } from "../sys/dirfd.ts";
+import { check, libc } from "../sys/libc.ts";
+import { runBaseFor } from "./rundir.ts";
+import { isRunProcess, liveRuns, type RunEntry, type RunState } from "./state.ts";
+
+/** The live runs of the calling user, oldest first, with their bundles. */
+function liveEntries(loaded: LoadedConfig, logger: Logger): RunEntry[] {
+  const base = runBaseFor(loaded.runBase, false);
+  if (base === undefined) return [];
+  if (base.notice !== undefined) logger.warn(base.notice);
+  return liveRuns(base).sort((a, b) => compareStrings(a.state.created, b.state.created));
+}
 
 /** The live runs of the calling user, oldest first. */
-export async function listRuns(loaded: LoadedConfig): Promise<RunState[]> {
-  const runs = await liveRuns(loaded.paths.runDir);
-  return runs.map((r) => r.state).sort((a, b) => compareStrings(a.created, b.created));
+// deno-lint-ignore require-await
+export async function listRuns(loaded: LoadedConfig, logger: Logger): Promise<RunState[]> {
+  return liveEntries(loaded, logger).map((r) => r.state);
 }
 
 /** Signals that `shoal kill` accepts, by name and number. */
@@ -47,13 +59,30 @@ export async function signalRun(
   loaded: LoadedConfig,
   name: string,
   signal: Deno.Signal,
+  logger: Logger,
 ): Promise<RunState> {
-  const run = (await listRuns(loaded)).find((r) => r.name === name);
+  const run = liveEntries(loaded, logger).find((r) => r.state.name === name);
   if (run === undefined) {
     throw new ShoalError(`no running container named '${name}'`, {
       hint: "`shoal ps` lists yours",
     });
   }
-  Deno.kill(run.pid, signal);
-  return run;
+  const number = SIGNALS.find(([n]) => n === signal)![1];
+  const c = libc();
+  // Held by a pidfd from before the second look to the signal: a pid that is
+  // reused meanwhile is never signalled.
+  const pidfd = c.pidfd_open === null ? -1 : await c.pidfd_open(run.state.pid, 0);
+  try {
+    if (!isRunProcess(run.state, Deno.uid()!, run.identity)) {
+      throw new ShoalError(`the container '${name}' ended`, { hint: "`shoal ps` lists yours" });
+    }
+    if (pidfd >= 0 && c.pidfd_send_signal !== null) {
+      check("pidfd_send_signal", c.pidfd_send_signal(pidfd, number, null, 0), name);
+    } else {
+      Deno.kill(run.state.pid, signal);
+    }
+  } finally {
+    if (pidfd >= 0) closeFd(pidfd);
+  }
+  return run.state;
 }

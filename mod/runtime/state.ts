@@ -1,16 +1,34 @@
 /**
  * What `shoal ps` and `shoal kill` know about a run: a small JSON file in its
  * bundle dir, written by the shoal process that supervises the run. A run is
- * live while that process is: its pid alone could have been reused by then, so
- * the file also records the process's start time (/proc/PID/stat field 22),
- * and a pid whose start time differs is another process.
+ * live while that process is, and the file is only a claim: its pid alone
+ * could have been reused (the file also records the process's start time,
+ * /proc/PID/stat field 22), so a pid counts only while it is the caller's own
+ * process, started then, holding that bundle dir open (isRunProcess).
  *
  * Sync file calls: `shoal run` lists the runs on every start, and each async
  * call costs ~0.5 ms in a fresh process (bench/startup.ts).
  */
-import { join } from "../path.ts";
 import { array, integer, nonEmpty, object, oneOf, type Out, string, tryShape } from "../shape.ts";
-import { BUNDLE, bundleNames, removeBundleDir } from "./rundir.ts";
+import {
+  closeFd,
+  fdPath,
+  type FdStat,
+  fstat,
+  lstatAt,
+  O,
+  openAt,
+  S_IFREG,
+  statPath,
+} from "../sys/dirfd.ts";
+import {
+  BUNDLE,
+  type Bundle,
+  bundleFile,
+  bundleNames,
+  removeBundle,
+  type RunBase,
+} from "./rundir.ts";
 
 const runStateShape = {
   name: nonEmpty,
@@ -33,8 +51,11 @@ const runState = object(runStateShape);
 export type RunState = Out<typeof runStateShape>;
 
 export interface RunEntry {
-  dir: string;
+  /** The bundle dir's name in the run base. */
+  name: string;
   state: RunState;
+  /** The bundle dir, as its supervising shoal holds it. */
+  identity: Identity;
 }
 
 /** Start time of process `pid` (clock ticks since boot), or undefined when there is none. */
@@ -51,9 +72,42 @@ export function processStartTime(pid: number): number | undefined {
   return Number.isInteger(start) ? start : undefined;
 }
 
-/** Whether the shoal process of the run still exists (the same one, not a reused pid). */
-export function isLive(state: RunState): boolean {
-  return processStartTime(state.pid) === state.startTime;
+/** What a run's bundle dir is: the supervising shoal holds it open for the run's life. */
+interface Identity {
+  dev: string;
+  ino: bigint;
+}
+
+function identityOf(info: FdStat): Identity {
+  return { dev: info.dev, ino: info.ino };
+}
+
+function same(a: Identity, b: Identity): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
+
+/**
+ * Whether `pid` is the shoal process that supervises the run of `bundle`: the
+ * same process that wrote the state (its start time), the caller's (its uid,
+ * its user namespace), holding that very bundle dir open. A pid is never
+ * taken on trust from the file.
+ */
+export function isRunProcess(state: RunState, uid: number, bundle: Identity): boolean {
+  const pid = state.pid;
+  try {
+    if (processStartTime(pid) !== state.startTime) return false;
+    if (statPath(`/proc/${pid}`).uid !== uid) return false;
+    const ns = (p: string) => identityOf(statPath(`${p}/ns/user`));
+    if (!same(ns(`/proc/${pid}`), ns("/proc/self"))) return false;
+    for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+      try {
+        if (same(identityOf(statPath(`/proc/${pid}/fd/${e.name}`)), bundle)) return true;
+      } catch { /* closed meanwhile, or not a file one can stat */ }
+    }
+    return false;
+  } catch {
+    return false; // gone, or not ours to look at
+  }
 }
 
 /**
@@ -61,19 +115,39 @@ export function isLive(state: RunState): boolean {
  * supervisor, which awaits it; the calls are sync (see the header).
  */
 // deno-lint-ignore require-await
-export async function writeState(dir: string, state: RunState): Promise<void> {
-  const tmp = join(dir, `.${BUNDLE.state}.tmp`);
+export async function writeState(bundle: Bundle, state: RunState): Promise<void> {
+  const tmp = bundleFile(bundle, `.${BUNDLE.state}.tmp`);
   Deno.writeTextFileSync(tmp, JSON.stringify(state, null, 2) + "\n", { mode: 0o600 });
-  Deno.renameSync(tmp, join(dir, BUNDLE.state));
+  Deno.renameSync(tmp, bundleFile(bundle, BUNDLE.state));
 }
 
-/** The state in bundle dir `dir`; undefined when it is missing or not a run's. */
-export function readState(dir: string): RunState | undefined {
+/** More than any state shoal writes: a larger file is not one. */
+const MAX_STATE_BYTES = 64 * 1024;
+
+/**
+ * The state of bundle `name` in the run base; undefined when it is missing or
+ * not a run's: a regular file of the caller's (opened without following a
+ * link or waiting on a FIFO), holding a run state.
+ */
+export function readState(base: RunBase, name: string): RunState | undefined {
+  let fd: number;
   try {
-    const parsed = tryShape(runState, JSON.parse(Deno.readTextFileSync(join(dir, BUNDLE.state))));
+    fd = openAt(base.fd, `${name}/${BUNDLE.state}`, O.RDONLY | O.NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    const info = fstat(fd);
+    if (info.type !== S_IFREG || info.uid !== base.uid || info.size > MAX_STATE_BYTES) {
+      return undefined;
+    }
+    // The open file itself: /proc/self/fd/N is that inode, whatever the name points to now.
+    const parsed = tryShape(runState, JSON.parse(Deno.readTextFileSync(fdPath(fd))));
     return parsed.ok ? parsed.value : undefined;
   } catch {
     return undefined;
+  } finally {
+    closeFd(fd);
   }
 }
 
@@ -81,32 +155,32 @@ export function readState(dir: string): RunState | undefined {
 const SETUP_GRACE_MS = 60_000;
 
 /**
- * The live runs in run dir `base`, by name. Bundle dirs of runs whose shoal
- * is gone (killed with SIGKILL, machine crash) are removed on the way: their
- * processes and mounts went with them (see the launchers), only files remain.
+ * The live runs in the run base, by name. Bundle dirs of runs whose shoal is
+ * gone (killed with SIGKILL, machine crash) are removed on the way: their
+ * processes and mounts went with them (see the launchers), only files
+ * remain. Only the caller's own bundles are looked at (rundir.ts bundleNames).
  */
-export function liveRuns(base: string): RunEntry[] {
+export function liveRuns(base: RunBase): RunEntry[] {
   const live: RunEntry[] = [];
+  // Looked at by name in the base (bundleNames judged each a directory of the
+  // caller's, in a directory only the caller may write), not held open: the
+  // run's own process is the one that holds it (isRunProcess).
   for (const name of bundleNames(base)) {
-    const dir = join(base, name);
-    const state = readState(dir);
-    if (state !== undefined && isLive(state)) {
-      live.push({ dir, state });
+    let info: FdStat;
+    try {
+      info = lstatAt(base.fd, name);
+    } catch {
+      continue; // removed meanwhile
+    }
+    const state = readState(base, name);
+    if (state !== undefined && isRunProcess(state, base.uid, identityOf(info))) {
+      live.push({ name, state, identity: identityOf(info) });
       continue;
     }
-    if (state === undefined && !olderThan(dir, SETUP_GRACE_MS)) continue;
+    if (state === undefined && Date.now() - info.mtimeMs <= SETUP_GRACE_MS) continue;
     try {
-      removeBundleDir(dir);
+      removeBundle(base, name);
     } catch { /* another shoal is removing it too */ }
   }
   return live;
-}
-
-function olderThan(dir: string, ms: number): boolean {
-  try {
-    const info = Deno.lstatSync(dir);
-    return Date.now() - (info.mtime?.getTime() ?? 0) > ms;
-  } catch {
-    return false;
-  }
 }

@@ -11,6 +11,18 @@ const symbols = {
   getxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
   getpwuid_r: { parameters: ["u32", "pointer", "pointer", "usize", "pointer"], result: "i32" },
   getgrgid_r: { parameters: ["u32", "pointer", "pointer", "usize", "pointer"], result: "i32" },
+  // dirfd.ts: directories held by descriptor, never re-resolved by name.
+  openat: { parameters: ["i32", "pointer", "i32", "u32"], result: "i32" },
+  statx: { parameters: ["i32", "pointer", "i32", "u32", "pointer"], result: "i32" },
+  mkdirat: { parameters: ["i32", "pointer", "u32"], result: "i32" },
+  unlinkat: { parameters: ["i32", "pointer", "i32"], result: "i32" },
+  fchmod: { parameters: ["i32", "u32"], result: "i32" },
+  // glibc 2.36's (kernel 5.1); optional, a missing one is null.
+  pidfd_send_signal: {
+    parameters: ["i32", "i32", "pointer", "u32"],
+    result: "i32",
+    optional: true,
+  },
   // spawn.ts
   pipe2: { parameters: ["pointer", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
@@ -103,6 +115,9 @@ export class ErrnoError extends Error {
 /** Well-known errno values the callers branch on. */
 export const Errno = {
   ENOENT: 2,
+  EEXIST: 17,
+  ENOTDIR: 20,
+  ELOOP: 40,
   ERANGE: 34,
   ENODATA: 61,
   EOPNOTSUPP: 95,

@@ -5,7 +5,7 @@
  * run shoal as installed, as the unprivileged test users and as root.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
-import { defaultRunDir } from "../../mod/config/load.ts";
+import { openRunBase } from "../../mod/runtime/rundir.ts";
 import { runCommand } from "./shoal.ts";
 import { runAs } from "./users.ts";
 import {
@@ -529,7 +529,7 @@ export function registerRunTests(helper: boolean): void {
           (await processesMentioning(marker)).length > 0;
       });
       assert(listed, "the run shows in ps with its process");
-      const bundle = `${defaultRunDir(user?.uid ?? 0)}/${name}`;
+      const bundle = `${openRunBase({ uid: user?.uid ?? 0 }, false)?.path}/${name}`;
       child.kill("SIGKILL");
       await child.status;
       await child.stdout.cancel();
