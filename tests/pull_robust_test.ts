@@ -4,7 +4,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import { startRegistry } from "./support/registry.ts";
-import { busyboxImage, pushImage } from "./support/oci.ts";
+import { busyboxImage, makeImage, makeLayer, pushImage } from "./support/oci.ts";
 import { debianImage } from "./support/debian.ts";
 import { cat, listImage } from "./support/squashfs.ts";
 import { runCommand, shoalScript } from "./support/shoal.ts";
@@ -128,4 +128,32 @@ Deno.test("on a terminal, pull draws progress bars; without one, one line per st
     assertMatch(plain.stderr, /^Pulling .* \(linux\/amd64, 1 layers, 1\.\d+ MB\)\n/);
     assertMatch(plain.stderr, /\n {2}layer [0-9a-f]{12}: (already present|downloaded)/);
   });
+});
+
+Deno.test("a pull that fails on a layer leaves no blob of its own: a squashfs pushed as a layer is gone", async () => {
+  await using reg = await startRegistry("plain");
+  const work = await Deno.makeTempDir({ prefix: "shoal-sqsh-layer-" });
+  try {
+    await Deno.mkdir(`${work}/tree`);
+    await Deno.writeTextFile(`${work}/tree/file`, "crafted for the kernel's squashfs parser\n");
+    const mk = await runCommand("mksquashfs", [`${work}/tree`, `${work}/img.sqsh`, "-quiet"]);
+    assertEquals(mk.code, 0, mk.stderr);
+    const layer = makeLayer(await Deno.readFile(`${work}/img.sqsh`), { compression: "none" });
+    await pushImage(reg, "c/sqsh", "1", makeImage([layer]));
+    await withDataHome(async (env, dir) => {
+      const r = await runCommand(shoalScript, [
+        "pull",
+        "--tls-verify=false",
+        `${reg.host}/c/sqsh:1`,
+      ], {
+        env,
+      });
+      assertEquals(r.code, 1, r.stderr);
+      const blob = `${dir}/shoal/blobs/sha256/${layer.digest.slice("sha256:".length)}`;
+      assertEquals(await Deno.stat(blob).then(() => "left", () => "gone"), "gone");
+      assertEquals(await images(env), []);
+    });
+  } finally {
+    await Deno.remove(work, { recursive: true });
+  }
 });

@@ -132,56 +132,71 @@ export async function pull(
 
     let downloadedBytes = 0;
     const startedAt = new Map<string, number>();
+    /** Blobs this pull put in the cache (not found there). */
+    const fetched: string[] = [];
     const paths = await client.fetchBlobs(resolved, {
       cacheDir: store.blobsDir,
       signal: options.signal,
       onProgress: (p) => {
         if (!startedAt.has(p.digest)) startedAt.set(p.digest, p.cached ? p.total : p.done);
-        if (p.complete && !p.cached) downloadedBytes += p.total - (startedAt.get(p.digest) ?? 0);
+        if (p.complete && !p.cached) {
+          downloadedBytes += p.total - (startedAt.get(p.digest) ?? 0);
+          fetched.push(p.digest);
+        }
         emit({ kind: "layer", progress: p });
       },
     });
     const downloadedAt = performance.now();
 
-    emit({ kind: "converting", layers: paths.length });
-    await using work = await store.tempDir();
-    const squashfs = `${work.path}/image.sqsh`;
-    const built = await buildSquashfs(
-      resolved.layers.map((l, i) => ({
-        path: paths[i]!,
-        digest: l.digest,
-        mediaType: l.mediaType,
-      })),
-      squashfs,
-      squashOptions,
-    );
-    const convertedAt = performance.now();
+    try {
+      return await convertAndCommit(paths);
+    } catch (err) {
+      // A failed pull leaves no blob of its own behind (rmi could not remove it).
+      await store.dropBlobs(fetched).catch(() => {});
+      throw err;
+    }
 
-    emit({ kind: "committing" });
-    const image = await store.commit({
-      registry: ref.registry,
-      repository: ref.repository,
-      ...(ref.tag !== undefined && { tag: ref.tag }),
-      digest: resolved.digest,
-      ...(resolved.manifestDigest !== resolved.digest && {
-        manifestDigest: resolved.manifestDigest,
-      }),
-      server: resolved.source,
-      configDigest: resolved.configDigest,
-      platform: resolved.platform,
-      ...configFields(resolved.config, built),
-      layers: resolved.layers.map((l) => l.digest),
-    }, squashfs);
-    return {
-      image,
-      upToDate: false,
-      downloadedBytes,
-      timings: {
-        resolve: (resolvedAt - started) / 1000,
-        download: (downloadedAt - resolvedAt) / 1000,
-        convert: (convertedAt - downloadedAt) / 1000,
-      },
-    };
+    async function convertAndCommit(paths: string[]): Promise<PullResult> {
+      emit({ kind: "converting", layers: paths.length });
+      await using work = await store.tempDir();
+      const squashfs = `${work.path}/image.sqsh`;
+      const built = await buildSquashfs(
+        resolved.layers.map((l, i) => ({
+          path: paths[i]!,
+          digest: l.digest,
+          mediaType: l.mediaType,
+        })),
+        squashfs,
+        squashOptions,
+      );
+      const convertedAt = performance.now();
+
+      emit({ kind: "committing" });
+      const image = await store.commit({
+        registry: ref.registry,
+        repository: ref.repository,
+        ...(ref.tag !== undefined && { tag: ref.tag }),
+        digest: resolved.digest,
+        ...(resolved.manifestDigest !== resolved.digest && {
+          manifestDigest: resolved.manifestDigest,
+        }),
+        server: resolved.source,
+        configDigest: resolved.configDigest,
+        platform: resolved.platform,
+        ...configFields(resolved.config, built),
+        layers: resolved.layers.map((l) => l.digest),
+      }, squashfs);
+      return {
+        image,
+        upToDate: false,
+        downloadedBytes,
+        timings: {
+          resolve: (resolvedAt - started) / 1000,
+          download: (downloadedAt - resolvedAt) / 1000,
+          convert: (convertedAt - downloadedAt) / 1000,
+        },
+      };
+    }
   });
 }
 

@@ -261,14 +261,7 @@ export class ImageStore extends StoreReader {
         return { blobsRemoved: 0, bytesFreed: 0, skipped: "a pull is in progress" };
       }
       try {
-        const keep = new Set<string>();
-        for (const digest of new Set(entries.map((e) => e.configDigest))) {
-          const meta = readMetadata(this.paths, digest);
-          if (!meta.ok) continue;
-          keep.add(digest);
-          for (const layer of meta.value.layers) keep.add(layer);
-        }
-        const sweep = await sweepBlobs(this.paths.blobs, keep);
+        const sweep = await sweepBlobs(this.paths.blobs, this.#blobsInUse(entries));
         return { blobsRemoved: sweep.removed, bytesFreed: sweep.bytesFreed };
       } finally {
         pulling?.release();
@@ -276,6 +269,32 @@ export class ImageStore extends StoreReader {
     }).catch((err) => {
       throw this.fsError(err);
     });
+  }
+
+  /**
+   * Removes the cached blobs among `digests` that no stored image was built
+   * from: what a pull that failed had downloaded for itself (a layer that
+   * would not convert, say a squashfs pushed as one) is not kept.
+   */
+  async dropBlobs(digests: string[]): Promise<void> {
+    await this.#writing(async () => {
+      const keep = this.#blobsInUse(readIndex(this.paths, this.logger));
+      for (const digest of digests) {
+        if (!keep.has(digest)) await removeQuietly(this.blobPath(digest));
+      }
+    });
+  }
+
+  /** The config and layer digests of the images the index names. */
+  #blobsInUse(entries: IndexEntry[]): Set<string> {
+    const keep = new Set<string>();
+    for (const digest of new Set(entries.map((e) => e.configDigest))) {
+      const meta = readMetadata(this.paths, digest);
+      if (!meta.ok) continue;
+      keep.add(digest);
+      for (const layer of meta.value.layers) keep.add(layer);
+    }
+    return keep;
   }
 
   /** Bytes used by images, cached blobs and pulls in progress. */
