@@ -77,6 +77,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     gidMappings: idMap(user.gid, user.subgid, request.root).mappings,
     newuidmap: loaded.paths.newuidmap,
     newgidmap: loaded.paths.newgidmap,
+    setgroups: request.root ? "allow" as const : "deny" as const,
   };
   const guardStart = fuseIds && startGuard(fuseIds);
   // Its failure surfaces where the run awaits it; it is finished below in any case.
