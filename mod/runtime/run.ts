@@ -93,6 +93,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         ? { kind: "join", path: join(dir, USERNS_FILE) }
         : { kind: "inherit" },
       dir,
+      request.init ? loaded.paths.init : undefined,
     );
     const built = await buildBundleSpec(request, image, loaded.config, user, host);
     for (const w of built.warnings) logger.warn(w);
