@@ -442,6 +442,44 @@ Deno.test("security: the helper, runc, the hooks dir and each hook are checked t
   });
 });
 
+Deno.test("security: the init program, <prefix>/bin and <prefix>/libexec are checked too", async () => {
+  const user = await testUser();
+  await withTree(async (t) => {
+    const init = t.file(`${t.base}/tools/catatonit`, "#!/bin/sh\n", 0o755);
+    t.file(t.layout.configFile, JSON.stringify({ runtime: { init } }));
+    const bin = t.dir(`${t.layout.prefix}/bin`);
+    // No helper installed yet: its directory is still what a later install trusts.
+    const libexec = t.dir(`${t.layout.prefix}/libexec`);
+    await load(t.layout);
+
+    for (const path of [init, bin, libexec]) {
+      for (const mode of [0o775, 0o757]) {
+        Deno.chmodSync(path, mode);
+        const writable = await assertRejects(() => load(t.layout), SecurityError);
+        assertOneLine(writable, `"${path}" must not be writable by group or others`);
+        assertEquals(writable.hint, `run: chmod go-w "${path}"`);
+      }
+      Deno.chmodSync(path, 0o755);
+      Deno.chownSync(path, user.uid, user.gid);
+      const owned = await assertRejects(() => load(t.layout), SecurityError);
+      assertOneLine(owned, `"${path}" must be owned by root`);
+      assertEquals(owned.hint, `run: chown root:root "${path}"`);
+      Deno.chownSync(path, 0, 0);
+    }
+
+    // With none named by the site, the init found on PATH is the one checked.
+    const found = t.file(`${t.base}/path/catatonit`, "#!/bin/sh\n", 0o755);
+    t.file(t.layout.configFile, "{}");
+    const env = { ...alice, path: dirname(found) };
+    assertEquals((await load(t.layout, { env })).paths.init, found);
+    Deno.chownSync(found, user.uid, user.gid);
+    assertOneLine(
+      await assertRejects(() => load(t.layout, { env }), SecurityError),
+      `"${found}" must be owned by root`,
+    );
+  });
+});
+
 Deno.test("securityChecks false skips the checks, but only from a file other users cannot change", async () => {
   const user = await testUser();
   await withTree(async (t) => {

@@ -39,7 +39,11 @@ function killAll(pids: number[]) {
 const ROOT_ONLY = [{ containerID: 0, hostID: 0, size: 1 }];
 
 Deno.test("path B guard: a user namespace with the mapping; at finish nothing in it survives", async () => {
-  const guard = await startGuard({ uidMappings: ROOT_ONLY, gidMappings: ROOT_ONLY });
+  const guard = await startGuard({
+    uidMappings: ROOT_ONLY,
+    gidMappings: ROOT_ONLY,
+    setgroups: "allow",
+  });
   const ns = Deno.readLinkSync(`/proc/${guard.holder}/ns/user`);
   const marker = `guard-${crypto.randomUUID().slice(0, 8)}`;
   let child: Deno.ChildProcess | undefined;
@@ -98,7 +102,13 @@ Deno.test("path B guard: a failed id map is one line saying why, and leaves no h
       { mode: 0o755 },
     );
     const err = await assertRejects(
-      () => startGuard({ uidMappings: ROOT_ONLY, gidMappings: ROOT_ONLY, newuidmap: refusing }),
+      () =>
+        startGuard({
+          uidMappings: ROOT_ONLY,
+          gidMappings: ROOT_ONLY,
+          newuidmap: refusing,
+          setgroups: "allow",
+        }),
       ShoalError,
     );
     assertEquals(
@@ -135,4 +145,14 @@ Deno.test("path B: what the container leaves running is gone by the time shoal e
   } finally {
     killAll(left.map((l) => Number(l.trim().split(/\s+/)[0])));
   }
+});
+
+Deno.test("path B: the container's root filesystem is mounted nosuid", async () => {
+  const site = await runSite(false);
+  const image = await site.image("user");
+  const r = await site.shoal("user", ["run", image, "grep", " / / ", "/proc/self/mountinfo"]);
+  assertEquals(r.code, 0, r.stderr);
+  // The sixth field holds the mount's own options.
+  const options = r.stdout.trim().split(" ")[5]!.split(",");
+  assert(options.includes("nosuid"), r.stdout);
 });

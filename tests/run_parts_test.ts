@@ -216,6 +216,7 @@ Deno.test("launch command lines: the helper's, and nsenter's credentials by who 
     uid: 1001,
     gid: 1001,
     runcOptions: [],
+    setgroups: "deny" as const,
   };
   const root = [{ containerID: 0, hostID: 1001, size: 1 }, {
     containerID: 1,
@@ -227,16 +228,29 @@ Deno.test("launch command lines: the helper's, and nsenter's credentials by who 
     { containerID: 1001, hostID: 1001, size: 1 },
   ];
   assertEquals(mapArgument(keep), "0 100000 1001 1001 1001 1");
-  assert(
-    chainArgv({ ...launch, uidMappings: root, gidMappings: root }, 7).includes(
-      "--preserve-credentials",
-    ),
-  );
-  assert(
-    !chainArgv({ ...launch, uidMappings: keep, gidMappings: keep }, 7).includes(
-      "--preserve-credentials",
-    ),
-  );
+  // The caller's supplementary groups go along in both modes; only keep-id has to become root.
+  const nsenter = (mappings: typeof keep) =>
+    chainArgv({ ...launch, uidMappings: mappings, gidMappings: mappings }, 7).slice(0, 8);
+  assertEquals(nsenter(root), [
+    "nsenter",
+    "--target=7",
+    "--user",
+    "--mount",
+    "--preserve-credentials",
+    "--",
+    "sh",
+    "-c",
+  ]);
+  assertEquals(nsenter(keep), [
+    "nsenter",
+    "--target=7",
+    "--user",
+    "--mount",
+    "--preserve-credentials",
+    "--setuid=0",
+    "--setgid=0",
+    "--",
+  ]);
 });
 
 Deno.test("the supervisor passes stderr through and holds back runc's fatal line", async () => {

@@ -317,16 +317,26 @@ Deno.test("site mounts and devices: optional ones skipped, user mounts cannot re
   }
 });
 
-Deno.test("--init runs the configured init as PID 1 in front of the command", async () => {
-  const cfg = config({ runtime: { init: "/usr/bin/catatonit" } });
-  const { spec } = await build({ init: true, command: ["sleep", "1"] }, cfg);
+Deno.test("--init runs the installation's init as PID 1 in front of the command", async () => {
+  const withInit = (init?: string) => ({ ...HOST, init });
+  const { spec } = await build(
+    { init: true, command: ["sleep", "1"] },
+    config(),
+    USER,
+    withInit("/usr/bin/catatonit"),
+  );
   assertEquals(spec.process.args, [INIT_PATH, "--", "sleep", "1"]);
   const init = spec.mounts.at(-1)!;
   assertEquals([init.destination, init.source], [INIT_PATH, "/usr/bin/catatonit"]);
   await assertRejects(
-    () => build({ init: true }, config({ runtime: { init: "/nonexistent/tini" } })),
+    () => build({ init: true }, config(), USER, withInit("/nonexistent/tini")),
     ConfigError,
     "--init: the init program /nonexistent/tini does not exist",
+  );
+  await assertRejects(
+    () => build({ init: true }, config(), USER, withInit()),
+    ConfigError,
+    "--init: no init program found (catatonit or tini)",
   );
 });
 
@@ -541,13 +551,14 @@ async function realRun(root: boolean) {
         devices: [parseDeviceOption("/dev/null:/dev/mynull")],
       }),
       IMAGE,
-      config({ environment: { unset: ["UNWANTED"] }, runtime: { init: "/usr/bin/catatonit" } }),
+      config({ environment: { unset: ["UNWANTED"] } }),
       testUserInfo(user),
       {
         hostname: "node7",
         mqueue: false,
         userns: { kind: root ? "create" : "inherit" },
         bundle: `${dir}/bundle`,
+        init: "/usr/bin/catatonit",
       },
     );
     const r = await runBundle(user, dir, built, root);
@@ -583,7 +594,8 @@ Deno.test("real runc: --root runs as root with the 13 capabilities, host pids, s
 Deno.test("real runc: keep-id runs as the user, image root stays root, --init is PID 1", async () => {
   const { user, out } = await realRun(false);
   assertEquals(out.slice(0, 13), [
-    // runc, root of the outer namespace, resets the supplementary groups (see README).
+    // runc, root of a namespace that allows setgroups, resets the supplementary groups (path B
+    // denies it: launch_fuse.ts).
     `uid=${user.uid}(${user.name}) gid=${user.gid}(${user.name})`,
     `HOME=${user.home} FROMHOST=host-value IMG=image X=from-e UNWANTED=unset`,
     "0027",

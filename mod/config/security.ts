@@ -1,9 +1,10 @@
 /**
  * Security checks on the files an installation trusts: the site config, the
- * setuid helper, runc and the OCI hooks. Whoever can change one of them, or
- * replace it through any directory above it, controls what shoal runs for
- * every user, so each must be owned by root and not writable by group or
- * others, and so must every parent directory up to `/`.
+ * installation's `bin` and `libexec` directories, the setuid helper, runc,
+ * the init program of `run --init` and the OCI hooks. Whoever can change one
+ * of them, or replace it through any directory above it, controls what shoal
+ * runs for every user, so each must be owned by root and not writable by
+ * group or others, and so must every parent directory up to `/`.
  *
  * There is no exception for sticky world-writable directories such as /tmp.
  * The sticky bit stops others from renaming entries they do not own, but not
@@ -117,20 +118,32 @@ function unreadable(path: string, err: unknown): SecurityProblem {
 
 /** What an installation trusts, as loaded. */
 export type TrustedPaths = Pick<LoadedConfig, "file"> & {
-  paths: Pick<LoadedConfig["paths"], "helper" | "runc" | "hooksDir">;
+  layout: Pick<LoadedConfig["layout"], "prefix">;
+  paths: Pick<LoadedConfig["paths"], "helper" | "runc" | "init" | "hooksDir">;
 };
 
 /**
  * Every security problem of an installation, without throwing (for `shoal
- * doctor`): the site config file, the helper, runc, the hooks dir and each
- * entry in it, where they exist. A directory shared by several of them is
- * reported once.
+ * doctor`): the site config file, `<prefix>/bin` (shoal itself) and
+ * `<prefix>/libexec` (where the helper goes, even before it is installed),
+ * the helper, runc, the init program, the hooks dir and each entry in it,
+ * where they exist. A directory shared by several of them is reported once.
  */
 export function installationProblems(loaded: TrustedPaths): SecurityProblem[] {
   const seen: Seen = new Set();
-  const { helper, runc, hooksDir } = loaded.paths;
+  const { prefix } = loaded.layout;
+  const { helper, runc, init, hooksDir } = loaded.paths;
   const problems: SecurityProblem[] = [];
-  for (const path of [loaded.file, helper, runc, hooksDir]) {
+  const trusted = [
+    loaded.file,
+    join(prefix, "bin"),
+    join(prefix, "libexec"),
+    helper,
+    runc,
+    init,
+    hooksDir,
+  ];
+  for (const path of trusted) {
     if (path !== undefined) problems.push(...pathProblems(path, seen));
   }
   let hooks: string[] = [];

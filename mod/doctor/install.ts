@@ -72,7 +72,7 @@ export function securityCheck(loaded: LoadedConfig): Check {
     // Checked moments ago (the run path): walking every parent again costs ~0.5 ms.
     problems = loaded.installationChecked
       ? []
-      : installationProblems({ file, paths: loaded.paths });
+      : installationProblems({ file, layout: loaded.layout, paths: loaded.paths });
   } catch (err) {
     return {
       ...base,
@@ -91,7 +91,8 @@ export function securityCheck(loaded: LoadedConfig): Check {
       fix: [...new Set(problems.map((p) => p.hint))].join("; "),
     };
   }
-  const checked = "config, helper, runc and hooks are root-owned and not writable by others";
+  const checked =
+    "config, bin, libexec, helper, runc, init and hooks are root-owned and not writable by others";
   if (!loaded.config.securityChecks) {
     return {
       ...base,

@@ -39,11 +39,11 @@ export async function callerInfo(): Promise<UserInfo> {
   };
 }
 
-/** `userns` and `bundle`: see HostInfo. */
-export function hostInfo(userns: UsernsSource, bundle: string): HostInfo {
+/** `userns`, `bundle` and `init`: see HostInfo. */
+export function hostInfo(userns: UsernsSource, bundle: string, init?: string): HostInfo {
   let mqueue = false;
   try {
     mqueue = Deno.statSync("/dev/mqueue").isDirectory;
   } catch { /* no /dev/mqueue: nothing to share */ }
-  return { hostname: Deno.hostname(), mqueue, userns, bundle };
+  return { hostname: Deno.hostname(), mqueue, userns, bundle, init };
 }

@@ -24,7 +24,9 @@
  * newuidmap/newgidmap, so squashfuse, which reports the uids stored in the
  * image as ids of U, shows image files with their owners in both modes; runc
  * is root of U (runc 1.1 as a plain user cannot do keep-id, see spec.ts) and
- * leaves the container in U ("inherit").
+ * leaves the container in U ("inherit"). With the default identity U denies
+ * setgroups(2), so that the container keeps the caller's supplementary groups
+ * (IdMaps.setgroups).
  *
  * Why a separate guard instead of one script that waits for runc: a script
  * that backgrounds runc to stay responsive hands it /dev/null as stdin and
@@ -57,12 +59,13 @@ const POLLS = 500;
 
 /**
  * Runs in the host's namespaces as the user: $1 newuidmap, $2 uid map, $3
- * newgidmap, $4 gid map (mapArgument). Says the holder's pid, or why there is
- * none, in its first line; shoal's end is the end of its stdin.
+ * newgidmap, $4 gid map (mapArgument), $5 "allow" or "deny" (IdMaps.setgroups).
+ * Says the holder's pid, or why there is none, in its first line; shoal's end
+ * is the end of its stdin.
  */
 export const GUARD_SCRIPT = `
 set -u
-uidmap=$1 umap=$2 gidmap=$3 gmap=$4
+uidmap=$1 umap=$2 gidmap=$3 gmap=$4 setgroups=$5
 # The run's signals are shoal's to forward; the guard only waits for shoal to go.
 trap '' INT QUIT HUP TERM USR1 USR2 PIPE
 # The shell would tell of a holder killed by SIGKILL on stderr: the user's stderr is fd 4.
@@ -103,7 +106,7 @@ sweep() {
 }
 # The holder reads shoal's pipe; at its end (shoal is done or gone) it says so to the
 # watcher and stops, to be killed last. Its output ending without that: it is gone.
-unshare --user --mount --propagation private -- \\
+unshare --user --mount --propagation private --setgroups "$setgroups" -- \\
   sh -c 'echo $$; read -r _; echo; kill -STOP $$' 2>&1 | {
   read -r holder || exit 1
   case $holder in
@@ -148,7 +151,8 @@ mkdir "$m/upper" "$m/work"
 wait $!
 # userxattr: overlay's own xattrs under user.*, which a user namespace may set; without
 # them it refuses to rename directories (EXDEV), and dpkg fails.
-mount -t overlay -o "userxattr,lowerdir=$r,upperdir=$m/upper,workdir=$m/work" overlay "$r"
+# nosuid: the container's own root filesystem runs nothing with another's privileges.
+mount -t overlay -o "nosuid,userxattr,lowerdir=$r,upperdir=$m/upper,workdir=$m/work" overlay "$r"
 exec "$runc" --log "$d/${BUNDLE.runcLog}" --log-format json --root "$m/state" run "$@" --bundle "$d" "$id"
 `;
 
@@ -164,6 +168,16 @@ export interface IdMaps {
   /** The setuid newuidmap and newgidmap; by default as found on PATH (enough for root). */
   newuidmap?: string;
   newgidmap?: string;
+  /**
+   * Whether setgroups(2) works in the namespace. "deny" keeps the caller's
+   * supplementary groups in the container: runc, as root of the namespace,
+   * would otherwise set the container user's groups to the ones it can map,
+   * dropping the host's (and with them a group's denial: a file `0604
+   * root:G` would become readable to a member of G). newgidmap leaves a
+   * "deny" written before it in place. `--root` needs "allow": apt-get and
+   * other tools that drop privileges call setgroups.
+   */
+  setgroups: "allow" | "deny";
 }
 
 export interface FuseLaunch extends IdMaps {
@@ -192,14 +206,16 @@ export function guardArgv(m: IdMaps): string[] {
     mapArgument(m.uidMappings),
     m.newgidmap ?? "newgidmap",
     mapArgument(m.gidMappings),
+    m.setgroups,
   ];
 }
 
 /**
  * The chain's argv, entering the holder `holderPid` made by the guard as root
- * of its user namespace. When that root is the user (--root, or root itself)
- * the user already is it, and nsenter must not set ids and groups: without a
- * subordinate gid range newgidmap denies setgroups in the namespace.
+ * of its user namespace, with the caller's supplementary groups. When that
+ * root is the user (--root, or root itself) the user already is it; otherwise
+ * nsenter sets uid and gid 0, and its setgroups(2) call, which
+ * --preserve-credentials lets fail, fails on the namespace's "deny".
  */
 export function chainArgv(l: FuseLaunch, holderPid: number): string[] {
   const own = (m: IdMapping[], id: number) =>
@@ -210,7 +226,8 @@ export function chainArgv(l: FuseLaunch, holderPid: number): string[] {
     `--target=${holderPid}`,
     "--user",
     "--mount",
-    ...(rootIsUser ? ["--preserve-credentials"] : []),
+    "--preserve-credentials",
+    ...(rootIsUser ? [] : ["--setuid=0", "--setgid=0"]),
     "--",
     "sh",
     "-c",

@@ -87,6 +87,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     gidMappings: idMap(user.gid, user.subgid, request.root).mappings,
     newuidmap: loaded.paths.newuidmap,
     newgidmap: loaded.paths.newgidmap,
+    setgroups: request.root ? "allow" as const : "deny" as const,
   };
   const guardStart = fuseIds && startGuard(fuseIds);
   // Its failure surfaces where the run awaits it; it is finished below in any case.
@@ -105,6 +106,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         ? { kind: "join", path: join(dir, USERNS_FILE) }
         : { kind: "inherit" },
       dir,
+      request.init ? loaded.paths.init : undefined,
     );
     const built = await buildBundleSpec(request, image, loaded.config, user, host);
     for (const w of built.warnings) logger.warn(w);

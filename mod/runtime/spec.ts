@@ -119,6 +119,11 @@ export interface HostInfo {
    * and `group` files are bind-mounted read-only over the image's.
    */
   bundle: string;
+  /**
+   * The init program `--init` mounts (ResolvedPaths.init: the path the
+   * installation's security checks examine); undefined when none was found.
+   */
+  init?: string;
 }
 
 export interface BundleSpec {
@@ -156,7 +161,6 @@ export const ROOT_CAPABILITIES = [
 
 /** Where `--init` puts the init binary: on /dev's tmpfs, so the image is not touched. */
 export const INIT_PATH = "/dev/init";
-export const DEFAULT_INIT = "/usr/bin/catatonit";
 
 /** runc's default masked and read-only paths (`runc spec`). */
 export const MASKED_PATHS = [
@@ -372,8 +376,12 @@ function seccompProfile(path: string): Record<string, unknown> {
   return profile as Record<string, unknown>;
 }
 
-function initMount(config: SiteConfig): OciMount {
-  const source = config.runtime.init ?? DEFAULT_INIT;
+function initMount(source: string | undefined): OciMount {
+  if (source === undefined) {
+    throw new ConfigError("--init: no init program found (catatonit or tini)", {
+      hint: "install catatonit or set runtime.init in the site config",
+    });
+  }
   if (!exists(source)) {
     throw new ConfigError(`--init: the init program ${source} does not exist`, {
       hint: "install catatonit or set runtime.init in the site config",
@@ -487,7 +495,7 @@ export async function buildBundleSpec(
     ...devices(request, config, warnings).map(deviceMount),
   ];
   if (request.init) {
-    mounts.push(initMount(config));
+    mounts.push(initMount(host.init));
     args = [INIT_PATH, "--", ...args];
   }
   for (const m of mounts) {

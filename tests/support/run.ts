@@ -7,7 +7,14 @@ import { startRegistry, type TestRegistry } from "./registry.ts";
 import { busyboxEntries, hostPlatform, makeImage, makeLayer, pushImage } from "./oci.ts";
 import type { TarEntry } from "./tar.ts";
 import { type Result, runCommand } from "./shoal.ts";
-import { runAs, TEST_USER_NOSUB, type TestUser, testUser, userArgv } from "./users.ts";
+import {
+  runAs,
+  TEST_USER_NOSUB,
+  testGroupMember,
+  type TestUser,
+  testUser,
+  userArgv,
+} from "./users.ts";
 import { installedShoal, rootOwnedTempDir } from "./install.ts";
 
 /**
@@ -89,7 +96,8 @@ export async function eventually(check: () => Promise<boolean>, ms = 5000): Prom
   return await check();
 }
 
-export type Who = "user" | "nosub" | "root";
+/** The test users (users.ts): `member` is the one with a supplementary group. */
+export type Who = "user" | "nosub" | "member" | "root";
 
 /**
  * An installation of its own for one test file: a copy (hard links: the
@@ -144,6 +152,7 @@ export async function runSite(helper: boolean): Promise<RunSite> {
   const users: Record<Who, Promise<TestUser | undefined>> = {
     user: testUser(),
     nosub: testUser(TEST_USER_NOSUB),
+    member: testGroupMember().then((m) => m.user),
     root: Promise.resolve(undefined),
   };
   const pulled = new Map<Who, Promise<string>>();

@@ -7,7 +7,7 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./assert.ts";
 import { openRunBase } from "../../mod/runtime/rundir.ts";
 import { runCommand } from "./shoal.ts";
-import { runAs } from "./users.ts";
+import { runAs, testGroupMember } from "./users.ts";
 import {
   eventually,
   IMAGE_OS_RELEASE,
@@ -206,6 +206,38 @@ export function registerRunTests(helper: boolean): void {
         const made = await Deno.stat(`${dir}/${f}`);
         assertEquals([made.uid, made.gid], [user.uid, user.gid], f);
       }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+
+  Deno.test(`${tag}: supplementary groups stay, so a file denied to the user's group stays denied`, async () => {
+    const s = await site();
+    const image = await s.image("member");
+    const member = (await s.user("member"))!;
+    const { gid } = await testGroupMember();
+    // Readable by others but not by the group: only a process that dropped the group reads it.
+    const dir = await Deno.makeTempDir({ prefix: "shoal-run-groups-" });
+    try {
+      await Deno.chmod(dir, 0o755);
+      await Deno.writeTextFile(`${dir}/denied`, "not for the group\n");
+      await Deno.chown(`${dir}/denied`, 0, gid);
+      await Deno.chmod(`${dir}/denied`, 0o604);
+      const script = "id -G; cat /data/denied 2>/dev/null || echo denied";
+      const r = await s.shoal("member", ["run", "-v", `${dir}:/data`, image, "sh", "-c", script]);
+      assertEquals(r.code, 0, r.stderr);
+      // The group's gid is not mapped in the container's user namespace: it shows as the
+      // overflow gid, and still counts for access.
+      assertEquals(lines(r.stdout), [`${member.gid} 65534`, "denied"]);
+      const other = await s.shoal("user", [
+        "run",
+        "-v",
+        `${dir}:/data`,
+        image,
+        "cat",
+        "/data/denied",
+      ]);
+      assertEquals(other.stdout, "not for the group\n", other.stderr);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -17,6 +17,10 @@ export interface TestUser {
 export const TEST_USER = "shoal-test";
 /** A second user without a subordinate range. */
 export const TEST_USER_NOSUB = "shoal-test-nosub";
+/** A third user, with a subordinate range, and the one member of TEST_GROUP. */
+export const TEST_USER_MEMBER = "shoal-grp";
+/** A supplementary group of TEST_USER_MEMBER's (the other users' groups stay as they were). */
+export const TEST_GROUP = "shoal-deny";
 
 async function must(cmd: string, args: string[]): Promise<string> {
   const r = await runCommand(cmd, args);
@@ -74,6 +78,26 @@ export async function testUser(
     );
   }
   return user;
+}
+
+/**
+ * TEST_USER_MEMBER, made a member of TEST_GROUP if not yet (both created when
+ * missing, and kept like the users: test files running in parallel share them),
+ * and the group's gid.
+ */
+export async function testGroupMember(): Promise<{ user: TestUser; gid: number }> {
+  const user = await testUser(TEST_USER_MEMBER, true);
+  await must("flock", [
+    "/tmp/shoal-test-users.lock",
+    "sh",
+    "-c",
+    'getent group "$1" >/dev/null || groupadd "$1"; usermod --append --groups "$1" "$2"',
+    "sh",
+    TEST_GROUP,
+    user.name,
+  ]);
+  const [, , gid] = (await must("getent", ["group", TEST_GROUP])).trim().split(":");
+  return { user, gid: Number(gid) };
 }
 
 /**
