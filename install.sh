@@ -221,6 +221,12 @@ else
 fi
 
 if [ "$KIND" = bundle ]; then
+  # Deno started with SIGUSR1 and SIGUSR2 blocked (see scripts/shoal); main.ts
+  # execs Deno again where this env cannot.
+  HOLD=
+  if env --block-signal=USR1 --version >/dev/null 2>&1; then
+    HOLD="$(command -v env) --block-signal=USR1 --block-signal=USR2 "
+  fi
   cat >"$STAGE/launcher" <<'EOF'
 #!/bin/sh
 # shoal's launcher, written by install.sh: runs the bundled shoal with the Deno
@@ -240,9 +246,13 @@ else
   lib=$(dirname -- "$(dirname -- "$self")")/lib/shoal
 fi
 export DENO_NO_UPDATE_CHECK=1
-# The flags: see scripts/shoal.
-exec "$lib/deno" run -A --no-config --unstable-lazy-dynamic-imports --quiet --no-prompt \
-  --v8-flags=--no-lazy,--no-enable-lazy-source-positions,--single-threaded "$lib/shoal.js" "$@"
+# `deno run` would open an inspector for --inspect in NODE_OPTIONS.
+unset NODE_OPTIONS
+# The flags, and the signals blocked: see scripts/shoal.
+EOF
+  cat >>"$STAGE/launcher" <<EOF
+exec $HOLD"\$lib/deno" run -A --no-config --unstable-lazy-dynamic-imports --quiet --no-prompt \\
+  --v8-flags=--no-lazy,--no-enable-lazy-source-positions,--single-threaded "\$lib/shoal.js" "\$@"
 EOF
 fi
 

@@ -1,4 +1,5 @@
 /** shoal's entry point: run the command line, render an escaped error once, exit. */
+import { holdSignals } from "./mod/sys/signals.ts";
 import { runProgram } from "./mod/cli/program.ts";
 import { debugRequested } from "./mod/cli/parser.ts";
 import { exitCodeOf, renderError } from "./mod/errors.ts";
@@ -12,4 +13,6 @@ async function main(): Promise<number> {
   }
 }
 
+// First of all: SIGUSR1 must never reach Deno (it opens an inspector; see mod/sys/signals.ts).
+holdSignals();
 Deno.exit(await main());

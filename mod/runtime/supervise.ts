@@ -20,6 +20,7 @@
  * line of its own instead.
  */
 import { type PipeReader, spawn } from "../sys/spawn.ts";
+import { forwardHeldSignals, signalsHeld } from "../sys/signals.ts";
 
 /** Signals shoal passes on to the container. */
 export const FORWARDED_SIGNALS: Deno.Signal[] = [
@@ -60,7 +61,14 @@ export async function supervise(
     stderr: "pipe",
     newSession: !ownsTerminal,
   });
-  const forward = FORWARDED_SIGNALS.map((sig) => {
+  // SIGUSR1 and SIGUSR2 are held blocked, away from Deno (sys/signals.ts), and
+  // come through a signalfd; the others through Deno's listeners.
+  const usr = signalsHeld();
+  const stopHeld = usr ? forwardHeldSignals(child.pid) : async () => {};
+  const listened = FORWARDED_SIGNALS.filter((sig) =>
+    !usr || (sig !== "SIGUSR1" && sig !== "SIGUSR2")
+  );
+  const forward = listened.map((sig) => {
     const handler = () => {
       try {
         Deno.kill(child.pid, sig);
@@ -84,6 +92,7 @@ export async function supervise(
     };
   } finally {
     for (const stop of forward) stop();
+    await stopHeld();
   }
 }
 

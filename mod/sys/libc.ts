@@ -36,6 +36,8 @@ const symbols = {
     result: "i32",
   },
   posix_spawn_file_actions_destroy: { parameters: ["pointer"], result: "i32" },
+  // signals.ts
+  signalfd: { parameters: ["i32", "pointer", "i32"], result: "i32" },
   // Blocking calls run on a thread of Deno's pool, so the event loop goes on.
   read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32", nonblocking: true },

@@ -17,6 +17,8 @@ export interface ProcessStatus {
   capEffective: bigint;
   capBounding: bigint;
   noNewPrivs: boolean;
+  /** Signals blocked on the main thread (bit n-1 for signal n). */
+  sigBlocked: bigint;
 }
 
 let read: ProcessStatus | undefined;
@@ -60,5 +62,6 @@ function parse(text: string): ProcessStatus {
     capEffective: mask("CapEff"),
     capBounding: mask("CapBnd"),
     noNewPrivs: field("NoNewPrivs") === "1",
+    sigBlocked: mask("SigBlk"),
   };
 }
