@@ -1,0 +1,281 @@
+/*
+ * shoal-mount: the setuid-root helper of shoal, and its only privileged code.
+ *
+ * It gives an unprivileged user's container a kernel-mounted squashfs image as
+ * an idmapped, writable (tmpfs overlay) root filesystem, in a mount namespace
+ * of its own, then drops every privilege, runs runc as that user and watches
+ * it, so that nothing of the container outlives it.
+ *
+ * Interface (shoal's runtime calls exactly this):
+ *
+ *   shoal-mount run --image FILE --bundle DIR [--root] [--userns] [--tmpfs-size SIZE]
+ *                   -- RUNC_ARGS...
+ *   shoal-mount check
+ *   shoal-mount --version
+ *
+ * run: mounts FILE at DIR/rootfs, privately, and runs `runc RUNC_ARGS...`
+ *   (e.g. `--root STATE run --bundle DIR ID`) with the caller's own ids,
+ *   groups, umask and file descriptors, staying as its watchdog (below);
+ *   runc's exit status is the helper's (128+N when runc dies of signal N).
+ *   --root: the container maps uid 0 to the caller (see "Id mapping");
+ *   without it the caller keeps their uid inside. The helper also creates the
+ *   container's user namespace (owned by the caller, mapped as below) and
+ *   bind-mounts it at DIR/userns; config.json must list
+ *   {"type": "user", "path": "DIR/userns"}, and runc joins it instead of
+ *   creating one: no unprivileged user namespace and no newuidmap needed, and
+ *   the watchdog knows the container's processes by it. --userns is accepted
+ *   and changes nothing (it used to enable this; it is always done now).
+ *   runc 1.1 still wants uidMappings/gidMappings in config.json then, but uses
+ *   them only to look ids up: its container uid 0 entry names the owner it
+ *   gives its stdio pipes and exec fifo, which only the caller can be (list
+ *   0 -> u (1), and u -> u (1) without --root). Otherwise, without --root,
+ *   runc 1.1 fails with "fchown fd N" or "chown .../exec.fifo: operation not
+ *   permitted", since container root is then a subordinate id the caller
+ *   cannot chown to.
+ *   File descriptors: the helper passes every descriptor of the caller to
+ *   runc untouched (all of its own are close-on-exec), so runc's
+ *   `--preserve-fds N` hands the caller's 3..3+N-1 (PMI_FD) to the container;
+ *   the helper needs no N of its own.
+ *   --tmpfs-size: the tmpfs option size= of the writable layer (digits, then
+ *   optionally k, m, g or %; default the kernel's, half of the memory).
+ * check: validates the installation and prints, one "key: value" a line, what
+ *   `run` would use. Exit 0 when usable, 1 (with the error line) otherwise.
+ * Errors: one line on stderr, `shoal-mount: error: WHAT (HINT)`; exit 1 when
+ *   refused, 2 for a usage error. Nothing is ever mounted in the caller's
+ *   mount namespace, so an error at any point leaves nothing behind.
+ *
+ * What it trusts. Its own location (/proc/self/exe, never an environment
+ * variable) names the installation: PREFIX/libexec/shoal/shoal-mount reads
+ * PREFIX/etc/shoal.json. That file, the helper itself and runc must be owned by
+ * root and not writable by group or others, with every directory above them
+ * (the rule of shoal's own security checks, mod/config/security.ts; the
+ * helper applies it whatever securityChecks says). Of the config it reads
+ * repositories.local, repositories.centralized, runtime.runc, runDir and
+ * helper.kernelMountUserImages, with shoal's defaults; $HOME and $USER are
+ * expanded from the user database (getpwuid of the real uid). No variable of
+ * the caller's environment is used for anything: the environment is cleared
+ * first, and runc gets only PATH (fixed), HOME, USER, LOGNAME (user database)
+ * and XDG_RUNTIME_DIR=/run/user/UID when that directory is the caller's.
+ *
+ *   Local repository: repositories.local, default $HOME/.local/share/shoal.
+ *     shoal itself honours XDG_DATA_HOME; the helper cannot (the environment
+ *     is the caller's), so a site whose users keep images elsewhere must set
+ *     repositories.local for the helper to accept them.
+ *   Run dir: runDir when set; otherwise /run/user/UID/shoal when /run/user/UID
+ *     is a directory owned by the caller, else /tmp/shoal-UID. shoal must put
+ *     bundles there when it uses the helper, whatever XDG_RUNTIME_DIR says.
+ *   runc: runtime.runc, default /usr/sbin/runc, else /usr/bin/runc.
+ *
+ * What it accepts.
+ *   Image: an absolute path, opened once as the caller (O_NOFOLLOW: a symlink
+ *     as last component is refused), everything else done through that fd: a
+ *     regular file, not on FUSE, with a squashfs 4.0 superblock, whose real
+ *     location (the kernel's name for the open file) is inside the
+ *     centralized repository or the caller's local repository (each resolved
+ *     with realpath as the caller, compared on directory boundaries). It must
+ *     be owned by root and not writable by group or others, or be owned by the
+ *     caller when helper.kernelMountUserImages is true (the kernel's squashfs
+ *     parser then reads data the user wrote: the site's choice).
+ *   Bundle: an absolute canonical path (no symlink, ".", ".." or "//"),
+ *     strictly below the run dir (resolved with realpath), walked component by
+ *     component with O_NOFOLLOW; the run dir and every directory below it must
+ *     be owned by the caller or root and not writable by group or others; the
+ *     bundle itself owned by the caller, mode 0700. The helper mounts only on
+ *     DIR/rootfs, DIR/.mnt and DIR/userns (created as the caller if missing;
+ *     refused unless a directory, resp. a regular file, owned by the caller),
+ *     through descriptors opened once.
+ *
+ * What it does (DESIGN.md, "Rootless run", path A): unshare(CLONE_NEWNS) and
+ * make / a slave; a tmpfs (root-owned, 0700: the overlay's upper and work
+ * dirs, which overlayfs handles with the mounter's credentials, stay out of
+ * the user's reach) on DIR/.mnt; the image fd attached read-only with autoclear
+ * to a free loop device; squashfs mounted ro,nosuid,nodev, given an idmapped
+ * mount (the container's mapping) and attached at DIR/.mnt/lower; an overlay
+ * with upper and work on the tmpfs mounted at DIR/rootfs (nodev); then the
+ * privilege drop and runc under the watchdog. Every mount lives in the private
+ * namespace, which ends with the last process in it (the watchdog kills the
+ * container's before it exits); the loop device is released then.
+ *
+ * Id mapping (shoal's config.json must carry the same uidMappings and
+ * gidMappings; `check` prints both). u is the caller's real uid, S:N the
+ * first range of the caller (by name or by uid) in /etc/subuid, in file
+ * order; the same with the real gid and /etc/subgid.
+ *   --root:  0 -> u (1); 1 -> S (N).
+ *   default: 0 -> S (min(u, N)); u -> u (1); u+1 -> S+u (N-u, when u < N).
+ *   without a range: 0 -> u (1) with --root, u -> u (1) without.
+ * The image is shown through the same mapping, so an image file owned by k is
+ * owned by k inside the container in both modes (root's stay root's).
+ * Without a gid range, setgroups is denied in the namespace, as newgidmap does.
+ *
+ * Why RUNC_ARGS pass through unchecked: runc runs with the caller's own ids
+ * and no capability (dropped and verified before the fork), so whatever it is
+ * asked to do, the caller could have asked for from their own shell.
+ * no_new_privs is not set, because runc runs the setuid newuidmap/newgidmap.
+ *
+ * The watchdog. After the mounts the helper drops every privilege (verified),
+ * becomes a child subreaper and forks: the child execs runc (parent-death
+ * signal SIGKILL: runc dies with the watchdog); the parent stays, holding
+ * nothing but the caller's ids, single-threaded, reading signals from a
+ * signalfd. It forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2
+ * that a process sends it to runc, which passes them to the container's
+ * process; those a terminal generates (Ctrl-C, hangup) already reach runc,
+ * in the same process group, and are not sent twice; SIGWINCH is runc's own
+ * business (it owns the terminal). Its parent-death signal is SIGRTMIN+1,
+ * which shoal never sends; it counts only when the helper was reparented (the
+ * kernel also sends it when just the caller's thread that started the helper
+ * ends). When runc exits, or the caller dies, it kills every process left in
+ * the container: each process whose /proc/PID/ns/user is the container's user
+ * namespace, and each child of its own (runc; orphans of the container, which
+ * reparent to the subreaper, also from namespaces nested in the container's),
+ * by /proc/PID descriptor (pidfd_send_signal: a recycled pid is never hit),
+ * round after round until none is left (at most a second), reaping them. The
+ * caller may kill processes running as subordinate ids because it owns the
+ * namespace (NS_GET_OWNER_UID is checked). When the caller died, the
+ * container goes first so that runc sees it end and removes its state dir,
+ * then runc. So neither a container that exits nor a killed shoal leaves a
+ * process, and with the last process the mount namespace ends: no mount, no
+ * loop device. Only SIGKILL of the helper itself leaves the container's
+ * processes running (runc dies with it; they keep the namespace alive).
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "bundle.h"
+#include "caller.h"
+#include "config.h"
+#include "fail.h"
+#include "idmap.h"
+#include "image.h"
+#include "mounts.h"
+#include "userns.h"
+#include "watchdog.h"
+
+#define VERSION "0.1.0"
+#define SAFE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define MAX_SUBID_FILE (64 << 20)
+
+/* The caller's range in FILE (/etc/subuid or /etc/subgid); none when it is missing. */
+static struct range subrange_of(const char *file) {
+  struct range none = {0, 0};
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return none;
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st)) refuse("ask your admin", "cannot read %s: %s", file, ERR);
+  if (!S_ISREG(st.st_mode) || st.st_size > MAX_SUBID_FILE)
+    refuse("ask your admin", "%s is not a regular file of at most 64 MiB", file);
+  char *text = malloc((size_t)st.st_size + 1);
+  if (!text) refuse("out of memory", "cannot read %s", file);
+  size_t len = 0;
+  for (ssize_t n; len < (size_t)st.st_size && (n = read(fd, text + len, (size_t)st.st_size - len)) != 0;) {
+    if (n < 0) refuse("ask your admin", "cannot read %s: %s", file, ERR);
+    len += (size_t)n;
+  }
+  close(fd);
+  struct range r = subrange(text, len, me.user, me.uid);
+  free(text);
+  return r;
+}
+
+static void run(int argc, char **argv, int sep) {
+  const char *image = NULL, *bundle = NULL, *size = NULL;
+  int root = 0;
+  for (int i = 2; i < sep; i++) {
+    if (strcmp(argv[i], "--image") == 0 && i + 1 < sep) image = argv[++i];
+    else if (strcmp(argv[i], "--bundle") == 0 && i + 1 < sep) bundle = argv[++i];
+    else if (strcmp(argv[i], "--root") == 0) root = 1;
+    else if (strcmp(argv[i], "--userns") == 0) continue; /* always, now; still accepted */
+    else if (strcmp(argv[i], "--tmpfs-size") == 0 && i + 1 < sep) size = argv[++i];
+    else usage("unexpected argument '%s'", argv[i]);
+  }
+  if (!image || !bundle) usage("run needs --image and --bundle");
+  if (sep >= argc - 1) usage("run needs '--' and runc's arguments");
+  if (size && (strspn(size, "0123456789") == 0 || strspn(size, "0123456789") > 12 ||
+               strlen(size + strspn(size, "0123456789")) > 1 ||
+               !strchr("kmg%", size[strspn(size, "0123456789")])))
+    usage("--tmpfs-size takes a number, optionally followed by k, m, g or %%");
+
+  pid_t parent = getppid();
+  mode_t umask_was = umask(077);
+  struct config cfg = {0};
+  load_install(&cfg);
+  struct range ur = subrange_of("/etc/subuid"), gr = subrange_of("/etc/subgid");
+  struct idmap um = mapping(me.uid, ur, root), gm = mapping(me.gid, gr, root);
+
+  int ns = make_userns(&um, &gm, gr.count == 0);
+  if (unshare(CLONE_NEWNS) || syscall(SYS_mount, "none", "/", NULL, MS_REC | MS_SLAVE, NULL))
+    refuse("the helper needs CAP_SYS_ADMIN (is it setuid root, on a suid mount?)",
+           "cannot make a private mount namespace: %s", ERR);
+
+  /* From here on, every path is resolved in the private namespace, as the caller. */
+  int img = open_image(&cfg, image);
+  int bfd = open_bundle(&cfg, bundle);
+  int rootfs = own_entry(bfd, bundle, "rootfs", 1);
+  int mnt = own_entry(bfd, bundle, ".mnt", 1);
+  int nsfile = own_entry(bfd, bundle, "userns", 0);
+  mount_container(img, image, size, ns, rootfs, mnt, nsfile);
+
+  drop();
+  umask(umask_was);
+  char xdg[64], env_home[PATH_MAX + 8], env_user[300], env_logname[300];
+  snprintf(env_home, sizeof env_home, "HOME=%s", me.home);
+  snprintf(env_user, sizeof env_user, "USER=%s", me.user);
+  snprintf(env_logname, sizeof env_logname, "LOGNAME=%s", me.user);
+  char *envp[] = {"PATH=" SAFE_PATH, env_home, env_user, env_logname, NULL, NULL};
+  snprintf(xdg, sizeof xdg, "/run/user/%u", (unsigned)me.uid);
+  struct stat st;
+  char xdg_env[80];
+  if (lstat(xdg, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == me.uid) {
+    snprintf(xdg_env, sizeof xdg_env, "XDG_RUNTIME_DIR=%s", xdg);
+    envp[4] = xdg_env;
+  }
+  argv[sep] = "runc";
+  watch(cfg.runc_real, argv + sep, envp, parent, ns);
+}
+
+static void check(void) {
+  struct config cfg = {0};
+  load_install(&cfg);
+  struct range ur = subrange_of("/etc/subuid"), gr = subrange_of("/etc/subgid");
+  char text[256];
+  printf("version: %s\nconfig: %s\nrunc: %s\nlocal repository: %s\ncentralized repository: %s\n"
+         "run dir: %s\nuser images: %s\n",
+         VERSION, cfg.file, cfg.runc, cfg.local, *cfg.central ? cfg.central : "none", cfg.rundir,
+         cfg.user_images ? "kernel-mounted" : "refused");
+  for (int root = 1; root >= 0; root--) {
+    struct idmap um = mapping(me.uid, ur, root), gm = mapping(me.gid, gr, root);
+    format_map(&um, text, sizeof text, 0);
+    printf("uid map%s: %s\n", root ? " --root" : "", text);
+    format_map(&gm, text, sizeof text, 0);
+    printf("gid map%s: %s\n", root ? " --root" : "", text);
+  }
+  exit(fflush(stdout) ? 1 : 0);
+}
+
+/* No check of descriptors 0 to 2: for a setuid program glibc opens /dev/null
+ * on any of them that is closed before main, so an open() never lands there. */
+int main(int argc, char **argv) {
+  if (clearenv()) return 1;
+  if (argc < 2) usage("no command");
+  if (strcmp(argv[1], "--version") == 0 && argc == 2) {
+    printf("shoal-mount %s\n", VERSION);
+    return 0;
+  }
+  if (geteuid() != 0)
+    refuse("install it with install.sh as root: owned by root, mode 4755",
+           "shoal-mount is not setuid root");
+  who_is_calling();
+  if (strcmp(argv[1], "check") == 0 && argc == 2) check();
+  if (strcmp(argv[1], "run") != 0) usage("unknown command '%s'", argv[1]);
+  int sep = 2;
+  while (sep < argc && strcmp(argv[sep], "--") != 0) sep++;
+  run(argc, argv, sep);
+  return 1;
+}

@@ -1,0 +1,319 @@
+/**
+ * The helper's pure C units run through FFI (tests/support/helper_units.ts)
+ * against what shoal itself does: the site config's JSON reader against
+ * JSON.parse on seeded random documents and their malformed variants.
+ */
+import { assert, assertEquals } from "./support/assert.ts";
+import { type JsonValue, readConfigJson } from "./support/helper_units.ts";
+
+/** mulberry32: a small seeded generator, so that a failure can be replayed. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const WANTED = [
+  "repositories.local",
+  "repositories.centralized",
+  "runtime.runc",
+  "runDir",
+  "helper.kernelMountUserImages",
+];
+
+class Gen {
+  constructor(readonly r: () => number) {}
+  int(n: number): number {
+    return Math.floor(this.r() * n);
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.int(xs.length)]!;
+  }
+  chance(p: number): boolean {
+    return this.r() < p;
+  }
+
+  ws(): string {
+    return this.chance(0.7)
+      ? ""
+      : Array.from({ length: 1 + this.int(3) }, () => this.pick([" ", "\t", "\n", "\r"])).join("");
+  }
+
+  /** A string's content: paths, escapes' targets, non-ASCII, surrogates (paired and lone). */
+  text(): string {
+    const parts = [
+      "/opt/shoal",
+      "$HOME/x",
+      "a",
+      "Z",
+      "/",
+      "\0",
+      '"',
+      "\\",
+      "\n",
+      "\u0001",
+      "\u001f",
+      "\u007f",
+      "é",
+      "€",
+      "😀",
+      "\ud800",
+      "\udfff",
+      "\ud83d",
+      "runDir",
+      " ",
+    ];
+    if (this.chance(0.02)) return "x".repeat(4090 + this.int(12));
+    return Array.from({ length: this.int(6) }, () => this.pick(parts)).join("");
+  }
+
+  /** JSON text of a string, each character written raw or escaped at random. */
+  quote(s: string): string {
+    let out = '"';
+    for (const ch of s) {
+      const code = ch.codePointAt(0)!;
+      const short: Record<string, string> = {
+        '"': '\\"',
+        "\\": "\\\\",
+        "\b": "\\b",
+        "\f": "\\f",
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+      };
+      const u = (c: number) => {
+        const h = c.toString(16).padStart(4, "0");
+        return `\\u${this.chance(0.5) ? h : h.toUpperCase()}`;
+      };
+      const lone = code >= 0xd800 && code < 0xe000;
+      if (short[ch] !== undefined && !this.chance(0.3)) out += short[ch];
+      else if (code < 0x20 || ch === '"' || ch === "\\" || lone || this.chance(0.15)) {
+        out += code > 0xffff
+          ? u(0xd800 + ((code - 0x10000) >> 10)) + u(0xdc00 + (code & 0x3ff))
+          : u(code);
+      } else if (ch === "/" && this.chance(0.3)) out += "\\/";
+      else out += ch;
+    }
+    return out + '"';
+  }
+
+  number(): string {
+    const sign = this.chance(0.3) ? "-" : "";
+    const int = this.chance(0.3)
+      ? "0"
+      : String(1 + this.int(9)) + "0123456789".slice(0, this.int(25));
+    const frac = this.chance(0.3) ? "." + String(this.int(1000000)) : "";
+    const exp = this.chance(0.3)
+      ? this.pick(["e", "E"]) + this.pick(["", "+", "-"]) + String(this.int(400))
+      : "";
+    return sign + int + frac + exp;
+  }
+
+  /** A key: one the helper reads (sometimes escaped), a near miss, or noise. */
+  key(wanted: string[]): string {
+    if (wanted.length && this.chance(0.6)) return this.quote(this.pick(wanted));
+    return this.quote(
+      this.pick([
+        "rundir",
+        "runDir ",
+        "repositories",
+        "helper",
+        "runtime",
+        "local",
+        "securityChecks",
+        "k".repeat(70),
+        "__proto__",
+        "",
+      ]).concat(this.chance(0.2) ? this.text() : ""),
+    );
+  }
+
+  value(depth: number, path: string[]): string {
+    const wantedBelow = WANTED.map((w) => w.split(".")).filter((w) =>
+      w.length > path.length && path.every((p, i) => w[i] === p)
+    ).map((w) => w[path.length]!);
+    const kind = depth > 5 ? this.int(5) : this.int(wantedBelow.length ? 8 : 7);
+    switch (kind) {
+      case 0:
+        return this.quote(this.text());
+      case 1:
+        return this.number();
+      case 2:
+        return this.pick(["true", "false", "null"]);
+      case 3:
+      case 4:
+        return this.quote(this.pick(["/x", "$HOME/.local/share/shoal", "/run/user/1000/shoal"]));
+      case 5: {
+        const items = Array.from(
+          { length: this.int(4) },
+          () => this.ws() + this.value(depth + 1, ["\u0001"]) + this.ws(),
+        );
+        return `[${items.join(",")}]`;
+      }
+      default: {
+        const members = Array.from({ length: this.int(6) }, () => {
+          const key = this.key(wantedBelow);
+          const name = JSON.parse(key) as string;
+          return `${this.ws()}${key}${this.ws()}:${this.ws()}${
+            this.value(depth + 1, [...path, name])
+          }${this.ws()}`;
+        });
+        return `{${members.join(",")}}`;
+      }
+    }
+  }
+
+  document(): string {
+    const members = Array.from({ length: this.int(7) }, () => {
+      const key = this.key(["repositories", "runtime", "runDir", "helper"]);
+      return `${this.ws()}${key}${this.ws()}:${this.ws()}${
+        this.value(1, [JSON.parse(key)])
+      }${this.ws()}`;
+    });
+    return `${this.ws()}{${members.join(",")}}${this.ws()}`;
+  }
+
+  /** The document with one random slip: what a hand-edited config looks like. */
+  malformed(doc: string): string {
+    const at = this.int(doc.length + 1);
+    const token = this.pick([
+      ",",
+      "}",
+      "]",
+      "{",
+      "[",
+      ":",
+      '"',
+      "\\",
+      "\u0001",
+      "'",
+      "01",
+      "-",
+      ".",
+      "e",
+      "tru",
+      "nul",
+      "/*x*/",
+      "\u00a0",
+      "\ufeff",
+      "NaN",
+      "+1",
+      "\\u12",
+      "\\x41",
+      " ",
+    ]);
+    switch (this.int(4)) {
+      case 0:
+        return doc.slice(0, at) + doc.slice(at + 1);
+      case 1:
+        return doc.slice(0, at) + token + doc.slice(at);
+      case 2:
+        return doc.slice(0, at) + token + doc.slice(at + 1);
+      default:
+        return doc.slice(0, at);
+    }
+  }
+}
+
+/** What JSON.parse gives for the key `dotted`, in the terms of helper/json.h. */
+function expected(doc: Record<string, unknown>, dotted: string): JsonValue {
+  const [a, b] = dotted.split(".") as [string, string | undefined];
+  if (!Object.hasOwn(doc, a)) return { kind: "absent" };
+  let v = doc[a];
+  if (b !== undefined) {
+    if (typeof v !== "object" || v === null || Array.isArray(v) || !Object.hasOwn(v, b)) {
+      return { kind: "absent" };
+    }
+    v = (v as Record<string, unknown>)[b];
+  }
+  if (typeof v === "string") {
+    const usable = !v.includes("\0") && new TextEncoder().encode(v).length < 4096;
+    return usable ? { kind: "string", string: v.toWellFormed() } : { kind: "unusable" };
+  }
+  if (typeof v === "number") return { kind: "number", number: v };
+  if (v === true || v === false) return { kind: String(v) as "true" | "false" };
+  return { kind: "other" };
+}
+
+/**
+ * Both readers on `text` (shoal decodes the file as Deno.readTextFile does):
+ * how many of the keys the helper reads it has, or -1 when both refused it.
+ */
+async function compare(text: string): Promise<number> {
+  const bytes = new TextEncoder().encode(text);
+  const decoded = new TextDecoder().decode(bytes);
+  let parsed: unknown;
+  let valid = true;
+  try {
+    parsed = JSON.parse(decoded);
+  } catch {
+    valid = false;
+  }
+  const isObject = valid && typeof parsed === "object" && parsed !== null && !Array.isArray(parsed);
+  const c = await readConfigJson(bytes);
+  assertEquals(c.ok, isObject, `accepts ${JSON.stringify(text)} (${c.ok ? "" : c.error})`);
+  if (!c.ok || !isObject) return -1;
+  let present = 0;
+  for (const key of WANTED) {
+    const want = expected(parsed as Record<string, unknown>, key);
+    const got = c.values[key]!;
+    if (want.kind === "number") {
+      assert(got.kind === "number" && Object.is(got.number, want.number), `${key} of ${text}`);
+    } else assertEquals(got, want, `${key} of ${JSON.stringify(text)}`);
+    if (want.kind !== "absent") present++;
+  }
+  return present;
+}
+
+Deno.test("the helper's config reader accepts exactly what JSON.parse accepts, with its values", async () => {
+  const gen = new Gen(random(20260512));
+  let accepted = 0;
+  let refused = 0;
+  let values = 0;
+  for (let i = 0; i < 3000; i++) {
+    const doc = gen.document();
+    for (const text of [doc, gen.malformed(doc), gen.malformed(gen.malformed(doc))]) {
+      const present = await compare(text);
+      if (present < 0) refused++;
+      else accepted++;
+      values += Math.max(present, 0);
+    }
+  }
+  // Both verdicts, and the keys' values, were exercised widely.
+  assert(accepted > 2500 && refused > 2500, `accepted ${accepted}, refused ${refused}`);
+  assert(values > 2000, `only ${values} values of keys the helper reads`);
+});
+
+Deno.test("the helper's config reader: duplicates, replaced parents and the error's byte offset", async () => {
+  for (
+    const text of [
+      '{"runDir": "/a", "runDir": "/b"}',
+      '{"runDir": 5, "runDir": "/b"}',
+      '{"repositories": {"local": "/a"}, "repositories": {"centralized": "/c"}}',
+      '{"repositories": {"local": "/a"}, "repositories": 1}',
+      '{"helper": {"kernelMountUserImages": true}, "helper": []}',
+      '{"r\\u0075nDir": "\\ud83d\\ude00 \\ud83d \\/"}',
+      '{"runDir": "a\\u0000b"}',
+      "[]",
+      '"runDir"',
+      "{} {}",
+      "",
+      '{"a": 01}',
+      '{"a": 1.}',
+      '{"a": tru}',
+      '{"a": "\t"}',
+      `${"[".repeat(300)}${"]".repeat(300)}`,
+      `{"a": ${"[".repeat(500)}${"]".repeat(500)}}`,
+    ]
+  ) await compare(text);
+  assertEquals(await readConfigJson(new TextEncoder().encode('{"runDir": "/tmp",}')), {
+    ok: false,
+    error: "expected a string",
+    at: 18,
+  });
+});
