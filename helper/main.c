@@ -97,15 +97,17 @@
  * container's before it exits); the loop device is released then.
  *
  * Id mapping (shoal's config.json must carry the same uidMappings and
- * gidMappings; `check` prints both). u is the caller's real uid, S:N the
- * first range of the caller (by name or by uid) in /etc/subuid, in file
- * order; the same with the real gid and /etc/subgid.
- *   --root:  0 -> u (1); 1 -> S (N).
- *   default: 0 -> S (min(u, N)); u -> u (1); u+1 -> S+u (N-u, when u < N).
- *   without a range: 0 -> u (1) with --root, u -> u (1) without.
+ * gidMappings; `check` prints both): the one rule of mod/runtime/idmap.ts's
+ * header, applied to the real uid with /etc/subuid and to the real gid with
+ * /etc/subgid (entries owned by the user's name or uid), implemented in
+ * idmap.c (idmap.h lists it step by step). In short: up to 64 of the caller's
+ * ranges, in file order, skipping any that overlaps their own id or a range
+ * taken before, at most 65,536 ids in all; --root maps 0 -> u and 1.. to
+ * them; otherwise the caller keeps u and the ids fill 0..u-1, then u+1..
  * The image is shown through the same mapping, so an image file owned by k is
  * owned by k inside the container in both modes (root's stay root's).
- * Without a gid range, setgroups is denied in the namespace, as newgidmap does.
+ * Without a subordinate gid, setgroups is denied in the namespace, as
+ * newgidmap does.
  *
  * Why RUNC_ARGS pass through unchecked: runc runs with the caller's own ids
  * and no capability (dropped and verified before the fork), so whatever it is
@@ -162,11 +164,11 @@
 #define SAFE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define MAX_SUBID_FILE (64 << 20)
 
-/* The caller's range in FILE (/etc/subuid or /etc/subgid); none when it is missing. */
-static struct range subrange_of(const char *file) {
-  struct range none = {0, 0};
+/* The ranges taken for caller id own from FILE (/etc/subuid or /etc/subgid;
+ * none when it is missing); returns how many. */
+static int ranges_of(const char *file, uint32_t own, struct range out[MAX_RANGES]) {
   int fd = open(file, O_RDONLY | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) return none;
+  if (fd < 0 && errno == ENOENT) return 0;
   struct stat st;
   if (fd < 0 || fstat(fd, &st)) refuse("ask your admin", "cannot read %s: %s", file, ERR);
   if (!S_ISREG(st.st_mode) || st.st_size > MAX_SUBID_FILE)
@@ -179,9 +181,16 @@ static struct range subrange_of(const char *file) {
     len += (size_t)n;
   }
   close(fd);
-  struct range r = subrange(text, len, me.user, me.uid);
+  int n = usable_ranges(text, len, me.user, me.uid, own, out);
   free(text);
-  return r;
+  return n;
+}
+
+/* The container's uid and gid maps (idmap.h). */
+static void maps(int root, struct idmap *um, struct idmap *gm) {
+  struct range r[MAX_RANGES];
+  mapping(me.uid, r, ranges_of("/etc/subuid", me.uid, r), root, um);
+  mapping(me.gid, r, ranges_of("/etc/subgid", me.gid, r), root, gm);
 }
 
 static void run(int argc, char **argv, int sep) {
@@ -206,10 +215,10 @@ static void run(int argc, char **argv, int sep) {
   mode_t umask_was = umask(077);
   struct config cfg = {0};
   load_install(&cfg);
-  struct range ur = subrange_of("/etc/subuid"), gr = subrange_of("/etc/subgid");
-  struct idmap um = mapping(me.uid, ur, root), gm = mapping(me.gid, gr, root);
+  static struct idmap um, gm;
+  maps(root, &um, &gm);
 
-  int ns = make_userns(&um, &gm, gr.count == 0);
+  int ns = make_userns(&um, &gm);
   if (unshare(CLONE_NEWNS) || syscall(SYS_mount, "none", "/", NULL, MS_REC | MS_SLAVE, NULL))
     refuse("the helper needs CAP_SYS_ADMIN (is it setuid root, on a suid mount?)",
            "cannot make a private mount namespace: %s", ERR);
@@ -243,17 +252,17 @@ static void run(int argc, char **argv, int sep) {
 static void check(void) {
   struct config cfg = {0};
   load_install(&cfg);
-  struct range ur = subrange_of("/etc/subuid"), gr = subrange_of("/etc/subgid");
-  char text[256];
+  char text[MAP_TEXT_MAX];
   printf("version: %s\nconfig: %s\nrunc: %s\nlocal repository: %s\ncentralized repository: %s\n"
          "run dir: %s\nuser images: %s\n",
          VERSION, cfg.file, cfg.runc, cfg.local, *cfg.central ? cfg.central : "none", cfg.rundir,
          cfg.user_images ? "kernel-mounted" : "refused");
   for (int root = 1; root >= 0; root--) {
-    struct idmap um = mapping(me.uid, ur, root), gm = mapping(me.gid, gr, root);
-    format_map(&um, text, sizeof text, 0);
+    static struct idmap um, gm;
+    maps(root, &um, &gm);
+    format_map(&um, text, 0);
     printf("uid map%s: %s\n", root ? " --root" : "", text);
-    format_map(&gm, text, sizeof text, 0);
+    format_map(&gm, text, 0);
     printf("gid map%s: %s\n", root ? " --root" : "", text);
   }
   exit(fflush(stdout) ? 1 : 0);

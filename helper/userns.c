@@ -32,7 +32,7 @@ static void write_proc(pid_t pid, const char *file, const char *text) {
  * capabilities (securebits keep them across the change of euid), so it works
  * where unprivileged user namespaces are disabled (Debian's sysctl, Ubuntu's
  * AppArmor rule: both ask for CAP_SYS_ADMIN); root writes its maps. */
-int make_userns(const struct idmap *um, const struct idmap *gm, int deny_setgroups) {
+int make_userns(const struct idmap *um, const struct idmap *gm) {
   int ready[2], done[2];
   if (pipe2(ready, O_CLOEXEC) || pipe2(done, O_CLOEXEC)) refuse("this is a bug", "pipe: %s", ERR);
   pid_t pid = fork();
@@ -55,11 +55,12 @@ int make_userns(const struct idmap *um, const struct idmap *gm, int deny_setgrou
     waitpid(pid, NULL, 0);
     refuse("is user.max_user_namespaces 0? ask your admin", "cannot create a user namespace");
   }
-  char text[256];
-  format_map(um, text, sizeof text, 1);
+  char text[MAP_TEXT_MAX];
+  format_map(um, text, 1);
   write_proc(pid, "uid_map", text);
-  if (deny_setgroups) write_proc(pid, "setgroups", "deny");
-  format_map(gm, text, sizeof text, 1);
+  /* As newgidmap does: setgroups could drop a group that denies access. */
+  if (!gm->subordinate) write_proc(pid, "setgroups", "deny");
+  format_map(gm, text, 1);
   write_proc(pid, "gid_map", text);
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);

@@ -4,8 +4,8 @@
 
 #include "idmap.h"
 
-/* A user namespace carrying the container's mapping, owned by the caller;
- * returns an fd of it. */
-int make_userns(const struct idmap *um, const struct idmap *gm, int deny_setgroups);
+/* A user namespace carrying the container's mapping, owned by the caller
+ * (setgroups denied without a subordinate gid); returns an fd of it. */
+int make_userns(const struct idmap *um, const struct idmap *gm);
 
 #endif

@@ -8,7 +8,6 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import {
   assertNothingLeft,
-  expectedMapping,
   helper,
   type HelperSite,
   helperSite,
@@ -19,6 +18,7 @@ import {
   processStatus,
   renderMapping,
   RUNC,
+  shoalMaps,
   snapshot,
   spawnAs,
   squashfsImage,
@@ -192,9 +192,10 @@ Deno.test("install.sh installs shoal-mount root-owned and setuid; check reports 
       `centralized repository: ${f.site.central}`,
       `run dir: ${f.run}`,
       "user images: refused",
-      `uid map --root: ${renderMapping(expectedMapping(user.uid, user.subuid, true))}`,
-      `uid map: ${renderMapping(expectedMapping(user.uid, user.subuid, false))}`,
-      `gid map: ${renderMapping(expectedMapping(user.gid, user.subuid, false))}`,
+      `uid map --root: ${renderMapping(shoalMaps(user, true).uid)}`,
+      `gid map --root: ${renderMapping(shoalMaps(user, true).gid)}`,
+      `uid map: ${renderMapping(shoalMaps(user, false).uid)}`,
+      `gid map: ${renderMapping(shoalMaps(user, false).gid)}`,
     ]
   ) assertStringIncludes(check.stdout, `${line}\n`);
   // Keep-id puts the caller's own uid between two parts of the range.
@@ -240,7 +241,7 @@ Deno.test("--root: uid 0 inside, image files keep their owners, nothing left on 
   assertEquals([uid, busybox, owned, marker], ["0", "0", "1000:1000", "central"]);
   assertEquals(
     map.map((l) => l.trim().split(/\s+/).join(" ")).join(", "),
-    renderMapping(expectedMapping(f.user.uid, f.user.subuid, true)),
+    renderMapping(shoalMaps(f.user, true).uid),
   );
   await assertNothingLeft(f.images.good!, [dir]);
 });
@@ -253,6 +254,42 @@ Deno.test("without --root the user keeps their uid; image files keep their owner
   const r = await runHelper(f, f.images.good!, joined, { userns: true });
   assertEquals([r.code, r.stdout], [0, `${f.user.uid}\n0\n1000:1000\ncentral\n`], r.stderr);
   await assertNothingLeft(f.images.good!, [joined]);
+});
+
+/** A user whose subordinate ids come in two ranges, with a run dir of theirs. */
+async function twoRangeUser(f: Fixture): Promise<TestUser> {
+  const u = await testUser("shoal-test-ranges", false);
+  const r = await runCommand("flock", [
+    "/tmp/shoal-test-users.lock",
+    "usermod",
+    ...["--add-subuids", "3000000-3000999", "--add-subuids", "4000000-4064535"],
+    ...["--add-subgids", "3000000-3000999", "--add-subgids", "4000000-4064535"],
+    u.name,
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  await Deno.mkdir(`${f.site.dir}/run/${u.name}`, { mode: 0o700 }).catch(() => {});
+  await Deno.chown(`${f.site.dir}/run/${u.name}`, u.uid, u.gid);
+  return u;
+}
+
+Deno.test("the kernel gets shoal's maps: two subordinate ranges, with and without --root", async () => {
+  const f = await fx();
+  const user = await twoRangeUser(f);
+  const show = ["sh", "-c", "cat /proc/self/uid_map; echo; cat /proc/self/gid_map"];
+  for (const root of [true, false]) {
+    const dir = await bundle(f, { args: show, root, userns: true }, user);
+    const r = await runHelper(f, f.images.good!, dir, { root, userns: true, user });
+    assertEquals(r.code, 0, r.stderr);
+    const [uid, gid] = r.stdout.split("\n\n").map((m) =>
+      m.trim().split("\n").map((l) => l.trim().split(/\s+/).join(" ")).join(", ")
+    );
+    const maps = shoalMaps(user, root);
+    assertEquals([uid, gid], [renderMapping(maps.uid), renderMapping(maps.gid)]);
+    // Both ranges are in it.
+    assertStringIncludes(uid!, " 3000000 ");
+    assertStringIncludes(uid!, " 4000000 ");
+    await assertNothingLeft(f.images.good!, [dir]);
+  }
 });
 
 Deno.test("--root without a subordinate range maps root to the caller alone", async () => {

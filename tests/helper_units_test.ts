@@ -1,10 +1,13 @@
 /**
  * The helper's pure C units run through FFI (tests/support/helper_units.ts)
  * against what shoal itself does: the site config's JSON reader against
- * JSON.parse on seeded random documents and their malformed variants.
+ * JSON.parse on seeded random documents and their malformed variants; the id
+ * mapping against mod/runtime/idmap.ts on a table of subuid/subgid layouts.
  */
 import { assert, assertEquals } from "./support/assert.ts";
-import { type JsonValue, readConfigJson } from "./support/helper_units.ts";
+import { helperIdMap, type JsonValue, readConfigJson } from "./support/helper_units.ts";
+import { idMap, MAX_RANGES } from "../mod/runtime/idmap.ts";
+import { parseSubidFile, rangesOf } from "../mod/sys/subid.ts";
 
 /** mulberry32: a small seeded generator, so that a failure can be replayed. */
 function random(seed: number): () => number {
@@ -316,4 +319,89 @@ Deno.test("the helper's config reader: duplicates, replaced parents and the erro
     error: "expected a string",
     at: 18,
   });
+});
+
+/** Subordinate id files, as sites write them and as they go wrong; the user is alice, uid 1000. */
+const LAYOUTS: Record<string, string> = {
+  "one range by name": "alice:100000:65536\n",
+  "one range by uid": "1000:100000:65536\n",
+  "none": "",
+  "another user's only": "bob:100000:65536\nalicia:200000:65536\n",
+  "two small ranges": "alice:100000:1000\nalice:200000:64536\n",
+  "first range overlaps the own uid": "alice:1000:65536\nalice:200000:65536\n",
+  "a huge range": "alice:100000:1000000\n",
+  "overlapping ranges": "alice:100000:65536\nalice:150000:65536\nalice:165536:10\nalice:100000:5\n",
+  "by name and by uid": "alice:100000:100\n1000:100100:100\nbob:300000:5\n1000:100000:1\n",
+  "more than the cap": "alice:100000:60000\n1000:300000:60000\nalice:500000:10\n",
+  "more than 64 ranges": Array.from(
+    { length: MAX_RANGES + 6 },
+    (_, i) => `alice:${100000 + i * 100}:10\n`,
+  ).join(""),
+  "malformed lines": [
+    "alice:100000",
+    "alice:1e5:10",
+    "alice: 100000:65536",
+    "alice:100000:0",
+    "alice:4294967295:2",
+    "alice:-1:5",
+    "alice:100000:65536:x",
+    ":100000:5",
+    "# alice:1:2",
+    "ALICE:1:2",
+    "alice :5:5",
+    "alice:99999999999999999999:1",
+    "alice:+5:5",
+    "alice:5:",
+    "alice:0x10:5",
+    "alice:١٢:5",
+    "  alice:300000:10  \r",
+    "\u00a0alice:400000:10\u2028\ufeff",
+    "\talice:0000000000000000000500000:010\v",
+    "alice:4294901760:65536",
+  ].join("\n"),
+  "windows line ends": "alice:100000:100\r\n1000:200000:100\r\n",
+  "an own id inside a range": "alice:0:2000\nalice:100000:65536\n",
+};
+
+/** Seeded random layouts from valid, overlapping and malformed lines of alice's and others'. */
+function randomLayouts(n: number): string[] {
+  const gen = new Gen(random(7));
+  const line = () => {
+    const owner = gen.pick(["alice", "1000", "bob", "1001", "", "alice "]);
+    const start = gen.pick([0, 1, 999, 1000, 1001, 65536, 100000, 100500, 4294967295]) +
+      gen.int(3) * 50000;
+    const count = gen.pick([0, 1, 10, 1000, 65535, 65536, 70000, 1000000]);
+    const sep = gen.chance(0.05) ? gen.pick(["::", ": ", ":x"]) : ":";
+    const pad = gen.chance(0.1) ? gen.pick([" ", "\t", "\u3000", "\r"]) : "";
+    return gen.chance(0.05) ? "# comment" : `${pad}${owner}${sep}${start}:${count}${pad}`;
+  };
+  return Array.from({ length: n }, () => Array.from({ length: gen.int(8) }, line).join("\n"));
+}
+
+Deno.test("the helper's id mapping is shoal's, on every layout of /etc/subuid and /etc/subgid", async () => {
+  const layouts = [
+    ...Object.entries(LAYOUTS),
+    ...randomLayouts(300).map((t, i) => [`random ${i}`, t]),
+  ];
+  for (const [what, text] of layouts) {
+    const ranges = rangesOf(parseSubidFile(text!), "alice", 1000);
+    // own: the caller's uid (1000), or another gid, or ids that fall inside ranges.
+    for (const own of [1000, 0, 2000, 100050, 150000, 70000]) {
+      for (const root of [true, false]) {
+        const want = idMap(own, ranges, root).mappings;
+        const got = await helperIdMap(text!, "alice", 1000, own, root);
+        assertEquals(got, want, `${what}, own id ${own}${root ? ", --root" : ""}`);
+      }
+    }
+  }
+  // What the table stands for, in two of its rows.
+  assertEquals(await helperIdMap(LAYOUTS["two small ranges"]!, "alice", 1000, 1000, false), [
+    { containerID: 0, hostID: 100000, size: 1000 },
+    { containerID: 1000, hostID: 1000, size: 1 },
+    { containerID: 1001, hostID: 200000, size: 64536 },
+  ]);
+  assertEquals(
+    await helperIdMap(LAYOUTS["first range overlaps the own uid"]!, "alice", 1000, 1000, true),
+    [{ containerID: 0, hostID: 1000, size: 1 }, { containerID: 1, hostID: 200000, size: 65536 }],
+  );
 });

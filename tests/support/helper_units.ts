@@ -3,6 +3,7 @@
  * object, built from a copy of helper/ with its own Makefile and called
  * through FFI: tests run the helper's real code, not a copy of its rules.
  */
+import type { IdMapping } from "../../mod/runtime/idmap.ts";
 import { repoRoot, runCommand } from "./shoal.ts";
 
 const SYMBOLS = {
@@ -16,6 +17,11 @@ const SYMBOLS = {
   shoal_json_kind: { parameters: ["pointer", "i32"], result: "i32" },
   shoal_json_number: { parameters: ["pointer", "i32"], result: "f64" },
   shoal_json_string: { parameters: ["pointer", "i32"], result: "pointer" },
+  shoal_idmap: {
+    parameters: ["buffer", "usize", "buffer", "u32", "u32", "i32", "buffer"],
+    result: "i32",
+  },
+  shoal_max_extents: { parameters: [], result: "i32" },
 } as const;
 
 type Units = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -87,4 +93,34 @@ export async function readConfigJson(bytes: Uint8Array): Promise<JsonReading> {
       : { kind };
   }
   return { ok: true, values: out };
+}
+
+/**
+ * helper/idmap.c's map for caller id `own` (uid or gid) from the subuid or
+ * subgid file `text`, the owner being `name` or `uid`.
+ */
+export async function helperIdMap(
+  text: string | Uint8Array,
+  name: string,
+  uid: number,
+  own: number,
+  root: boolean,
+): Promise<IdMapping[]> {
+  const u = await helperUnits();
+  const bytes = typeof text === "string" ? new TextEncoder().encode(text) : text;
+  const out = new BigUint64Array(3 * u.shoal_max_extents());
+  const n = u.shoal_idmap(
+    bytes,
+    BigInt(bytes.length),
+    new TextEncoder().encode(`${name}\0`),
+    uid,
+    own,
+    root ? 1 : 0,
+    out,
+  );
+  return Array.from({ length: n }, (_, i) => ({
+    containerID: Number(out[3 * i]),
+    hostID: Number(out[3 * i + 1]),
+    size: Number(out[3 * i + 2]),
+  }));
 }
