@@ -27,40 +27,41 @@ int own_entry(int dirfd, const char *bundle, const char *name, int want_dir) {
   return fd;
 }
 
+static void judge(enum dir_role role, const char *path, const struct stat *st) {
+  const char *why = dir_why(role, st->st_uid, st->st_mode, me.uid);
+  if (!why) return;
+  if (role == BUNDLE) refuse("shoal creates it: a directory of yours, mode 0700", "bundle \"%s\" %s", path, why);
+  if (role == BASE)
+    refuse("shoal makes the run dir: a directory of yours, mode 0700 (see the run dir rule)",
+           "\"%s\", the bundle's run dir, %s", path, why);
+  refuse("pass the bundle's real path, in a run dir of yours", "\"%s\" on the bundle path %s", path, why);
+}
+
 int open_bundle(const struct config *cfg, const char *bundle) {
   if (!path_canonical(bundle))
     usage("--bundle must be an absolute path without '.', '..' or '//' (resolve symlinks first)");
-  char rundir[PATH_MAX];
-  become(me.uid);
-  int ok = realpath(cfg->rundir, rundir) != NULL;
-  become(0);
-  if (!ok || !path_inside(bundle, rundir))
+  const char *why = bundle_path_why(bundle, cfg->rundir);
+  if (why)
     refuse("shoal puts bundles there; see the run dir rule in the helper's documentation",
-           "bundle \"%s\" is not below the run dir %s", bundle, cfg->rundir);
+           "bundle \"%s\": %s%s%s", bundle, why, *cfg->rundir ? " " : "", cfg->rundir);
 
   char path[PATH_MAX];
   fmt_path(path, "%s", bundle);
+  size_t base = (size_t)(strrchr(bundle, '/') - bundle);
   become(me.uid);
   int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st)) refuse("this is a bug", "cannot open /: %s", ERR);
+  judge(base == 0 ? BASE : ABOVE_BASE, "/", &st);
   char *save = NULL, sofar[PATH_MAX] = "";
-  for (char *c = strtok_r(path, "/", &save); c && fd >= 0; c = strtok_r(NULL, "/", &save)) {
+  for (char *c = strtok_r(path, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
     int next = openat(fd, c, O_PATH | O_NOFOLLOW | O_CLOEXEC);
     close(fd);
     fd = next;
     strcat(strcat(sofar, "/"), c);
-    struct stat st;
     if (fd < 0 || fstat(fd, &st)) refuse("check the path", "cannot open \"%s\": %s", sofar, ERR);
-    if (S_ISLNK(st.st_mode))
-      refuse("pass the bundle's real path", "\"%s\" on the bundle path is a symlink", sofar);
-    if (!S_ISDIR(st.st_mode)) refuse("check the path", "\"%s\" is not a directory", sofar);
-    int last = strcmp(sofar, bundle) == 0;
-    if (last && (st.st_uid != me.uid || (st.st_mode & 07777) != 0700))
-      refuse("shoal creates it: a directory of yours, mode 0700",
-             "bundle \"%s\" must be owned by you with mode 0700", bundle);
-    if (!last && strlen(sofar) >= strlen(rundir) &&
-        ((st.st_uid != me.uid && st.st_uid != 0) || (st.st_mode & 022)))
-      refuse("it must be yours or root's, not writable by group or others",
-             "\"%s\" on the bundle path is not safe", sofar);
+    size_t len = strlen(sofar);
+    judge(len == strlen(bundle) ? BUNDLE : len == base ? BASE : ABOVE_BASE, sofar, &st);
   }
   become(0);
   return fd;

@@ -158,15 +158,7 @@ void load_install(struct config *cfg) {
     fmt_path(cfg->central, "%s", s);
   }
   struct stat st;
-  if (*(s = string_of(cfg, &v, K_RUNDIR))) {
-    expand(cfg, "runDir", s, cfg->rundir);
-  } else {
-    char run[64];
-    snprintf(run, sizeof run, "/run/user/%u", (unsigned)me.uid);
-    if (lstat(run, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == me.uid)
-      fmt_path(cfg->rundir, "%s/shoal", run);
-    else fmt_path(cfg->rundir, "/tmp/shoal-%u", (unsigned)me.uid);
-  }
+  if (*(s = string_of(cfg, &v, K_RUNDIR))) expand(cfg, "runDir", s, cfg->rundir);
   if (*(s = string_of(cfg, &v, K_RUNC))) fmt_path(cfg->runc, "%s", s);
   else fmt_path(cfg->runc, "%s",
                 stat("/usr/sbin/runc", &st) == 0 ? "/usr/sbin/runc" : "/usr/bin/runc");

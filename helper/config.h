@@ -8,7 +8,8 @@
 struct config {
   char file[PATH_MAX];
   int user_images;
-  char local[PATH_MAX], central[PATH_MAX], runc[PATH_MAX], rundir[PATH_MAX];
+  char local[PATH_MAX], central[PATH_MAX], runc[PATH_MAX];
+  char rundir[PATH_MAX]; /* runDir expanded; "" when unset: any BASE passing the walk */
   char runc_real[PATH_MAX]; /* exec'd by this name: its chain is root's alone */
 };
 

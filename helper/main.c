@@ -61,9 +61,9 @@
  *     shoal itself honours XDG_DATA_HOME; the helper cannot (the environment
  *     is the caller's), so a site whose users keep images elsewhere must set
  *     repositories.local for the helper to accept them.
- *   Run dir: runDir when set; otherwise /run/user/UID/shoal when /run/user/UID
- *     is a directory owned by the caller, else /tmp/shoal-UID. shoal must put
- *     bundles there when it uses the helper, whatever XDG_RUNTIME_DIR says.
+ *   Run dir: runDir when set (expanded); otherwise none is imposed (see
+ *     Bundle). shoal picks $XDG_RUNTIME_DIR/shoal, /run/user/UID/shoal,
+ *     /tmp/shoal-UID or a private /tmp/shoal-UID.XXXXXXXX.
  *   runc: runtime.runc, default /usr/sbin/runc, else /usr/bin/runc.
  *
  * What it accepts.
@@ -76,11 +76,19 @@
  *     be owned by root and not writable by group or others, or be owned by the
  *     caller when helper.kernelMountUserImages is true (the kernel's squashfs
  *     parser then reads data the user wrote: the site's choice).
- *   Bundle: an absolute canonical path (no symlink, ".", ".." or "//"),
- *     strictly below the run dir (resolved with realpath), walked component by
- *     component with O_NOFOLLOW; the run dir and every directory below it must
- *     be owned by the caller or root and not writable by group or others; the
- *     bundle itself owned by the caller, mode 0700. The helper mounts only on
+ *   Bundle: BASE/NAME, NAME matching ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$; an
+ *     absolute path with no ".", ".." or empty component and no trailing '/'
+ *     (else a usage error). When the config sets runDir, BASE must equal its
+ *     expansion exactly; otherwise any BASE passing the walk is accepted: the
+ *     mounts live in the helper's private namespace, so mounting under a
+ *     directory only the caller can enter harms no one else. The path is
+ *     walked from / component by component with openat(O_PATH|O_NOFOLLOW) as
+ *     the caller, each component judged by lstat-like facts of its open fd
+ *     (paths.c, dir_why): a symlink anywhere is refused; every directory
+ *     strictly above BASE (/ included) must be owned by root or the caller,
+ *     and if writable by group or others must have the sticky bit and be
+ *     owned by root (like /tmp); BASE must be a directory of the caller with
+ *     mode exactly 0700, and so must the bundle dir. The helper mounts only on
  *     DIR/rootfs, DIR/.mnt and DIR/userns (created as the caller if missing;
  *     refused unless a directory, resp. a regular file, owned by the caller),
  *     through descriptors opened once.
@@ -255,7 +263,8 @@ static void check(void) {
   char text[MAP_TEXT_MAX];
   printf("version: %s\nconfig: %s\nrunc: %s\nlocal repository: %s\ncentralized repository: %s\n"
          "run dir: %s\nuser images: %s\n",
-         VERSION, cfg.file, cfg.runc, cfg.local, *cfg.central ? cfg.central : "none", cfg.rundir,
+         VERSION, cfg.file, cfg.runc, cfg.local, *cfg.central ? cfg.central : "none",
+         *cfg.rundir ? cfg.rundir : "any directory of yours, mode 0700 (see docs)",
          cfg.user_images ? "kernel-mounted" : "refused");
   for (int root = 1; root >= 0; root--) {
     static struct idmap um, gm;

@@ -216,14 +216,13 @@ Deno.test("install.sh installs shoal-mount root-owned and setuid; check reports 
   await writeConfig(f.site, {});
   try {
     const defaults = await helper(f.site, f.user, ["check"]);
-    let runDir = `/tmp/shoal-${user.uid}`;
-    try {
-      const r = await Deno.lstat(`/run/user/${user.uid}`);
-      if (r.isDirectory && r.uid === user.uid) runDir = `/run/user/${user.uid}/shoal`;
-    } catch { /* no /run/user/UID: /tmp */ }
     assertStringIncludes(defaults.stdout, `local repository: ${user.home}/.local/share/shoal\n`);
     assertStringIncludes(defaults.stdout, "centralized repository: none\n");
-    assertStringIncludes(defaults.stdout, `run dir: ${runDir}\n`);
+    // No runDir: the helper takes any run dir of the user's that passes its walk.
+    assertStringIncludes(
+      defaults.stdout,
+      "run dir: any directory of yours, mode 0700 (see docs)\n",
+    );
   } finally {
     await writeConfig(f.site, f.config);
   }
@@ -433,13 +432,15 @@ Deno.test("refuses bundle dirs it must not mount on", async () => {
     [`${run}/rootowned`, /must be owned by you with mode 0700/],
     [`${run}/g750`, /must be owned by you with mode 0700/],
     [`${run}/o755`, /must be owned by you with mode 0700/],
-    [`${run}/link`, /"[^"]*\/link" on the bundle path is a symlink/],
-    [`${run}/sub/b`, /"[^"]*\/sub" on the bundle path is a symlink/],
-    [`${run}/gw/b`, /"[^"]*\/gw" on the bundle path is not safe/],
-    [`${f.site.dir}/elsewhere`, /is not below the run dir/],
-    [run, /is not below the run dir/],
-    ["/", /is not below the run dir/],
-    ["/etc", /is not below the run dir/],
+    [`${run}/link`, /bundle "[^"]*\/link" is a symlink/],
+    // runDir is set: the bundle's BASE must be it, exactly.
+    [`${run}/sub/b`, /is not directly in the run dir/],
+    [`${run}/gw/b`, /is not directly in the run dir/],
+    [`${f.site.dir}/elsewhere`, /is not directly in the run dir/],
+    [run, /is not directly in the run dir/],
+    ["/", /its name must be/],
+    ["/etc", /is not directly in the run dir/],
+    [`${run}/-x`, /its name must be/],
     [rootfsLink, /rootfs" is not a directory of yours/],
     [mntLink, /\.mnt" is not a directory of yours/],
     [`${run}/./real`, /--bundle must be an absolute path/, 2],
@@ -458,6 +459,110 @@ Deno.test("refuses bundle dirs it must not mount on", async () => {
   // Nothing was created where the helper refused.
   for (const dir of [`${run}/rootowned`, `${run}/real`, `${f.site.dir}/elsewhere`]) {
     assertEquals([...Deno.readDirSync(dir)].length, 0, dir);
+  }
+});
+
+/** A directory made by root for `owner`, with `mode`. */
+async function ownedDir(path: string, owner: TestUser, mode = 0o700) {
+  await Deno.mkdir(path, { mode });
+  await Deno.chmod(path, mode);
+  await Deno.chown(path, owner.uid, owner.gid);
+}
+
+Deno.test("without runDir: any run dir of the caller's, mode 0700, on a safe path; another user's never", async () => {
+  const f = await fx();
+  const victim = f.user;
+  const attacker = await testUser("shoal-attacker", false);
+  const { runDir: _, ...noRunDir } = f.config;
+  await writeConfig(f.site, noRunDir);
+  const tag = crypto.randomUUID().slice(0, 8);
+  const victimBase = `/tmp/shoal-${victim.uid}.${tag}`;
+  const mine = `/tmp/shoal-${attacker.uid}.${tag}`;
+  const created: string[] = [victimBase, mine];
+  try {
+    await ownedDir(victimBase, victim);
+    await makeBundle(victim, `${victimBase}/b`, { args: ["cat", "/etc/marker"], root: true });
+    await ownedDir(mine, attacker);
+    await Deno.symlink(victimBase, `${mine}/base`);
+    await ownedDir(`${mine}/real`, attacker);
+    await ownedDir(`${mine}/real/base`, attacker);
+    await ownedDir(`${mine}/real/base/b`, attacker);
+    await Deno.symlink(`${mine}/real`, `${mine}/mid`);
+    await ownedDir(`${mine}/open`, attacker, 0o755);
+    await ownedDir(`${mine}/open/b`, attacker);
+    await ownedDir(`${mine}/b755`, attacker, 0o755);
+    await ownedDir(`${mine}/gw`, attacker, 0o777);
+    await ownedDir(`${mine}/gw/base`, attacker);
+    await ownedDir(`${mine}/gw/base/b`, attacker);
+    const cases: [string, string, RegExp][] = [
+      [
+        "a BASE that is a symlink to the victim's",
+        `${mine}/base/b`,
+        /\/base", the bundle's run dir, is a symlink/,
+      ],
+      [
+        "the victim's BASE",
+        `${victimBase}/b`,
+        /the bundle's run dir, must be owned by you with mode 0700/,
+      ],
+      [
+        "a BASE of mode 0755",
+        `${mine}/open/b`,
+        /\/open", the bundle's run dir, must be owned by you with mode 0700/,
+      ],
+      ["a symlink in the middle", `${mine}/mid/base/b`, /\/mid" on the bundle path is a symlink/],
+      [
+        "a bundle of mode 0755",
+        `${mine}/b755`,
+        /bundle "[^"]*\/b755" must be owned by you with mode 0700/,
+      ],
+      [
+        "a world-writable dir above BASE",
+        `${mine}/gw/base/b`,
+        /\/gw" on the bundle path must not be writable/,
+      ],
+    ];
+    const before = await snapshot([`${victimBase}/b/config.json`, `${victimBase}/b`]);
+    for (const [what, dir, re] of cases) {
+      const r = await helper(f.site, attacker, [
+        ...["run", "--image", f.images.good!, "--bundle", dir, "--root", "--"],
+        ...["--root", `${mine}/state`, "run", "--bundle", dir, `a${++bundles}`],
+      ]);
+      assertRefused(r, re);
+      await assertNothingLeft(f.images.good!, [victimBase, mine]);
+      assertEquals(
+        await snapshot([`${victimBase}/b/config.json`, `${victimBase}/b`]),
+        before,
+        what,
+      );
+    }
+
+    // The victim's own private fallback run dir, and /run/user/UID/shoal, work.
+    const ok = async (dir: string) => {
+      const r = await runHelper(f, f.images.good!, dir, {
+        root: true,
+        runc: ["--root", `${f.run}/state`, "run", "--bundle", dir, `c${++bundles}`],
+      });
+      assertEquals([r.code, r.stdout], [0, "central\n"], r.stderr);
+      await assertNothingLeft(f.images.good!, [dir]);
+    };
+    await ok(`${victimBase}/b`);
+    const runUser = `/run/user/${victim.uid}`;
+    if (await Deno.lstat(runUser).then(() => false, () => true)) {
+      await Deno.mkdir("/run/user", { recursive: true, mode: 0o755 });
+      await ownedDir(runUser, victim);
+      created.push(runUser);
+    }
+    const shoalDir = `${runUser}/shoal-test-${tag}`;
+    await ownedDir(shoalDir, victim);
+    created.push(shoalDir);
+    await makeBundle(victim, `${shoalDir}/b`, { args: ["cat", "/etc/marker"], root: true });
+    await ok(`${shoalDir}/b`);
+  } finally {
+    await writeConfig(f.site, f.config);
+    for (const dir of created.reverse()) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
   }
 });
 
@@ -502,6 +607,9 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
     stderr: "null",
   }).spawn();
   const outcomes = new Map<string, number>();
+  // The flipping directory is the bundle's BASE: any BASE of the user's is taken without runDir.
+  const { runDir: _, ...noRunDir } = f.config;
+  await writeConfig(f.site, noRunDir);
   try {
     for (let i = 0; i < 200; i++) {
       const r = await runHelper(f, `${local}/race.sqfs`, `${run}/rp/b`, { root: true });
@@ -517,6 +625,7 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
   } finally {
     swapper.kill("SIGKILL");
     await swapper.status;
+    await writeConfig(f.site, f.config);
   }
   for (const image of ["race-root", "race-mine"]) {
     await assertNothingLeft(`${local}/${image}`, [run]);

@@ -5,7 +5,13 @@
  * mapping against mod/runtime/idmap.ts on a table of subuid/subgid layouts.
  */
 import { assert, assertEquals } from "./support/assert.ts";
-import { helperIdMap, type JsonValue, readConfigJson } from "./support/helper_units.ts";
+import {
+  helperIdMap,
+  helperJudgeBundle,
+  type JsonValue,
+  type PathFact,
+  readConfigJson,
+} from "./support/helper_units.ts";
 import { idMap, MAX_RANGES } from "../mod/runtime/idmap.ts";
 import { parseSubidFile, rangesOf } from "../mod/sys/subid.ts";
 
@@ -404,4 +410,64 @@ Deno.test("the helper's id mapping is shoal's, on every layout of /etc/subuid an
     await helperIdMap(LAYOUTS["first range overlaps the own uid"]!, "alice", 1000, 1000, true),
     [{ containerID: 0, hostID: 1000, size: 1 }, { containerID: 1, hostID: 200000, size: 65536 }],
   );
+});
+
+const DIR = 0o040000;
+const LINK = 0o120000;
+const FILE = 0o100000;
+const root = (perm: number): PathFact => ({ uid: 0, mode: DIR | perm });
+const own = (perm: number): PathFact => ({ uid: 1000, mode: DIR | perm });
+
+/**
+ * The run dir/bundle rule as a table (rows: bundle, runDir, facts from "/" to
+ * the bundle, the refused component or null), for the helper's C and, once
+ * written, shoal's judgeRunBase (mod/runtime/rundir.ts).
+ */
+export const BUNDLE_RULE: [string, string, PathFact[], number | null][] = [
+  ["/tmp/shoal-1000.abcdef12/run-1", "", [root(0o755), root(0o1777), own(0o700), own(0o700)], null],
+  ["/run/user/1000/shoal/c", "", [
+    root(0o755),
+    root(0o755),
+    root(0o755),
+    own(0o700),
+    own(0o700),
+    own(0o700),
+  ], null],
+  ["/run/user/1000/shoal/c", "/run/user/1000/shoal", [
+    root(0o755),
+    root(0o755),
+    root(0o755),
+    own(0o700),
+    own(0o700),
+    own(0o700),
+  ], null],
+  ["/run/user/1000/shoal/c", "/run/user/1000/other", [
+    root(0o755),
+    root(0o755),
+    root(0o755),
+    own(0o700),
+    own(0o700),
+    own(0o700),
+  ], -1],
+  ["/tmp/x/c", "", [root(0o755), root(0o1777), { uid: 0, mode: LINK | 0o777 }, own(0o700)], 2],
+  ["/tmp/x/c", "", [root(0o755), root(0o1777), { uid: 1001, mode: DIR | 0o700 }, own(0o700)], 2],
+  ["/tmp/x/c", "", [root(0o755), root(0o1777), own(0o755), own(0o700)], 2],
+  ["/tmp/x/c", "", [root(0o755), root(0o1777), own(0o700), own(0o750)], 3],
+  ["/tmp/x/c", "", [root(0o755), root(0o1777), own(0o700), { uid: 1000, mode: FILE | 0o700 }], 3],
+  ["/a/x/c", "", [root(0o755), own(0o1777), own(0o700), own(0o700)], 1],
+  ["/a/x/c", "", [root(0o755), root(0o777), own(0o700), own(0o700)], 1],
+  ["/a/x/c", "", [root(0o755), { uid: 1001, mode: DIR | 0o755 }, own(0o700), own(0o700)], 1],
+  ["/a/x/c", "", [root(0o755), { uid: 1000, mode: LINK | 0o777 }, own(0o700), own(0o700)], 1],
+  ["/a/x/c", "", [root(0o755), own(0o755), own(0o700), own(0o700)], null],
+  ["/tmp/x/.c", "", [root(0o755), root(0o1777), own(0o700), own(0o700)], -1],
+  ["/tmp/x/" + "c".repeat(129), "", [root(0o755), root(0o1777), own(0o700), own(0o700)], -1],
+  ["/tmp/x/c_1.2-3", "", [root(0o755), root(0o1777), own(0o700), own(0o700)], null],
+  ["/tmp/x/../c", "", [root(0o755), root(0o1777), own(0o700), own(0o700), own(0o700)], -1],
+];
+
+Deno.test("the helper's run dir rule on a table of bundle paths", async () => {
+  for (const [bundle, runDir, facts, refused] of BUNDLE_RULE) {
+    const verdict = await helperJudgeBundle(bundle, runDir, 1000, facts);
+    assertEquals(verdict?.component ?? null, refused, `${bundle} (${verdict?.why})`);
+  }
 });

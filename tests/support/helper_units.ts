@@ -22,6 +22,10 @@ const SYMBOLS = {
     result: "i32",
   },
   shoal_max_extents: { parameters: [], result: "i32" },
+  bundle_why: {
+    parameters: ["buffer", "buffer", "u32", "buffer", "buffer", "i32", "buffer"],
+    result: "pointer",
+  },
 } as const;
 
 type Units = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -123,4 +127,37 @@ export async function helperIdMap(
     hostID: Number(out[3 * i + 1]),
     size: Number(out[3 * i + 2]),
   }));
+}
+
+/** What lstat says of one component of a bundle path. */
+export interface PathFact {
+  uid: number;
+  /** st_mode: file type and permission bits. */
+  mode: number;
+}
+
+/**
+ * helper/paths.c's bundle rule: null when `bundle` may be mounted on by
+ * `caller`, else why and the index of the refused component (-1: the path).
+ * `facts` describe "/" first and the bundle dir last; `runDir` "" when unset.
+ */
+export async function helperJudgeBundle(
+  bundle: string,
+  runDir: string,
+  caller: number,
+  facts: PathFact[],
+): Promise<{ why: string; component: number } | null> {
+  const u = await helperUnits();
+  const z = (t: string) => new TextEncoder().encode(`${t}\0`);
+  const bad = new Int32Array(1);
+  const why = u.bundle_why(
+    z(bundle),
+    z(runDir),
+    caller,
+    new Uint32Array(facts.map((f) => f.uid)),
+    new Uint32Array(facts.map((f) => f.mode)),
+    facts.length,
+    bad,
+  );
+  return why === null ? null : { why: cString(why), component: bad[0]! };
 }
