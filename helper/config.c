@@ -46,7 +46,7 @@ void check_chain(const char *path) {
 /* Both chains: the name as given (whoever can write a directory on it can
  * point the name elsewhere) and its target (whoever can write there can
  * replace the file). Returns the resolved path in real. */
-static void check_trusted(const char *what, const char *path, char real[PATH_MAX]) {
+void check_trusted(const char *what, const char *path, char real[PATH_MAX]) {
   if (path[0] != '/') refuse("ask your admin to fix the config", "%s \"%s\" is not absolute", what, path);
   check_chain(path);
   if (!realpath(path, real)) refuse("ask your admin", "%s \"%s\": %s", what, path, ERR);

@@ -19,4 +19,7 @@ void load_install(struct config *cfg);
 /* path and every directory above it: root-owned, not writable by group/others. */
 void check_chain(const char *path);
 
+/* check_chain on path as named and as resolved; the resolution in real. */
+void check_trusted(const char *what, const char *path, char real[PATH_MAX]);
+
 #endif

@@ -4,8 +4,8 @@
 
 #include "config.h"
 
-/* Opens the image as the caller and checks it through that one fd (the rule
- * in main.c's header); returns the fd. */
+/* Opens the image (the rule in main.c's header, "Image") and checks it
+ * through that one fd; returns the fd. */
 int open_image(const struct config *cfg, const char *image);
 
 #endif

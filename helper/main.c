@@ -67,15 +67,29 @@
  *   runc: runtime.runc, default /usr/sbin/runc, else /usr/bin/runc.
  *
  * What it accepts.
- *   Image: an absolute path, opened once as the caller (O_NOFOLLOW: a symlink
- *     as last component is refused), everything else done through that fd: a
- *     regular file, not on FUSE, with a squashfs 4.0 superblock, whose real
- *     location (the kernel's name for the open file) is inside the
- *     centralized repository or the caller's local repository (each resolved
- *     with realpath as the caller, compared on directory boundaries). It must
- *     be owned by root and not writable by group or others, or be owned by the
- *     caller when helper.kernelMountUserImages is true (the kernel's squashfs
- *     parser then reads data the user wrote: the site's choice).
+ *   Image: literally REPO/images/NAME, NAME as repositories store images:
+ *     sha256-<64 lowercase hex>.sqsh or sha512-<128 lowercase hex>.sqsh; the
+ *     path is compared as written (no realpath: no '.', '..', '//'), REPO
+ *     being one of:
+ *     - the centralized repository, as configured (the admin wrote it in the
+ *       root-owned config): checked like the config (every component root's
+ *       and not group/other-writable, on the name and on its resolution),
+ *       then images/ opened under it with O_NOFOLLOW, root's and not g/o-
+ *       writable; the file root's, not g/o-writable;
+ *     - the caller's local repository (repositories.local expanded, default
+ *       $HOME/.local/share/shoal), only when helper.kernelMountUserImages is
+ *       true (the kernel's squashfs parser then reads data the user wrote:
+ *       the site's choice): walked from / with O_NOFOLLOW as the caller, no
+ *       symlink anywhere, every directory (images/ included) root's or the
+ *       caller's and not g/o-writable unless root's and sticky; the file the
+ *       caller's, not g/o-writable.
+ *     So cached layer blobs (REPO/blobs/), partial pulls (REPO/tmp/) and
+ *     root's files anywhere else are never mounted. The file is opened as
+ *     the caller with openat(O_NOFOLLOW) under the images/ fd, everything
+ *     else is checked through that fd: a regular file, not empty, not on a
+ *     pseudo filesystem (proc, sysfs, debugfs, cgroup, securityfs, bpf,
+ *     tracefs, devpts) nor FUSE (which can report any owner), with a squashfs
+ *     4.0 superblock no longer than the file.
  *   Bundle: BASE/NAME, NAME matching ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$; an
  *     absolute path with no ".", ".." or empty component and no trailing '/'
  *     (else a usage error). When the config sets runDir, BASE must equal its

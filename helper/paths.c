@@ -73,3 +73,23 @@ const char *bundle_why(const char *bundle, const char *rundir, uint32_t caller, 
   }
   return NULL;
 }
+
+static int hex_run(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) return 0;
+  return 1;
+}
+
+const char *image_name_in(const char *image, const char *repo) {
+  size_t r = strlen(repo);
+  if (r == 0 || strncmp(image, repo, r) != 0 || strncmp(image + r, "/images/", 8) != 0) return NULL;
+  const char *name = image + r + 8;
+  size_t n = strlen(name);
+  if (n == 7 + 64 + 5 && strncmp(name, "sha256-", 7) == 0 && hex_run(name + 7, 64) &&
+      strcmp(name + 7 + 64, ".sqsh") == 0)
+    return name;
+  if (n == 7 + 128 + 5 && strncmp(name, "sha512-", 7) == 0 && hex_run(name + 7, 128) &&
+      strcmp(name + 7 + 128, ".sqsh") == 0)
+    return name;
+  return NULL;
+}

@@ -29,4 +29,9 @@ const char *dir_why(enum dir_role role, uint32_t uid, uint32_t mode, uint32_t ca
 const char *bundle_why(const char *bundle, const char *rundir, uint32_t caller, const uint32_t *uids,
                        const uint32_t *modes, int n, int *bad);
 
+/* The NAME of image when it is literally REPO/images/NAME with NAME an
+ * image file as repositories store it (sha256-<64 hex>.sqsh or
+ * sha512-<128 hex>.sqsh, lowercase hex), else NULL. */
+const char *image_name_in(const char *image, const char *repo);
+
 #endif

@@ -54,6 +54,14 @@ function imageEntries(marker: string): TarEntry[] {
   ];
 }
 
+/** An image file name as repositories store them: sha256-<hex of marker>.sqsh. */
+async function storedName(marker: string): Promise<string> {
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(marker));
+  return `sha256-${
+    Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0")).join("")
+  }.sqsh`;
+}
+
 async function asUser(user: TestUser, cmd: string, ...args: string[]): Promise<void> {
   const r = await runAs(user, cmd, args);
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")} as ${user.name}: ${r.stderr}`);
@@ -84,24 +92,38 @@ async function setUp(): Promise<Fixture> {
   };
   await writeConfig(site, config);
 
+  for (const d of [`${site.central}/images`, `${site.outside}/images`]) {
+    await Deno.mkdir(d, { mode: 0o755 });
+  }
+  await Deno.mkdir(`${local}/images`, { mode: 0o755 });
+  await Deno.chown(`${local}/images`, user.uid, user.gid);
   const images: Record<string, string> = {
-    good: `${site.central}/good.sqfs`,
-    localRoot: `${local}/root.sqfs`,
-    mine: `${local}/mine.sqfs`,
-    other: `${site.central}/other.sqfs`,
-    bad: `${site.outside}/bad.sqfs`,
-    writable: `${site.central}/writable.sqfs`,
-    text: `${site.central}/text.sqfs`,
-    garbage: `${site.central}/garbage.sqfs`,
+    good: `${site.central}/images/${await storedName("central")}`,
+    localRoot: `${local}/images/${await storedName("local-root")}`,
+    mine: `${local}/images/${await storedName("mine")}`,
+    other: `${site.central}/images/${await storedName("other")}`,
+    bad: `${site.outside}/images/${await storedName("bad")}`,
+    writable: `${site.central}/images/${await storedName("writable")}`,
+    text: `${site.central}/images/${await storedName("text")}`,
+    garbage: `${site.central}/images/${await storedName("garbage")}`,
+    empty: `${site.central}/images/${await storedName("empty")}`,
+    // Where a pull keeps a layer blob, and a partial pull: a squashfs may be pushed as a layer.
+    blob: `${site.central}/blobs/sha256/${(await storedName("blob")).slice(7, 71)}`,
+    partial: `${site.central}/tmp/pull-1/${await storedName("partial")}`,
   };
+  await Deno.mkdir(`${site.central}/blobs/sha256`, { recursive: true, mode: 0o755 });
+  await Deno.mkdir(`${site.central}/tmp/pull-1`, { recursive: true, mode: 0o755 });
   await squashfsImage(images.good!, imageEntries("central"));
   await squashfsImage(images.localRoot!, imageEntries("local-root"));
   await squashfsImage(images.mine!, imageEntries("mine"), user);
   await squashfsImage(images.other!, imageEntries("other"), nosub);
   await squashfsImage(images.bad!, imageEntries("bad"));
   await squashfsImage(images.writable!, imageEntries("writable"));
+  await squashfsImage(images.blob!, imageEntries("blob"));
+  await squashfsImage(images.partial!, imageEntries("partial"));
   await Deno.chmod(images.writable!, 0o666);
   await Deno.writeTextFile(images.text!, "not an image\n");
+  await Deno.writeTextFile(images.empty!, "");
   // Squashfs magic and version, then noise: only the kernel can tell.
   const garbage = crypto.getRandomValues(new Uint8Array(65536));
   garbage.set([0x68, 0x73, 0x71, 0x73], 0);
@@ -109,10 +131,8 @@ async function setUp(): Promise<Fixture> {
   new DataView(garbage.buffer).setUint16(30, 0, true);
   new DataView(garbage.buffer).setBigUint64(40, 65536n, true);
   await Deno.writeFile(images.garbage!, garbage);
-  await Deno.symlink(images.good!, `${local}/link.sqfs`);
-  await Deno.symlink("/etc/shadow", `${local}/shadow.sqfs`);
-  await Deno.symlink(site.outside, `${local}/outdir`);
-  await Deno.symlink(site.central, `${local}/centraldir`);
+  await Deno.symlink(images.good!, `${local}/images/${await storedName("link")}`);
+  await Deno.symlink("/etc/shadow", `${local}/images/${await storedName("shadow")}`);
   return { site, user, nosub, config, local, run: `${site.dir}/run/${user.name}`, images };
 }
 
@@ -350,40 +370,85 @@ Deno.test("--userns: runc joins the helper's namespace and creates none (blocked
 Deno.test("refuses images it must not mount, leaving nothing behind", async () => {
   const f = await fx();
   const dir = await bundle(f, { args: ["true"], root: true });
-  const cases: [string, string, RegExp, number?][] = [
-    ["outside the repositories", f.images.bad!, /is outside the image repositories/],
-    ["symlink to an allowed image", `${f.local}/link.sqfs`, /"[^"]*link.sqfs" is a symlink/],
-    ["symlink to /etc/shadow", `${f.local}/shadow.sqfs`, /shadow.sqfs" is a symlink/],
-    [
-      "a file the user cannot read",
-      "/etc/shadow",
-      /cannot open "\/etc\/shadow": Permission denied/,
-    ],
-    ["through a symlinked dir to outside", `${f.local}/outdir/bad.sqfs`, /outside the image/],
-    ["not squashfs", f.images.text!, /is not a squashfs 4 image/],
-    ["squashfs magic, garbage", f.images.garbage!, /the kernel cannot mount the image/],
-    ["another user's image", f.images.other!, new RegExp(`belongs to uid ${f.nosub.uid}`)],
-    ["the user's own image", f.images.mine!, /is owned by you.*kernelMountUserImages/],
-    ["a group-writable root image", f.images.writable!, /is writable by group or others/],
-    ["a directory", f.site.central, /is not a regular file/],
-    ["missing", `${f.site.central}/none.sqfs`, /No such file or directory/],
-    ["a relative path", "good.sqfs", /--image must be an absolute path/, 2],
-  ];
-  const watched = [
-    ...Object.values(f.images),
-    "/etc/shadow",
-    `${dir}/config.json`,
-  ];
+  const { central } = f.site;
+  const goodName = f.images.good!.slice(`${central}/images/`.length);
+  const [dirName, noneName, linkName, shadowName] = await Promise.all(
+    ["dir", "none", "link", "shadow"].map(storedName),
+  );
+  await Deno.mkdir(`${central}/images/${dirName}`, { mode: 0o755 }).catch(() => {});
+  const nowhere = /is not an image file of the image repositories/;
+  const refusals = (userImages: boolean): [string, string, RegExp, number?][] =>
+    userImages
+      ? [
+        ["root's image in the local repository", f.images.localRoot!, /belongs to uid 0/],
+        ["a symlink to an allowed image", `${f.local}/images/${linkName}`, /is a symlink/],
+        ["a symlink to /etc/shadow", `${f.local}/images/${shadowName}`, /is a symlink/],
+      ]
+      : [
+        ["a stored name outside the repositories", f.images.bad!, nowhere],
+        ["a cached layer blob of the centralized repository", f.images.blob!, nowhere],
+        ["a partial pull of the centralized repository", f.images.partial!, nowhere],
+        ["a /proc file", "/proc/self/cmdline", nowhere],
+        ["a file the user cannot read", "/etc/shadow", nowhere],
+        ["not as stored", `${central}/images/../images/${goodName}`, nowhere],
+        ["a name no image has", `${central}/images/${goodName.toUpperCase()}`, nowhere],
+        [
+          "the user's own image",
+          f.images.mine!,
+          /is in your local repository.*kernelMountUserImages/,
+        ],
+        ["another user's image", f.images.other!, new RegExp(`belongs to uid ${f.nosub.uid}`)],
+        ["a group-writable root image", f.images.writable!, /is writable by group or others/],
+        ["not squashfs", f.images.text!, /is not a squashfs 4 image/],
+        ["an empty file", f.images.empty!, /is empty/],
+        ["squashfs magic, garbage", f.images.garbage!, /the kernel cannot mount the image/],
+        ["a directory", `${central}/images/${dirName}`, /is not a regular file/],
+        ["missing", `${central}/images/${noneName}`, /No such file or directory/],
+        ["a relative path", "good.sqsh", /--image must be an absolute path/, 2],
+      ];
+  const watched = [...Object.values(f.images), "/etc/shadow", `${dir}/config.json`];
   const before = await snapshot(watched);
-  for (const [what, image, re, code] of cases) {
-    const r = await runHelper(f, image, dir, { root: true });
-    assertRefused(r, re, code ?? 1);
-    if (image.startsWith("/")) await assertNothingLeft(image, [dir]);
-    assertEquals(await snapshot(watched), before, what);
+  for (const userImages of [false, true]) {
+    await writeConfig(f.site, { ...f.config, helper: { kernelMountUserImages: userImages } });
+    try {
+      for (const [what, image, re, code] of refusals(userImages)) {
+        const r = await runHelper(f, image, dir, { root: true });
+        assertRefused(r, re, code ?? 1);
+        if (image.startsWith("/")) await assertNothingLeft(image, [dir]);
+        assertEquals(await snapshot(watched), before, what);
+      }
+    } finally {
+      await writeConfig(f.site, f.config);
+    }
   }
 });
 
-Deno.test("mounts root's images of either repository, and the user's when the site allows", async () => {
+Deno.test("refuses a symlinked local repository (-> /, -> /proc, -> the centralized one)", async () => {
+  const f = await fx();
+  const dir = await bundle(f, { args: ["true"], root: true });
+  const goodName = f.images.good!.replace(/^.*\//, "");
+  for (const target of ["/", "/proc", f.site.central]) {
+    const link = `${f.local}/linked-${target.replace(/\//g, "_")}`;
+    await Deno.symlink(target, link).catch(() => {});
+    await writeConfig(f.site, {
+      ...f.config,
+      repositories: {
+        ...f.config.repositories as object,
+        local: link.replace(f.user.name, "$USER"),
+      },
+      helper: { kernelMountUserImages: true },
+    });
+    try {
+      const r = await runHelper(f, `${link}/images/${goodName}`, dir, { root: true });
+      assertRefused(r, /linked-[^"]*" is a symlink/);
+      await assertNothingLeft(f.images.good!, [dir]);
+    } finally {
+      await writeConfig(f.site, f.config);
+    }
+  }
+});
+
+Deno.test("mounts the centralized repository's images, and the user's own where the site allows", async () => {
   const f = await fx();
   const dir = await bundle(f, { args: ["cat", "/etc/marker"], root: true });
   const ok = async (image: string, marker: string) => {
@@ -391,9 +456,7 @@ Deno.test("mounts root's images of either repository, and the user's when the si
     assertEquals([r.code, r.stdout], [0, `${marker}\n`], r.stderr);
     await assertNothingLeft(image, [dir]);
   };
-  await ok(f.images.localRoot!, "local-root");
-  // The file's real location counts: a symlinked directory into the centralized repository.
-  await ok(`${f.local}/centraldir/good.sqfs`, "central");
+  await ok(f.images.good!, "central");
   await writeConfig(f.site, { ...f.config, helper: { kernelMountUserImages: true } });
   try {
     await ok(f.images.mine!, "mine");
@@ -569,12 +632,14 @@ Deno.test("without runDir: any run dir of the caller's, mode 0700, on a safe pat
 Deno.test("a path swapped between check and use never mounts the wrong thing", async () => {
   const f = await fx();
   const { run, local, user } = f;
-  // The image name flips between root's image (allowed), the user's own
-  // (refused here), and a symlink to an image outside the repositories.
-  await Deno.link(f.images.localRoot!, `${local}/race-root`);
-  await Deno.link(f.images.mine!, `${local}/race-mine`);
-  await Deno.symlink(f.images.bad!, `${local}/race-link`);
-  await Deno.link(f.images.localRoot!, `${local}/race.sqfs`);
+  // The image name flips between the user's own image (allowed here), root's
+  // (refused in the local repository), and a symlink to an image elsewhere.
+  const images = `${local}/images`;
+  const race = `${images}/${await storedName("race")}`;
+  await Deno.link(f.images.localRoot!, `${images}/race-root`);
+  await Deno.link(f.images.mine!, `${images}/race-mine`);
+  await Deno.symlink(f.images.bad!, `${images}/race-link`);
+  await Deno.link(f.images.localRoot!, race);
   // A bundle path component flips between a directory and a symlink to another bundle.
   await asUser(user, "mkdir", "-m", "700", `${run}/rp`, `${run}/evil`);
   await makeBundle(user, `${run}/rp/b`, {
@@ -593,15 +658,16 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
        i=0
        while [ $i -lt 200000 ]; do
          i=$((i + 1))
-         ln -f race-mine race.tmp && mv -f race.tmp race.sqfs
-         cp -P race-link race.tmp && mv -f race.tmp race.sqfs
-         ln -f race-root race.tmp && mv -f race.tmp race.sqfs
+         ln -f race-mine race.tmp && mv -f race.tmp "$3"
+         cp -P race-link race.tmp && mv -f race.tmp "$3"
+         ln -f race-root race.tmp && mv -f race.tmp "$3"
          mv "$2/rp" "$2/rp-dir" && mv "$2/rp-link" "$2/rp"
          mv "$2/rp" "$2/rp-link" && mv "$2/rp-dir" "$2/rp"
        done`,
       "swapper",
-      local,
+      images,
       run,
+      race,
     ],
     stdout: "null",
     stderr: "null",
@@ -609,13 +675,13 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
   const outcomes = new Map<string, number>();
   // The flipping directory is the bundle's BASE: any BASE of the user's is taken without runDir.
   const { runDir: _, ...noRunDir } = f.config;
-  await writeConfig(f.site, noRunDir);
+  await writeConfig(f.site, { ...noRunDir, helper: { kernelMountUserImages: true } });
   try {
     for (let i = 0; i < 200; i++) {
-      const r = await runHelper(f, `${local}/race.sqfs`, `${run}/rp/b`, { root: true });
-      assert(!/evil|bad|mine/.test(r.stdout), `mounted the wrong thing: ${r.stdout}`);
+      const r = await runHelper(f, race, `${run}/rp/b`, { root: true });
+      assert(!/evil|bad|local-root/.test(r.stdout), `mounted the wrong thing: ${r.stdout}`);
       // runc resolves the bundle path itself, as the user: it may land on the other one.
-      const outcome = r.code === 0 && r.stdout === "real\nlocal-root\n"
+      const outcome = r.code === 0 && r.stdout === "real\nmine\n"
         ? "ran"
         : r.stderr.startsWith("shoal-mount: error: ")
         ? r.stderr.replace(/"[^"]*"/g, "PATH").trim()
@@ -628,7 +694,7 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
     await writeConfig(f.site, f.config);
   }
   for (const image of ["race-root", "race-mine"]) {
-    await assertNothingLeft(`${local}/${image}`, [run]);
+    await assertNothingLeft(`${images}/${image}`, [run]);
   }
   await assertNothingLeft(f.images.bad!, [run]);
   const ran = outcomes.get("ran") ?? 0;
@@ -639,7 +705,7 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
     assertMatch(
       k,
       // runc, resolving the path as the user while it flips, may create a 0755 bundle there.
-      /is a symlink|is owned by you|on the bundle path is a symlink|cannot open|is not a directory|must be owned by you with mode 0700/,
+      /is a symlink|belongs to uid 0|on the bundle path is a symlink|cannot open|is not a directory|must be owned by you with mode 0700/,
     );
   }
 });
