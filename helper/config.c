@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "caller.h"
@@ -123,6 +124,20 @@ static const char *string_of(const struct config *cfg, const struct json_values 
   return v->string[k];
 }
 
+long long tmpfs_bytes(const char *size) {
+  size_t n = strspn(size, "0123456789");
+  if (n == 0 || n > 12 || strlen(size + n) > 1 || (size[n] && !strchr("kmg%", size[n]))) return -1;
+  long long v = strtoll(size, NULL, 10);
+  struct sysinfo si;
+  switch (size[n]) {
+    case 'k': return v << 10;
+    case 'm': return v << 20;
+    case 'g': return v << 30;
+    case '%': return sysinfo(&si) ? -1 : (long long)si.totalram * si.mem_unit / 100 * v;
+    default: return v;
+  }
+}
+
 void load_install(struct config *cfg) {
   char exe[PATH_MAX], real[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -149,6 +164,17 @@ void load_install(struct config *cfg) {
     refuse("ask your admin to fix the config", "\"%s\": %s must be true or false", cfg->file,
            json_key_name(K_USERIMAGES));
   cfg->user_images = v.kind[K_USERIMAGES] == J_TRUE;
+  double loops = v.kind[K_MAXLOOPS] == J_NUMBER ? v.number[K_MAXLOOPS] : DEFAULT_MAX_LOOPS;
+  if ((v.kind[K_MAXLOOPS] != J_ABSENT && v.kind[K_MAXLOOPS] != J_NUMBER) || loops != (int)loops ||
+      loops < 1 || loops > 4096)
+    refuse("ask your admin to fix the config", "\"%s\": %s must be a whole number from 1 to 4096",
+           cfg->file, json_key_name(K_MAXLOOPS));
+  cfg->max_loops = (int)loops;
+  const char *size = *(size = string_of(cfg, &v, K_TMPFS)) ? size : DEFAULT_TMPFS_SIZE;
+  if (tmpfs_bytes(size) <= 0 || strlen(size) >= sizeof cfg->tmpfs_size)
+    refuse("ask your admin to fix the config", "\"%s\": %s must be a size: digits, then k, m, g or %%",
+           cfg->file, json_key_name(K_TMPFS));
+  snprintf(cfg->tmpfs_size, sizeof cfg->tmpfs_size, "%s", size);
   const char *s;
   if (*(s = string_of(cfg, &v, K_LOCAL))) expand(cfg, "repositories.local", s, cfg->local);
   else fmt_path(cfg->local, "%s/.local/share/shoal", me.home);

@@ -13,6 +13,8 @@ static const struct {
     [K_RUNC] = {"runtime", "runc", "runtime.runc"},
     [K_RUNDIR] = {"runDir", NULL, "runDir"},
     [K_USERIMAGES] = {"helper", "kernelMountUserImages", "helper.kernelMountUserImages"},
+    [K_MAXLOOPS] = {"helper", "maxLoopDevicesPerUser", "helper.maxLoopDevicesPerUser"},
+    [K_TMPFS] = {"helper", "writableTmpfsSize", "helper.writableTmpfsSize"},
 };
 
 /* Deeper than any config; JSON.parse has no limit short of its stack. */

@@ -7,7 +7,16 @@
 
 #include <stddef.h>
 
-enum json_key { K_LOCAL, K_CENTRAL, K_RUNC, K_RUNDIR, K_USERIMAGES, NKEYS };
+enum json_key {
+  K_LOCAL,
+  K_CENTRAL,
+  K_RUNC,
+  K_RUNDIR,
+  K_USERIMAGES,
+  K_MAXLOOPS,
+  K_TMPFS,
+  NKEYS,
+};
 
 enum json_kind {
   J_ABSENT,

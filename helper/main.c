@@ -37,7 +37,8 @@
  *   `--preserve-fds N` hands the caller's 3..3+N-1 (PMI_FD) to the container;
  *   the helper needs no N of its own.
  *   --tmpfs-size: the tmpfs option size= of the writable layer (digits, then
- *   optionally k, m, g or %; default the kernel's, half of the memory).
+ *   optionally k, m, g or % of the memory); default, and most, the config's
+ *   helper.writableTmpfsSize (default 1g): a larger one is refused.
  * check: validates the installation and prints, one "key: value" a line, what
  *   `run` would use. Exit 0 when usable, 1 (with the error line) otherwise.
  * Errors: one line on stderr, `shoal-mount: error: WHAT (HINT)`; exit 1 when
@@ -50,8 +51,9 @@
  * root and not writable by group or others, with every directory above them
  * (the rule of shoal's own security checks, mod/config/security.ts; the
  * helper applies it whatever securityChecks says). Of the config it reads
- * repositories.local, repositories.centralized, runtime.runc, runDir and
- * helper.kernelMountUserImages, with shoal's defaults; $HOME and $USER are
+ * repositories.local, repositories.centralized, runtime.runc, runDir,
+ * helper.kernelMountUserImages, helper.maxLoopDevicesPerUser and
+ * helper.writableTmpfsSize, with shoal's defaults (mod/config/schema.ts); $HOME and $USER are
  * expanded from the user database (getpwuid of the real uid). No variable of
  * the caller's environment is used for anything: the environment is cleared
  * first, and runc gets only PATH (fixed), HOME, USER, LOGNAME (user database)
@@ -110,13 +112,26 @@
  * What it does (DESIGN.md, "Rootless run", path A): unshare(CLONE_NEWNS) and
  * make / a slave; a tmpfs (root-owned, 0700: the overlay's upper and work
  * dirs, which overlayfs handles with the mounter's credentials, stay out of
- * the user's reach) on DIR/.mnt; the image fd attached read-only with autoclear
- * to a free loop device; squashfs mounted ro,nosuid,nodev, given an idmapped
- * mount (the container's mapping) and attached at DIR/.mnt/lower; an overlay
- * with upper and work on the tmpfs mounted at DIR/rootfs (nodev); then the
- * privilege drop and runc under the watchdog. Every mount lives in the private
- * namespace, which ends with the last process in it (the watchdog kills the
- * container's before it exits); the loop device is released then.
+ * the user's reach, size as --tmpfs-size says) on DIR/.mnt; the image fd
+ * attached read-only with autoclear to a free loop device tagged
+ * "shoal-mount:UID:" (loop.h); squashfs mounted ro,nosuid,nodev, given an
+ * idmapped mount (the container's mapping) and attached at DIR/.mnt/lower; an
+ * overlay with upper and work on the tmpfs mounted at DIR/rootfs (nosuid,
+ * nodev); then the privilege drop and runc under the watchdog. Every mount
+ * lives in the private namespace, which ends with the last process in it (the
+ * watchdog kills the container's before it exits); the loop device and the
+ * tmpfs are released then.
+ *
+ * What it bounds. Anyone holding the namespace (a /proc/PID/ns/mnt descriptor
+ * of a container's process, kept after the run) or a process of it (left when
+ * the helper itself is SIGKILLed) keeps that run's loop device, squashfs
+ * mount and tmpfs alive without limit. So, under a per-user lock
+ * (/run/shoal-mount/user-UID.lock, root's), the helper counts the bound loop
+ * devices tagged with the caller's uid and refuses a run when there are
+ * helper.maxLoopDevicesPerUser (default 256) of them. A user therefore holds
+ * at most that many loop devices, squashfs mounts and writable layers through
+ * the helper, the layers at most helper.writableTmpfsSize each (what they
+ * hold is memory, charged to the writer's memory cgroup).
  *
  * Id mapping (shoal's config.json must carry the same uidMappings and
  * gidMappings; `check` prints both): the one rule of mod/runtime/idmap.ts's
@@ -228,15 +243,16 @@ static void run(int argc, char **argv, int sep) {
   }
   if (!image || !bundle) usage("run needs --image and --bundle");
   if (sep >= argc - 1) usage("run needs '--' and runc's arguments");
-  if (size && (strspn(size, "0123456789") == 0 || strspn(size, "0123456789") > 12 ||
-               strlen(size + strspn(size, "0123456789")) > 1 ||
-               !strchr("kmg%", size[strspn(size, "0123456789")])))
-    usage("--tmpfs-size takes a number, optionally followed by k, m, g or %%");
+  if (size && tmpfs_bytes(size) < 0) usage("--tmpfs-size takes a number, optionally followed by k, m, g or %%");
 
   pid_t parent = getppid();
   mode_t umask_was = umask(077);
   struct config cfg = {0};
   load_install(&cfg);
+  if (size && tmpfs_bytes(size) > tmpfs_bytes(cfg.tmpfs_size))
+    refuse("ask for less, or ask your admin",
+           "--tmpfs-size %s is more than this site's writable layers may hold (helper.writableTmpfsSize %s)",
+           size, cfg.tmpfs_size);
   static struct idmap um, gm;
   maps(root, &um, &gm);
 
@@ -251,7 +267,7 @@ static void run(int argc, char **argv, int sep) {
   int rootfs = own_entry(bfd, bundle, "rootfs", 1);
   int mnt = own_entry(bfd, bundle, ".mnt", 1);
   int nsfile = own_entry(bfd, bundle, "userns", 0);
-  mount_container(img, image, size, ns, rootfs, mnt, nsfile);
+  mount_container(img, image, size ? size : cfg.tmpfs_size, cfg.max_loops, ns, rootfs, mnt, nsfile);
 
   drop();
   umask(umask_was);
@@ -276,10 +292,10 @@ static void check(void) {
   load_install(&cfg);
   char text[MAP_TEXT_MAX];
   printf("version: %s\nconfig: %s\nrunc: %s\nlocal repository: %s\ncentralized repository: %s\n"
-         "run dir: %s\nuser images: %s\n",
+         "run dir: %s\nuser images: %s\nloop devices per user: %d\nwritable layer size: %s\n",
          VERSION, cfg.file, cfg.runc, cfg.local, *cfg.central ? cfg.central : "none",
          *cfg.rundir ? cfg.rundir : "any directory of yours, mode 0700 (see docs)",
-         cfg.user_images ? "kernel-mounted" : "refused");
+         cfg.user_images ? "kernel-mounted" : "refused", cfg.max_loops, cfg.tmpfs_size);
   for (int root = 1; root >= 0; root--) {
     static struct idmap um, gm;
     maps(root, &um, &gm);

@@ -59,15 +59,15 @@ static void attach(int mnt, int dirfd, const char *name, const char *what) {
     refuse("this is a bug, or the kernel is too old", "cannot attach %s: %s", what, ERR);
 }
 
-void mount_container(int img, const char *image, const char *size, int ns, int rootfs, int mnt,
-                     int nsfile) {
-  const char *tmpfs_opts[] = {"mode", "0700", "uid", "0", "gid", "0", size ? "size" : NULL, size, NULL};
+void mount_container(int img, const char *image, const char *size, int max_loops, int ns, int rootfs,
+                     int mnt, int nsfile) {
+  const char *tmpfs_opts[] = {"mode", "0700", "uid", "0", "gid", "0", "size", size, NULL};
   int tmp = new_mount("tmpfs", "shoal", tmpfs_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
                       "tmpfs", "this is a bug");
   attach(tmp, mnt, "", "the tmpfs");
 
   char dev[64];
-  int loop = loop_attach(img, image, dev);
+  int loop = loop_attach(img, image, max_loops, dev);
   const char *sq_opts[] = {"ro", NULL, NULL};
   int sq = new_mount("squashfs", dev, sq_opts,
                      MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
@@ -98,7 +98,8 @@ void mount_container(int img, const char *image, const char *size, int ns, int r
   snprintf(upperdir, sizeof upperdir, "/proc/self/fd/%d", upper);
   snprintf(workdir, sizeof workdir, "/proc/self/fd/%d", work);
   const char *ovl_opts[] = {"lowerdir", lowerdir, "upperdir", upperdir, "workdir", workdir, NULL};
-  int ovl = new_mount("overlay", "shoal", ovl_opts, MOUNT_ATTR_NODEV, "overlay",
+  /* nosuid: a setuid file written in the writable layer must not grant its ids either. */
+  int ovl = new_mount("overlay", "shoal", ovl_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "overlay",
                       "the helper needs overlayfs over idmapped layers (Linux 5.19)");
   attach(ovl, rootfs, "", "the overlay");
 

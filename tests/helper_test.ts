@@ -212,6 +212,8 @@ Deno.test("install.sh installs shoal-mount root-owned and setuid; check reports 
       `centralized repository: ${f.site.central}`,
       `run dir: ${f.run}`,
       "user images: refused",
+      "loop devices per user: 256",
+      "writable layer size: 1g",
       `uid map --root: ${renderMapping(shoalMaps(user, true).uid)}`,
       `gid map --root: ${renderMapping(shoalMaps(user, true).gid)}`,
       `uid map: ${renderMapping(shoalMaps(user, false).uid)}`,
@@ -639,7 +641,7 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
   await Deno.link(f.images.localRoot!, `${images}/race-root`);
   await Deno.link(f.images.mine!, `${images}/race-mine`);
   await Deno.symlink(f.images.bad!, `${images}/race-link`);
-  await Deno.link(f.images.localRoot!, race);
+  await Deno.link(f.images.mine!, race);
   // A bundle path component flips between a directory and a symlink to another bundle.
   await asUser(user, "mkdir", "-m", "700", `${run}/rp`, `${run}/evil`);
   await makeBundle(user, `${run}/rp/b`, {
@@ -658,9 +660,9 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
        i=0
        while [ $i -lt 200000 ]; do
          i=$((i + 1))
-         ln -f race-mine race.tmp && mv -f race.tmp "$3"
-         cp -P race-link race.tmp && mv -f race.tmp "$3"
          ln -f race-root race.tmp && mv -f race.tmp "$3"
+         cp -P race-link race.tmp && mv -f race.tmp "$3"
+         ln -f race-mine race.tmp && mv -f race.tmp "$3"
          mv "$2/rp" "$2/rp-dir" && mv "$2/rp-link" "$2/rp"
          mv "$2/rp" "$2/rp-link" && mv "$2/rp-dir" "$2/rp"
        done`,
@@ -1162,4 +1164,101 @@ Deno.test("while the container runs, the helper holds no privilege and the calle
   assertNoError(await stderr);
   assertEquals(processesRunning(["sleep", main]), []);
   await assertNothingLeft(f.images.good!, [dir]);
+});
+
+Deno.test("the root filesystem is nosuid; the writable layer has the site's size, and no more", async () => {
+  const f = await fx();
+  const dir = await bundle(f, {
+    args: ["sh", "-c", "grep ' / / ' /proc/self/mountinfo"],
+    root: true,
+  });
+  const r = await runHelper(f, f.images.good!, dir, { root: true });
+  assertEquals(r.code, 0, r.stderr);
+  const options = r.stdout.split(" ")[5]!.split(",");
+  assert(options.includes("nosuid") && options.includes("nodev"), r.stdout);
+  await assertNothingLeft(f.images.good!, [dir]);
+
+  // The tmpfs as the helper leaves it for runc.
+  const sizeOf = (opts: RunOpts) =>
+    withFakeRunc(
+      f,
+      `grep " $1/.mnt .* - tmpfs shoal " /proc/$$/mountinfo | grep -o 'size=[0-9]*k'`,
+      () => runHelper(f, f.images.good!, dir, { ...opts, runc: [dir] }),
+    );
+  const byDefault = await sizeOf({});
+  assertEquals([byDefault.code, byDefault.stdout], [0, "size=1048576k\n"], byDefault.stderr);
+  const site = { ...f.config, helper: { writableTmpfsSize: "64m" } };
+  const withSite = (body: () => Promise<void>) =>
+    withFakeRunc(f, "true", async () => {
+      await writeConfig(f.site, { ...site, runtime: { runc: RUNC } });
+      await body();
+    });
+  await withSite(async () => {
+    const check = await helper(f.site, f.user, ["check"]);
+    assertStringIncludes(check.stdout, "writable layer size: 64m\n");
+    assertRefused(
+      await runHelper(f, f.images.good!, dir, { size: "128m" }),
+      /--tmpfs-size 128m is more than this site's writable layers may hold \(helper.writableTmpfsSize 64m\)/,
+    );
+  });
+  await assertNothingLeft(f.images.good!, [dir]);
+});
+
+Deno.test("finished runs whose namespaces are held open count against the user's loop devices", async () => {
+  const f = await fx();
+  const user = await testUser("shoal-attacker", false);
+  await Deno.mkdir(`${f.site.dir}/run/${user.name}`, { mode: 0o700 }).catch(() => {});
+  await Deno.chown(`${f.site.dir}/run/${user.name}`, user.uid, user.gid);
+  const limit = 2;
+  await writeConfig(f.site, { ...f.config, helper: { maxLoopDevicesPerUser: limit } });
+  const holders: Deno.ChildProcess[] = [];
+  const run = async (args: string[]) => {
+    const dir = await bundle(f, { args, root: true, userns: true, hostPid: true }, user);
+    return { dir, args: helperArgs(f, f.images.good!, dir, { root: true, userns: true, user }) };
+  };
+  try {
+    // Each run ends, but a process of the user's keeps its mount namespace (and so its loop
+    // device) by a /proc/PID/ns/mnt descriptor.
+    for (let i = 0; i < limit; i++) {
+      const { args } = await run(["sh", "-c", "echo $$; exec sleep 1000"]);
+      const child = spawnAs(user, f.site.helper, args);
+      const out = new Lines(child.stdout);
+      await killedAfter(child, async () => {
+        const pid = await out.next();
+        const holder = spawnAs(user, "sh", [
+          "-c",
+          'exec 3</proc/"$1"/ns/mnt && echo pinned && exec sleep 1000',
+          "sh",
+          pid!,
+        ]);
+        holders.push(holder);
+        assertEquals(await new Lines(holder.stdout).next(), "pinned");
+      });
+    }
+    const refused = await helper(f.site, user, (await run(["true"])).args);
+    assertRefused(
+      refused,
+      new RegExp(
+        `you hold ${limit} loop devices through shoal-mount \\(limit ${limit}\\) ` +
+          "\\(end the processes that keep finished containers' namespaces open\\)",
+      ),
+    );
+  } finally {
+    for (const h of holders) {
+      h.kill("SIGKILL");
+      await h.status;
+    }
+    await writeConfig(f.site, f.config);
+  }
+  // Released, the namespaces go with their loop devices, and runs work again.
+  await writeConfig(f.site, { ...f.config, helper: { maxLoopDevicesPerUser: limit } });
+  try {
+    await assertNothingLeft(f.images.good!, []);
+    const again = await run(["true"]);
+    const r = await helper(f.site, user, again.args);
+    assertEquals(r.code, 0, r.stderr);
+    await assertNothingLeft(f.images.good!, [again.dir]);
+  } finally {
+    await writeConfig(f.site, f.config);
+  }
 });

@@ -33,6 +33,8 @@ const WANTED = [
   "runtime.runc",
   "runDir",
   "helper.kernelMountUserImages",
+  "helper.maxLoopDevicesPerUser",
+  "helper.writableTmpfsSize",
 ];
 
 class Gen {
