@@ -20,16 +20,17 @@
 /* The caller's lock, held until closed. */
 static int lock_user(void) {
   if (mkdir(LOCK_DIR, 0700) && errno != EEXIST) refuse("is /run writable by root?", "cannot create %s: %s", LOCK_DIR, ERR);
-  int dir = open(LOCK_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  /* root:root: what the helper creates gets the caller's gid, its egid. */
+  int dir = open(LOCK_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   struct stat st;
-  if (dir < 0 || fstat(dir, &st) || st.st_uid != 0 || (st.st_mode & 077))
+  if (dir < 0 || fstat(dir, &st) || st.st_uid != 0 || (st.st_mode & 077) || fchown(dir, 0, 0))
     refuse("ask your admin to remove it; the helper makes it, root's with mode 0700",
            "%s is not root's alone", LOCK_DIR);
   char name[64];
   snprintf(name, sizeof name, "user-%u.lock", (unsigned)me.uid);
   int fd = openat(dir, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   close(dir);
-  if (fd < 0 || flock(fd, LOCK_EX)) refuse("ask your admin", "cannot lock %s/%s: %s", LOCK_DIR, name, ERR);
+  if (fd < 0 || fchown(fd, 0, 0) || flock(fd, LOCK_EX)) refuse("ask your admin", "cannot lock %s/%s: %s", LOCK_DIR, name, ERR);
   return fd;
 }
 
