@@ -67,7 +67,7 @@ compile=auto
 while [ $# -gt 0 ]; do
   case $1 in
     --prefix)
-      [ $# -ge 2 ] && [ -n "$2" ] || usage_error "--prefix needs a directory"
+      if [ $# -lt 2 ] || [ -z "$2" ]; then usage_error "--prefix needs a directory"; fi
       prefix=$2
       shift 2
       ;;
@@ -117,6 +117,7 @@ uninstall() {
     echo "nothing to uninstall: no shoal installation in $prefix"
     return 0
   fi
+  # shellcheck disable=SC2094 # the loop reads $OLD; grep and sha only read it too
   while read -r kind _ rel; do
     case $kind in file | config) ;; *) continue ;; esac
     check_rel "$rel"
@@ -271,9 +272,10 @@ if [ "$user" = yes ]; then
   HELPER_NOTE="a user install runs without the setuid helper"
 elif [ -f "$ROOT/helper/Makefile" ]; then
   command -v make >/dev/null 2>&1 || die "make is needed to build the helper (scripts/bootstrap installs it)"
-  # Built in a copy: several installs may run from one checkout at once.
+  # Built in a copy: several installs may run from one checkout at once. -B:
+  # a helper built in the checkout is copied too, with a newer mtime than its sources.
   cp -R "$ROOT/helper" "$STAGE/helper"
-  make -s -C "$STAGE/helper" shoal-mount >"$STAGE/err" 2>&1 ||
+  make -s -B -C "$STAGE/helper" shoal-mount >"$STAGE/err" 2>&1 ||
     die "building the helper failed: $(tail -n 1 "$STAGE/err")"
   HELPER=yes
 else
@@ -303,7 +305,7 @@ ensure_dir() {
     if in_old "dir - $1"; then record "dir - $1"; fi
     return 0
   fi
-  [ ! -e "$path" ] && [ ! -L "$path" ] || die "$path exists and is not a directory"
+  if [ -e "$path" ] || [ -L "$path" ]; then die "$path exists and is not a directory"; fi
   record "dir - $1"
   # shellcheck disable=SC2086
   install -d -m 755 $OWN "$path"

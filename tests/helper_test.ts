@@ -8,7 +8,6 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import {
   assertNothingLeft,
-  expectedMapping,
   helper,
   type HelperSite,
   helperSite,
@@ -19,6 +18,7 @@ import {
   processStatus,
   renderMapping,
   RUNC,
+  shoalMaps,
   snapshot,
   spawnAs,
   squashfsImage,
@@ -54,6 +54,14 @@ function imageEntries(marker: string): TarEntry[] {
   ];
 }
 
+/** An image file name as repositories store them: sha256-<hex of marker>.sqsh. */
+async function storedName(marker: string): Promise<string> {
+  const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(marker));
+  return `sha256-${
+    Array.from(new Uint8Array(hash), (b) => b.toString(16).padStart(2, "0")).join("")
+  }.sqsh`;
+}
+
 async function asUser(user: TestUser, cmd: string, ...args: string[]): Promise<void> {
   const r = await runAs(user, cmd, args);
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")} as ${user.name}: ${r.stderr}`);
@@ -84,24 +92,38 @@ async function setUp(): Promise<Fixture> {
   };
   await writeConfig(site, config);
 
+  for (const d of [`${site.central}/images`, `${site.outside}/images`]) {
+    await Deno.mkdir(d, { mode: 0o755 });
+  }
+  await Deno.mkdir(`${local}/images`, { mode: 0o755 });
+  await Deno.chown(`${local}/images`, user.uid, user.gid);
   const images: Record<string, string> = {
-    good: `${site.central}/good.sqfs`,
-    localRoot: `${local}/root.sqfs`,
-    mine: `${local}/mine.sqfs`,
-    other: `${site.central}/other.sqfs`,
-    bad: `${site.outside}/bad.sqfs`,
-    writable: `${site.central}/writable.sqfs`,
-    text: `${site.central}/text.sqfs`,
-    garbage: `${site.central}/garbage.sqfs`,
+    good: `${site.central}/images/${await storedName("central")}`,
+    localRoot: `${local}/images/${await storedName("local-root")}`,
+    mine: `${local}/images/${await storedName("mine")}`,
+    other: `${site.central}/images/${await storedName("other")}`,
+    bad: `${site.outside}/images/${await storedName("bad")}`,
+    writable: `${site.central}/images/${await storedName("writable")}`,
+    text: `${site.central}/images/${await storedName("text")}`,
+    garbage: `${site.central}/images/${await storedName("garbage")}`,
+    empty: `${site.central}/images/${await storedName("empty")}`,
+    // Where a pull keeps a layer blob, and a partial pull: a squashfs may be pushed as a layer.
+    blob: `${site.central}/blobs/sha256/${(await storedName("blob")).slice(7, 71)}`,
+    partial: `${site.central}/tmp/pull-1/${await storedName("partial")}`,
   };
+  await Deno.mkdir(`${site.central}/blobs/sha256`, { recursive: true, mode: 0o755 });
+  await Deno.mkdir(`${site.central}/tmp/pull-1`, { recursive: true, mode: 0o755 });
   await squashfsImage(images.good!, imageEntries("central"));
   await squashfsImage(images.localRoot!, imageEntries("local-root"));
   await squashfsImage(images.mine!, imageEntries("mine"), user);
   await squashfsImage(images.other!, imageEntries("other"), nosub);
   await squashfsImage(images.bad!, imageEntries("bad"));
   await squashfsImage(images.writable!, imageEntries("writable"));
+  await squashfsImage(images.blob!, imageEntries("blob"));
+  await squashfsImage(images.partial!, imageEntries("partial"));
   await Deno.chmod(images.writable!, 0o666);
   await Deno.writeTextFile(images.text!, "not an image\n");
+  await Deno.writeTextFile(images.empty!, "");
   // Squashfs magic and version, then noise: only the kernel can tell.
   const garbage = crypto.getRandomValues(new Uint8Array(65536));
   garbage.set([0x68, 0x73, 0x71, 0x73], 0);
@@ -109,10 +131,8 @@ async function setUp(): Promise<Fixture> {
   new DataView(garbage.buffer).setUint16(30, 0, true);
   new DataView(garbage.buffer).setBigUint64(40, 65536n, true);
   await Deno.writeFile(images.garbage!, garbage);
-  await Deno.symlink(images.good!, `${local}/link.sqfs`);
-  await Deno.symlink("/etc/shadow", `${local}/shadow.sqfs`);
-  await Deno.symlink(site.outside, `${local}/outdir`);
-  await Deno.symlink(site.central, `${local}/centraldir`);
+  await Deno.symlink(images.good!, `${local}/images/${await storedName("link")}`);
+  await Deno.symlink("/etc/shadow", `${local}/images/${await storedName("shadow")}`);
   return { site, user, nosub, config, local, run: `${site.dir}/run/${user.name}`, images };
 }
 
@@ -192,9 +212,12 @@ Deno.test("install.sh installs shoal-mount root-owned and setuid; check reports 
       `centralized repository: ${f.site.central}`,
       `run dir: ${f.run}`,
       "user images: refused",
-      `uid map --root: ${renderMapping(expectedMapping(user.uid, user.subuid, true))}`,
-      `uid map: ${renderMapping(expectedMapping(user.uid, user.subuid, false))}`,
-      `gid map: ${renderMapping(expectedMapping(user.gid, user.subuid, false))}`,
+      "loop devices per user: 256",
+      "writable layer size: 1g",
+      `uid map --root: ${renderMapping(shoalMaps(user, true).uid)}`,
+      `gid map --root: ${renderMapping(shoalMaps(user, true).gid)}`,
+      `uid map: ${renderMapping(shoalMaps(user, false).uid)}`,
+      `gid map: ${renderMapping(shoalMaps(user, false).gid)}`,
     ]
   ) assertStringIncludes(check.stdout, `${line}\n`);
   // Keep-id puts the caller's own uid between two parts of the range.
@@ -215,14 +238,13 @@ Deno.test("install.sh installs shoal-mount root-owned and setuid; check reports 
   await writeConfig(f.site, {});
   try {
     const defaults = await helper(f.site, f.user, ["check"]);
-    let runDir = `/tmp/shoal-${user.uid}`;
-    try {
-      const r = await Deno.lstat(`/run/user/${user.uid}`);
-      if (r.isDirectory && r.uid === user.uid) runDir = `/run/user/${user.uid}/shoal`;
-    } catch { /* no /run/user/UID: /tmp */ }
     assertStringIncludes(defaults.stdout, `local repository: ${user.home}/.local/share/shoal\n`);
     assertStringIncludes(defaults.stdout, "centralized repository: none\n");
-    assertStringIncludes(defaults.stdout, `run dir: ${runDir}\n`);
+    // No runDir: the helper takes any run dir of the user's that passes its walk.
+    assertStringIncludes(
+      defaults.stdout,
+      "run dir: any directory of yours, mode 0700 (see docs)\n",
+    );
   } finally {
     await writeConfig(f.site, f.config);
   }
@@ -240,7 +262,7 @@ Deno.test("--root: uid 0 inside, image files keep their owners, nothing left on 
   assertEquals([uid, busybox, owned, marker], ["0", "0", "1000:1000", "central"]);
   assertEquals(
     map.map((l) => l.trim().split(/\s+/).join(" ")).join(", "),
-    renderMapping(expectedMapping(f.user.uid, f.user.subuid, true)),
+    renderMapping(shoalMaps(f.user, true).uid),
   );
   await assertNothingLeft(f.images.good!, [dir]);
 });
@@ -253,6 +275,42 @@ Deno.test("without --root the user keeps their uid; image files keep their owner
   const r = await runHelper(f, f.images.good!, joined, { userns: true });
   assertEquals([r.code, r.stdout], [0, `${f.user.uid}\n0\n1000:1000\ncentral\n`], r.stderr);
   await assertNothingLeft(f.images.good!, [joined]);
+});
+
+/** A user whose subordinate ids come in two ranges, with a run dir of theirs. */
+async function twoRangeUser(f: Fixture): Promise<TestUser> {
+  const u = await testUser("shoal-test-ranges", false);
+  const r = await runCommand("flock", [
+    "/tmp/shoal-test-users.lock",
+    "usermod",
+    ...["--add-subuids", "3000000-3000999", "--add-subuids", "4000000-4064535"],
+    ...["--add-subgids", "3000000-3000999", "--add-subgids", "4000000-4064535"],
+    u.name,
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  await Deno.mkdir(`${f.site.dir}/run/${u.name}`, { mode: 0o700 }).catch(() => {});
+  await Deno.chown(`${f.site.dir}/run/${u.name}`, u.uid, u.gid);
+  return u;
+}
+
+Deno.test("the kernel gets shoal's maps: two subordinate ranges, with and without --root", async () => {
+  const f = await fx();
+  const user = await twoRangeUser(f);
+  const show = ["sh", "-c", "cat /proc/self/uid_map; echo; cat /proc/self/gid_map"];
+  for (const root of [true, false]) {
+    const dir = await bundle(f, { args: show, root, userns: true }, user);
+    const r = await runHelper(f, f.images.good!, dir, { root, userns: true, user });
+    assertEquals(r.code, 0, r.stderr);
+    const [uid, gid] = r.stdout.split("\n\n").map((m) =>
+      m.trim().split("\n").map((l) => l.trim().split(/\s+/).join(" ")).join(", ")
+    );
+    const maps = shoalMaps(user, root);
+    assertEquals([uid, gid], [renderMapping(maps.uid), renderMapping(maps.gid)]);
+    // Both ranges are in it.
+    assertStringIncludes(uid!, " 3000000 ");
+    assertStringIncludes(uid!, " 4000000 ");
+    await assertNothingLeft(f.images.good!, [dir]);
+  }
 });
 
 Deno.test("--root without a subordinate range maps root to the caller alone", async () => {
@@ -314,40 +372,85 @@ Deno.test("--userns: runc joins the helper's namespace and creates none (blocked
 Deno.test("refuses images it must not mount, leaving nothing behind", async () => {
   const f = await fx();
   const dir = await bundle(f, { args: ["true"], root: true });
-  const cases: [string, string, RegExp, number?][] = [
-    ["outside the repositories", f.images.bad!, /is outside the image repositories/],
-    ["symlink to an allowed image", `${f.local}/link.sqfs`, /"[^"]*link.sqfs" is a symlink/],
-    ["symlink to /etc/shadow", `${f.local}/shadow.sqfs`, /shadow.sqfs" is a symlink/],
-    [
-      "a file the user cannot read",
-      "/etc/shadow",
-      /cannot open "\/etc\/shadow": Permission denied/,
-    ],
-    ["through a symlinked dir to outside", `${f.local}/outdir/bad.sqfs`, /outside the image/],
-    ["not squashfs", f.images.text!, /is not a squashfs 4 image/],
-    ["squashfs magic, garbage", f.images.garbage!, /the kernel cannot mount the image/],
-    ["another user's image", f.images.other!, new RegExp(`belongs to uid ${f.nosub.uid}`)],
-    ["the user's own image", f.images.mine!, /is owned by you.*kernelMountUserImages/],
-    ["a group-writable root image", f.images.writable!, /is writable by group or others/],
-    ["a directory", f.site.central, /is not a regular file/],
-    ["missing", `${f.site.central}/none.sqfs`, /No such file or directory/],
-    ["a relative path", "good.sqfs", /--image must be an absolute path/, 2],
-  ];
-  const watched = [
-    ...Object.values(f.images),
-    "/etc/shadow",
-    `${dir}/config.json`,
-  ];
+  const { central } = f.site;
+  const goodName = f.images.good!.slice(`${central}/images/`.length);
+  const [dirName, noneName, linkName, shadowName] = await Promise.all(
+    ["dir", "none", "link", "shadow"].map(storedName),
+  );
+  await Deno.mkdir(`${central}/images/${dirName}`, { mode: 0o755 }).catch(() => {});
+  const nowhere = /is not an image file of the image repositories/;
+  const refusals = (userImages: boolean): [string, string, RegExp, number?][] =>
+    userImages
+      ? [
+        ["root's image in the local repository", f.images.localRoot!, /belongs to uid 0/],
+        ["a symlink to an allowed image", `${f.local}/images/${linkName}`, /is a symlink/],
+        ["a symlink to /etc/shadow", `${f.local}/images/${shadowName}`, /is a symlink/],
+      ]
+      : [
+        ["a stored name outside the repositories", f.images.bad!, nowhere],
+        ["a cached layer blob of the centralized repository", f.images.blob!, nowhere],
+        ["a partial pull of the centralized repository", f.images.partial!, nowhere],
+        ["a /proc file", "/proc/self/cmdline", nowhere],
+        ["a file the user cannot read", "/etc/shadow", nowhere],
+        ["not as stored", `${central}/images/../images/${goodName}`, nowhere],
+        ["a name no image has", `${central}/images/${goodName.toUpperCase()}`, nowhere],
+        [
+          "the user's own image",
+          f.images.mine!,
+          /is in your local repository.*kernelMountUserImages/,
+        ],
+        ["another user's image", f.images.other!, new RegExp(`belongs to uid ${f.nosub.uid}`)],
+        ["a group-writable root image", f.images.writable!, /is writable by group or others/],
+        ["not squashfs", f.images.text!, /is not a squashfs 4 image/],
+        ["an empty file", f.images.empty!, /is empty/],
+        ["squashfs magic, garbage", f.images.garbage!, /the kernel cannot mount the image/],
+        ["a directory", `${central}/images/${dirName}`, /is not a regular file/],
+        ["missing", `${central}/images/${noneName}`, /No such file or directory/],
+        ["a relative path", "good.sqsh", /--image must be an absolute path/, 2],
+      ];
+  const watched = [...Object.values(f.images), "/etc/shadow", `${dir}/config.json`];
   const before = await snapshot(watched);
-  for (const [what, image, re, code] of cases) {
-    const r = await runHelper(f, image, dir, { root: true });
-    assertRefused(r, re, code ?? 1);
-    if (image.startsWith("/")) await assertNothingLeft(image, [dir]);
-    assertEquals(await snapshot(watched), before, what);
+  for (const userImages of [false, true]) {
+    await writeConfig(f.site, { ...f.config, helper: { kernelMountUserImages: userImages } });
+    try {
+      for (const [what, image, re, code] of refusals(userImages)) {
+        const r = await runHelper(f, image, dir, { root: true });
+        assertRefused(r, re, code ?? 1);
+        if (image.startsWith("/")) await assertNothingLeft(image, [dir]);
+        assertEquals(await snapshot(watched), before, what);
+      }
+    } finally {
+      await writeConfig(f.site, f.config);
+    }
   }
 });
 
-Deno.test("mounts root's images of either repository, and the user's when the site allows", async () => {
+Deno.test("refuses a symlinked local repository (-> /, -> /proc, -> the centralized one)", async () => {
+  const f = await fx();
+  const dir = await bundle(f, { args: ["true"], root: true });
+  const goodName = f.images.good!.replace(/^.*\//, "");
+  for (const target of ["/", "/proc", f.site.central]) {
+    const link = `${f.local}/linked-${target.replace(/\//g, "_")}`;
+    await Deno.symlink(target, link).catch(() => {});
+    await writeConfig(f.site, {
+      ...f.config,
+      repositories: {
+        ...f.config.repositories as object,
+        local: link.replace(f.user.name, "$USER"),
+      },
+      helper: { kernelMountUserImages: true },
+    });
+    try {
+      const r = await runHelper(f, `${link}/images/${goodName}`, dir, { root: true });
+      assertRefused(r, /linked-[^"]*" is a symlink/);
+      await assertNothingLeft(f.images.good!, [dir]);
+    } finally {
+      await writeConfig(f.site, f.config);
+    }
+  }
+});
+
+Deno.test("mounts the centralized repository's images, and the user's own where the site allows", async () => {
   const f = await fx();
   const dir = await bundle(f, { args: ["cat", "/etc/marker"], root: true });
   const ok = async (image: string, marker: string) => {
@@ -355,9 +458,7 @@ Deno.test("mounts root's images of either repository, and the user's when the si
     assertEquals([r.code, r.stdout], [0, `${marker}\n`], r.stderr);
     await assertNothingLeft(image, [dir]);
   };
-  await ok(f.images.localRoot!, "local-root");
-  // The file's real location counts: a symlinked directory into the centralized repository.
-  await ok(`${f.local}/centraldir/good.sqfs`, "central");
+  await ok(f.images.good!, "central");
   await writeConfig(f.site, { ...f.config, helper: { kernelMountUserImages: true } });
   try {
     await ok(f.images.mine!, "mine");
@@ -396,13 +497,15 @@ Deno.test("refuses bundle dirs it must not mount on", async () => {
     [`${run}/rootowned`, /must be owned by you with mode 0700/],
     [`${run}/g750`, /must be owned by you with mode 0700/],
     [`${run}/o755`, /must be owned by you with mode 0700/],
-    [`${run}/link`, /"[^"]*\/link" on the bundle path is a symlink/],
-    [`${run}/sub/b`, /"[^"]*\/sub" on the bundle path is a symlink/],
-    [`${run}/gw/b`, /"[^"]*\/gw" on the bundle path is not safe/],
-    [`${f.site.dir}/elsewhere`, /is not below the run dir/],
-    [run, /is not below the run dir/],
-    ["/", /is not below the run dir/],
-    ["/etc", /is not below the run dir/],
+    [`${run}/link`, /bundle "[^"]*\/link" is a symlink/],
+    // runDir is set: the bundle's BASE must be it, exactly.
+    [`${run}/sub/b`, /is not directly in the run dir/],
+    [`${run}/gw/b`, /is not directly in the run dir/],
+    [`${f.site.dir}/elsewhere`, /is not directly in the run dir/],
+    [run, /is not directly in the run dir/],
+    ["/", /its name must be/],
+    ["/etc", /is not directly in the run dir/],
+    [`${run}/-x`, /its name must be/],
     [rootfsLink, /rootfs" is not a directory of yours/],
     [mntLink, /\.mnt" is not a directory of yours/],
     [`${run}/./real`, /--bundle must be an absolute path/, 2],
@@ -424,15 +527,121 @@ Deno.test("refuses bundle dirs it must not mount on", async () => {
   }
 });
 
+/** A directory made by root for `owner`, with `mode`. */
+async function ownedDir(path: string, owner: TestUser, mode = 0o700) {
+  await Deno.mkdir(path, { mode });
+  await Deno.chmod(path, mode);
+  await Deno.chown(path, owner.uid, owner.gid);
+}
+
+Deno.test("without runDir: any run dir of the caller's, mode 0700, on a safe path; another user's never", async () => {
+  const f = await fx();
+  const victim = f.user;
+  const attacker = await testUser("shoal-attacker", false);
+  const { runDir: _, ...noRunDir } = f.config;
+  await writeConfig(f.site, noRunDir);
+  const tag = crypto.randomUUID().slice(0, 8);
+  const victimBase = `/tmp/shoal-${victim.uid}.${tag}`;
+  const mine = `/tmp/shoal-${attacker.uid}.${tag}`;
+  const created: string[] = [victimBase, mine];
+  try {
+    await ownedDir(victimBase, victim);
+    await makeBundle(victim, `${victimBase}/b`, { args: ["cat", "/etc/marker"], root: true });
+    await ownedDir(mine, attacker);
+    await Deno.symlink(victimBase, `${mine}/base`);
+    await ownedDir(`${mine}/real`, attacker);
+    await ownedDir(`${mine}/real/base`, attacker);
+    await ownedDir(`${mine}/real/base/b`, attacker);
+    await Deno.symlink(`${mine}/real`, `${mine}/mid`);
+    await ownedDir(`${mine}/open`, attacker, 0o755);
+    await ownedDir(`${mine}/open/b`, attacker);
+    await ownedDir(`${mine}/b755`, attacker, 0o755);
+    await ownedDir(`${mine}/gw`, attacker, 0o777);
+    await ownedDir(`${mine}/gw/base`, attacker);
+    await ownedDir(`${mine}/gw/base/b`, attacker);
+    const cases: [string, string, RegExp][] = [
+      [
+        "a BASE that is a symlink to the victim's",
+        `${mine}/base/b`,
+        /\/base", the bundle's run dir, is a symlink/,
+      ],
+      [
+        "the victim's BASE",
+        `${victimBase}/b`,
+        /the bundle's run dir, must be owned by you with mode 0700/,
+      ],
+      [
+        "a BASE of mode 0755",
+        `${mine}/open/b`,
+        /\/open", the bundle's run dir, must be owned by you with mode 0700/,
+      ],
+      ["a symlink in the middle", `${mine}/mid/base/b`, /\/mid" on the bundle path is a symlink/],
+      [
+        "a bundle of mode 0755",
+        `${mine}/b755`,
+        /bundle "[^"]*\/b755" must be owned by you with mode 0700/,
+      ],
+      [
+        "a world-writable dir above BASE",
+        `${mine}/gw/base/b`,
+        /\/gw" on the bundle path must not be writable/,
+      ],
+    ];
+    const before = await snapshot([`${victimBase}/b/config.json`, `${victimBase}/b`]);
+    for (const [what, dir, re] of cases) {
+      const r = await helper(f.site, attacker, [
+        ...["run", "--image", f.images.good!, "--bundle", dir, "--root", "--"],
+        ...["--root", `${mine}/state`, "run", "--bundle", dir, `a${++bundles}`],
+      ]);
+      assertRefused(r, re);
+      await assertNothingLeft(f.images.good!, [victimBase, mine]);
+      assertEquals(
+        await snapshot([`${victimBase}/b/config.json`, `${victimBase}/b`]),
+        before,
+        what,
+      );
+    }
+
+    // The victim's own private fallback run dir, and /run/user/UID/shoal, work.
+    const ok = async (dir: string) => {
+      const r = await runHelper(f, f.images.good!, dir, {
+        root: true,
+        runc: ["--root", `${f.run}/state`, "run", "--bundle", dir, `c${++bundles}`],
+      });
+      assertEquals([r.code, r.stdout], [0, "central\n"], r.stderr);
+      await assertNothingLeft(f.images.good!, [dir]);
+    };
+    await ok(`${victimBase}/b`);
+    const runUser = `/run/user/${victim.uid}`;
+    if (await Deno.lstat(runUser).then(() => false, () => true)) {
+      await Deno.mkdir("/run/user", { recursive: true, mode: 0o755 });
+      await ownedDir(runUser, victim);
+      created.push(runUser);
+    }
+    const shoalDir = `${runUser}/shoal-test-${tag}`;
+    await ownedDir(shoalDir, victim);
+    created.push(shoalDir);
+    await makeBundle(victim, `${shoalDir}/b`, { args: ["cat", "/etc/marker"], root: true });
+    await ok(`${shoalDir}/b`);
+  } finally {
+    await writeConfig(f.site, f.config);
+    for (const dir of created.reverse()) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  }
+});
+
 Deno.test("a path swapped between check and use never mounts the wrong thing", async () => {
   const f = await fx();
   const { run, local, user } = f;
-  // The image name flips between root's image (allowed), the user's own
-  // (refused here), and a symlink to an image outside the repositories.
-  await Deno.link(f.images.localRoot!, `${local}/race-root`);
-  await Deno.link(f.images.mine!, `${local}/race-mine`);
-  await Deno.symlink(f.images.bad!, `${local}/race-link`);
-  await Deno.link(f.images.localRoot!, `${local}/race.sqfs`);
+  // The image name flips between the user's own image (allowed here), root's
+  // (refused in the local repository), and a symlink to an image elsewhere.
+  const images = `${local}/images`;
+  const race = `${images}/${await storedName("race")}`;
+  await Deno.link(f.images.localRoot!, `${images}/race-root`);
+  await Deno.link(f.images.mine!, `${images}/race-mine`);
+  await Deno.symlink(f.images.bad!, `${images}/race-link`);
+  await Deno.link(f.images.mine!, race);
   // A bundle path component flips between a directory and a symlink to another bundle.
   await asUser(user, "mkdir", "-m", "700", `${run}/rp`, `${run}/evil`);
   await makeBundle(user, `${run}/rp/b`, {
@@ -451,26 +660,30 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
        i=0
        while [ $i -lt 200000 ]; do
          i=$((i + 1))
-         ln -f race-mine race.tmp && mv -f race.tmp race.sqfs
-         cp -P race-link race.tmp && mv -f race.tmp race.sqfs
-         ln -f race-root race.tmp && mv -f race.tmp race.sqfs
+         ln -f race-root race.tmp && mv -f race.tmp "$3"
+         cp -P race-link race.tmp && mv -f race.tmp "$3"
+         ln -f race-mine race.tmp && mv -f race.tmp "$3"
          mv "$2/rp" "$2/rp-dir" && mv "$2/rp-link" "$2/rp"
          mv "$2/rp" "$2/rp-link" && mv "$2/rp-dir" "$2/rp"
        done`,
       "swapper",
-      local,
+      images,
       run,
+      race,
     ],
     stdout: "null",
     stderr: "null",
   }).spawn();
   const outcomes = new Map<string, number>();
+  // The flipping directory is the bundle's BASE: any BASE of the user's is taken without runDir.
+  const { runDir: _, ...noRunDir } = f.config;
+  await writeConfig(f.site, { ...noRunDir, helper: { kernelMountUserImages: true } });
   try {
     for (let i = 0; i < 200; i++) {
-      const r = await runHelper(f, `${local}/race.sqfs`, `${run}/rp/b`, { root: true });
-      assert(!/evil|bad|mine/.test(r.stdout), `mounted the wrong thing: ${r.stdout}`);
+      const r = await runHelper(f, race, `${run}/rp/b`, { root: true });
+      assert(!/evil|bad|local-root/.test(r.stdout), `mounted the wrong thing: ${r.stdout}`);
       // runc resolves the bundle path itself, as the user: it may land on the other one.
-      const outcome = r.code === 0 && r.stdout === "real\nlocal-root\n"
+      const outcome = r.code === 0 && r.stdout === "real\nmine\n"
         ? "ran"
         : r.stderr.startsWith("shoal-mount: error: ")
         ? r.stderr.replace(/"[^"]*"/g, "PATH").trim()
@@ -480,9 +693,10 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
   } finally {
     swapper.kill("SIGKILL");
     await swapper.status;
+    await writeConfig(f.site, f.config);
   }
   for (const image of ["race-root", "race-mine"]) {
-    await assertNothingLeft(`${local}/${image}`, [run]);
+    await assertNothingLeft(`${images}/${image}`, [run]);
   }
   await assertNothingLeft(f.images.bad!, [run]);
   const ran = outcomes.get("ran") ?? 0;
@@ -493,7 +707,7 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
     assertMatch(
       k,
       // runc, resolving the path as the user while it flips, may create a 0755 bundle there.
-      /is a symlink|is owned by you|on the bundle path is a symlink|cannot open|is not a directory|must be owned by you with mode 0700/,
+      /is a symlink|belongs to uid 0|on the bundle path is a symlink|cannot open|is not a directory|must be owned by you with mode 0700/,
     );
   }
 });
@@ -950,4 +1164,101 @@ Deno.test("while the container runs, the helper holds no privilege and the calle
   assertNoError(await stderr);
   assertEquals(processesRunning(["sleep", main]), []);
   await assertNothingLeft(f.images.good!, [dir]);
+});
+
+Deno.test("the root filesystem is nosuid; the writable layer has the site's size, and no more", async () => {
+  const f = await fx();
+  const dir = await bundle(f, {
+    args: ["sh", "-c", "grep ' / / ' /proc/self/mountinfo"],
+    root: true,
+  });
+  const r = await runHelper(f, f.images.good!, dir, { root: true });
+  assertEquals(r.code, 0, r.stderr);
+  const options = r.stdout.split(" ")[5]!.split(",");
+  assert(options.includes("nosuid") && options.includes("nodev"), r.stdout);
+  await assertNothingLeft(f.images.good!, [dir]);
+
+  // The tmpfs as the helper leaves it for runc.
+  const sizeOf = (opts: RunOpts) =>
+    withFakeRunc(
+      f,
+      `grep " $1/.mnt .* - tmpfs shoal " /proc/$$/mountinfo | grep -o 'size=[0-9]*k'`,
+      () => runHelper(f, f.images.good!, dir, { ...opts, runc: [dir] }),
+    );
+  const byDefault = await sizeOf({});
+  assertEquals([byDefault.code, byDefault.stdout], [0, "size=1048576k\n"], byDefault.stderr);
+  const site = { ...f.config, helper: { writableTmpfsSize: "64m" } };
+  const withSite = (body: () => Promise<void>) =>
+    withFakeRunc(f, "true", async () => {
+      await writeConfig(f.site, { ...site, runtime: { runc: RUNC } });
+      await body();
+    });
+  await withSite(async () => {
+    const check = await helper(f.site, f.user, ["check"]);
+    assertStringIncludes(check.stdout, "writable layer size: 64m\n");
+    assertRefused(
+      await runHelper(f, f.images.good!, dir, { size: "128m" }),
+      /--tmpfs-size 128m is more than this site's writable layers may hold \(helper.writableTmpfsSize 64m\)/,
+    );
+  });
+  await assertNothingLeft(f.images.good!, [dir]);
+});
+
+Deno.test("finished runs whose namespaces are held open count against the user's loop devices", async () => {
+  const f = await fx();
+  const user = await testUser("shoal-attacker", false);
+  await Deno.mkdir(`${f.site.dir}/run/${user.name}`, { mode: 0o700 }).catch(() => {});
+  await Deno.chown(`${f.site.dir}/run/${user.name}`, user.uid, user.gid);
+  const limit = 2;
+  await writeConfig(f.site, { ...f.config, helper: { maxLoopDevicesPerUser: limit } });
+  const holders: Deno.ChildProcess[] = [];
+  const run = async (args: string[]) => {
+    const dir = await bundle(f, { args, root: true, userns: true, hostPid: true }, user);
+    return { dir, args: helperArgs(f, f.images.good!, dir, { root: true, userns: true, user }) };
+  };
+  try {
+    // Each run ends, but a process of the user's keeps its mount namespace (and so its loop
+    // device) by a /proc/PID/ns/mnt descriptor.
+    for (let i = 0; i < limit; i++) {
+      const { args } = await run(["sh", "-c", "echo $$; exec sleep 1000"]);
+      const child = spawnAs(user, f.site.helper, args);
+      const out = new Lines(child.stdout);
+      await killedAfter(child, async () => {
+        const pid = await out.next();
+        const holder = spawnAs(user, "sh", [
+          "-c",
+          'exec 3</proc/"$1"/ns/mnt && echo pinned && exec sleep 1000',
+          "sh",
+          pid!,
+        ]);
+        holders.push(holder);
+        assertEquals(await new Lines(holder.stdout).next(), "pinned");
+      });
+    }
+    const refused = await helper(f.site, user, (await run(["true"])).args);
+    assertRefused(
+      refused,
+      new RegExp(
+        `you hold ${limit} loop devices through shoal-mount \\(limit ${limit}\\) ` +
+          "\\(end the processes that keep finished containers' namespaces open\\)",
+      ),
+    );
+  } finally {
+    for (const h of holders) {
+      h.kill("SIGKILL");
+      await h.status;
+    }
+    await writeConfig(f.site, f.config);
+  }
+  // Released, the namespaces go with their loop devices, and runs work again.
+  await writeConfig(f.site, { ...f.config, helper: { maxLoopDevicesPerUser: limit } });
+  try {
+    await assertNothingLeft(f.images.good!, []);
+    const again = await run(["true"]);
+    const r = await helper(f.site, user, again.args);
+    assertEquals(r.code, 0, r.stderr);
+    await assertNothingLeft(f.images.good!, [again.dir]);
+  } finally {
+    await writeConfig(f.site, f.config);
+  }
 });

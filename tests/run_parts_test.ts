@@ -7,7 +7,7 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
 import { ShoalError, UsageError } from "../mod/errors.ts";
 import { runcFailure } from "../mod/runtime/runc_error.ts";
-import { helperMayMount, noPathError } from "../mod/runtime/choose.ts";
+import { helperMayMount, localRepositoryWalkable, noPathError } from "../mod/runtime/choose.ts";
 import { usernsLimitsCheck } from "../mod/doctor/kernel.ts";
 import { fuseCheck } from "../mod/doctor/tools.ts";
 import { parseSize } from "../mod/cli/run.ts";
@@ -94,17 +94,67 @@ Deno.test("no path: an unusable /dev/fuse names the device and its fix", async (
   }
 });
 
-Deno.test("the helper mounts root's images always, the user's own only where the site allows", () => {
-  const repos = ["/c", "/h"];
-  const root = { path: "/c/i.sqsh", uid: 0, mode: 0o100644 };
-  const mine = { path: "/h/i.sqsh", uid: 1001, mode: 0o100644 };
+Deno.test("shoal predicts the helper: stored image names only, root's in the centralized repository, the user's where allowed", () => {
+  const repos = { centralized: "/c", local: "/h" };
+  const name = `sha256-${"ab".repeat(32)}.sqsh`;
+  const root = { path: `/c/images/${name}`, uid: 0, mode: 0o100644 };
+  const mine = { path: `/h/images/${name}`, uid: 1001, mode: 0o100644 };
   assert(helperMayMount(root, 1001, false, repos));
+  assert(
+    helperMayMount(
+      { ...root, path: `/c/images/sha512-${"0f".repeat(64)}.sqsh` },
+      1001,
+      false,
+      repos,
+    ),
+  );
   assert(!helperMayMount(mine, 1001, false, repos));
   assert(helperMayMount(mine, 1001, true, repos));
   assert(!helperMayMount({ ...mine, uid: 1002 }, 1001, true, repos), "another user's image");
+  assert(!helperMayMount({ ...mine, uid: 0 }, 1001, true, repos), "root's outside the centralized");
+  assert(
+    !helperMayMount({ ...root, uid: 1001 }, 1001, true, repos),
+    "the user's in the centralized",
+  );
   assert(!helperMayMount({ ...root, mode: 0o100666 }, 1001, true, repos), "writable by others");
-  assert(!helperMayMount({ ...mine, path: "/xdg/i.sqsh" }, 1001, true, repos), "unknown place");
-  assert(!helperMayMount({ ...mine, path: "/hx/i.sqsh" }, 1001, true, repos), "prefix, not dir");
+  for (
+    const path of [
+      `/xdg/images/${name}`,
+      `/hx/images/${name}`,
+      `/c/blobs/sha256/${"ab".repeat(32)}`,
+      `/c/tmp/pull/${name}`,
+      `/c/images/../images/${name}`,
+      `/c//images/${name}`,
+      `/c/images/${name.toUpperCase()}`,
+      `/c/images/sha256-${"ab".repeat(31)}.sqsh`,
+      `/c/images/${name}.json`,
+      "/c/images/i.sqsh",
+    ]
+  ) assert(!helperMayMount({ ...root, path }, 1001, true, repos), path);
+  assert(!helperMayMount(mine, 1001, true, { centralized: "/c" }), "local repository not walkable");
+});
+
+Deno.test("the local repository counts for the helper only on a path no one else can change", async () => {
+  const dir = await Deno.makeTempDir({ dir: "/var/tmp" });
+  try {
+    await Deno.chmod(dir, 0o755);
+    await Deno.mkdir(`${dir}/repo/images`, { recursive: true });
+    await Deno.chmod(`${dir}/repo`, 0o755);
+    assert(localRepositoryWalkable(`${dir}/repo`, 1001));
+    assert(!localRepositoryWalkable(`${dir}/repo/`, 1001), "not as the helper names it");
+    await Deno.symlink(`${dir}/repo`, `${dir}/link`);
+    assert(!localRepositoryWalkable(`${dir}/link`, 1001), "a symlink");
+    await Deno.symlink("/", `${dir}/root`);
+    assert(!localRepositoryWalkable(`${dir}/root`, 1001), "a symlink to /");
+    await Deno.chmod(`${dir}/repo`, 0o775);
+    assert(!localRepositoryWalkable(`${dir}/repo`, 1001), "group-writable");
+    await Deno.chmod(`${dir}/repo`, 0o755);
+    await Deno.chown(`${dir}/repo`, 1002, 1002);
+    assert(!localRepositoryWalkable(`${dir}/repo`, 1001), "another user's");
+    assert(localRepositoryWalkable(`${dir}/repo`, 1002));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("--writable-tmpfs-size and kill's signals parse as users write them", () => {

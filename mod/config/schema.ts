@@ -126,6 +126,19 @@ export const siteConfigSchema = z.strictObject({
     z.strictObject({
       /** Whether the helper may kernel-mount squashfs images owned by users (not only root's). */
       kernelMountUserImages: z._default(z.boolean(), false),
+      /**
+       * Loop devices (so runs, and writable layers) one user may hold through the helper at once:
+       * each run holds one until its mount namespace is gone, which a process holding the
+       * namespace can postpone without limit. Room for one container per core of a large node.
+       */
+      maxLoopDevicesPerUser: z._default(z.int().check(z.minimum(1), z.maximum(4096)), 256),
+      /** The helper's writable layer (a tmpfs) by default, and the most a run may ask for. */
+      writableTmpfsSize: z._default(
+        z.string().check(
+          z.regex(/^[0-9]{1,12}[kmg%]?$/, "must be a size: digits, then k, m, g or %"),
+        ),
+        "1g",
+      ),
     }),
     {},
   ),

@@ -39,47 +39,89 @@ export interface ImageFileInfo {
   mode: number;
 }
 
+/** An image file as repositories store it (imageFiles): the helper mounts no other name. */
+const STORED_IMAGE = /^(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})\.sqsh$/;
+
+/** Absolute, with no ".", ".." or empty component: the helper compares paths as written. */
+function canonical(path: string): boolean {
+  return path.startsWith("/") &&
+    (path === "/" || !path.slice(1).split("/").some((c) => c === "" || c === "." || c === ".."));
+}
+
+/** Where the helper takes images from, as it names them (helperRepositories). */
+export interface HelperRepositories {
+  centralized?: string;
+  /** Absent when the helper would refuse the walk to it (see localRepositoryWalkable). */
+  local?: string;
+}
+
 /**
- * Whether the site lets the helper kernel-mount this image (see the header),
- * `repositories` being where the helper accepts images (helperRepositories).
+ * Whether the helper will mount this image (helper/main.c's header, "Image"):
+ * the path is literally REPO/images/<algorithm>-<hex>.sqsh; in the centralized
+ * repository the file is root's, in the local one the user's and only where
+ * the site sets helper.kernelMountUserImages; never writable by group or others.
  */
 export function helperMayMount(
   image: ImageFileInfo,
   uid: number,
   kernelMountUserImages: boolean,
-  repositories: string[],
+  repositories: HelperRepositories,
 ): boolean {
+  const inRepository = (repo: string | undefined) =>
+    repo !== undefined && canonical(image.path) && image.path.startsWith(`${repo}/images/`) &&
+    STORED_IMAGE.test(image.path.slice(repo.length + "/images/".length));
   if ((image.mode & 0o022) !== 0) return false;
-  if (!repositories.some((r) => image.path.startsWith(r.endsWith("/") ? r : `${r}/`))) return false;
-  return image.uid === 0 || (image.uid === uid && kernelMountUserImages);
+  if (inRepository(repositories.centralized)) return image.uid === 0;
+  if (inRepository(repositories.local)) return kernelMountUserImages && image.uid === uid;
+  return false;
 }
 
 /**
- * The repositories the helper takes images from, as the helper itself sees
- * them: the centralized one, and the local one from the site config expanded
- * with the user database's home and name (the helper trusts no environment, so
- * an $XDG_DATA_HOME repository is not among them), default
- * `$HOME/.local/share/shoal`; resolved through symlinks as the helper does.
+ * Whether the helper's walk to `<local>/images` passes: no symlink, every
+ * directory root's or the user's and not writable by group or others unless
+ * root's and sticky (like /tmp). lstat only: nothing is resolved.
  */
-export function helperRepositories(loaded: LoadedConfig, uid: number): string[] {
-  const user = getpwuid(uid);
-  const repos: string[] = [];
-  if (loaded.config.repositories.centralized) repos.push(loaded.config.repositories.centralized);
-  if (user !== null) {
-    const local = loaded.config.repositories.local;
-    repos.push(
-      local === undefined
-        ? join(user.home, ".local", "share", "shoal")
-        : expand(local, { home: user.home, user: user.name }, loaded.layout.configFile, "local"),
-    );
-  }
-  return repos.map((r) => {
+export function localRepositoryWalkable(local: string, uid: number): boolean {
+  if (!canonical(local)) return false;
+  let path = "";
+  for (const part of [...local.slice(1).split("/"), "images"]) {
+    if (part === "") continue;
+    path += `/${part}`;
+    let st: Deno.FileInfo;
     try {
-      return Deno.realPathSync(r);
+      st = Deno.lstatSync(path);
     } catch {
-      return r;
+      return false;
     }
-  });
+    const mode = st.mode ?? 0;
+    if (!st.isDirectory || (st.uid !== 0 && st.uid !== uid)) return false;
+    if ((mode & 0o022) !== 0 && !((mode & 0o1000) !== 0 && st.uid === 0)) return false;
+  }
+  return true;
+}
+
+/**
+ * The repositories the helper takes images from, named as the helper names
+ * them: the centralized one as configured, and the local one from the site
+ * config expanded with the user database's home and name (the helper trusts
+ * no environment, so an $XDG_DATA_HOME repository is not among them), default
+ * `$HOME/.local/share/shoal`. Nothing is resolved through symlinks: the
+ * helper refuses a symlink on the local repository's path.
+ */
+export function helperRepositories(loaded: LoadedConfig, uid: number): HelperRepositories {
+  const user = getpwuid(uid);
+  const repos: HelperRepositories = {};
+  if (loaded.config.repositories.centralized) {
+    repos.centralized = loaded.config.repositories.centralized;
+  }
+  if (user !== null) {
+    const configured = loaded.config.repositories.local;
+    const local = configured === undefined
+      ? join(user.home, ".local", "share", "shoal")
+      : expand(configured, { home: user.home, user: user.name }, loaded.layout.configFile, "local");
+    if (localRepositoryWalkable(local, uid)) repos.local = local;
+  }
+  return repos;
 }
 
 /** The checks of the helper path (and of both), from probes that start no program. */

@@ -1,9 +1,12 @@
 /**
  * The container's uid and gid mappings, derived from the caller's id and
- * subordinate ranges (/etc/subuid, /etc/subgid). The setuid helper derives the
- * identical mapping in C from the same files, so both must follow this rule
- * exactly; it is applied once to uids (caller uid, subuid ranges) and once to
- * gids (caller's primary gid, subgid ranges):
+ * subordinate ranges (/etc/subuid, /etc/subgid). This header is the one rule:
+ * the setuid helper derives the identical mapping in C from the same files
+ * (helper/idmap.c; helper/idmap.h lists the same steps), and
+ * tests/helper_units_test.ts runs both on a table of layouts and requires
+ * identical maps. It is applied once to uids (caller uid, subuid ranges) and
+ * once to gids (caller's primary gid, subgid ranges), entries matched by the
+ * user's name or uid in both files (mod/sys/subid.ts reads them):
  *
  * 1. Ranges: the caller's entries in file order, matched by user name or by
  *    numeric uid (as newuidmap does). An entry whose ids overlap the caller's own

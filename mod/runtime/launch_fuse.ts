@@ -64,6 +64,7 @@ const POLLS = 500;
  * is the end of its stdin.
  */
 export const GUARD_SCRIPT = `
+# shellcheck disable=SC3013 # test -ef: dash, busybox sh and bash all have it
 set -u
 uidmap=$1 umap=$2 gidmap=$3 gmap=$4 setgroups=$5
 # The run's signals are shoal's to forward; the guard only waits for shoal to go.
@@ -88,6 +89,7 @@ sweep() {
       [ "$p" = "$holder" ] || ! alive "$p" || pids="$pids $p"
     done
     [ -n "$pids" ] || break
+    # shellcheck disable=SC2086 # one argument per pid
     kill -KILL $pids
     # Dying takes a moment: look again soon, and sleep only when it takes longer.
     slow=
@@ -118,6 +120,7 @@ unshare --user --mount --propagation private --setgroups "$setgroups" -- \\
     kill -KILL "$holder"
     exit 1
   fi
+  # shellcheck disable=SC2086 # a map is one argument per number (mapArgument)
   if err=$(
     "$uidmap" "$holder" $umap 2>&1 &
     "$gidmap" "$holder" $gmap 2>&1 || { wait; exit 1; }

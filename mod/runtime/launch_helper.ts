@@ -4,7 +4,7 @@
  * creates the container's user namespace at <bundle>/userns, drops every
  * privilege and runs runc as the user, staying as a watchdog that forwards
  * signals to runc, passes its exit status through and kills what is left of
- * the container when runc exits or shoal dies (helper/shoal-mount.c's header).
+ * the container when runc exits or shoal dies (helper/main.c's header).
  * shoal only builds the command line; the helper re-checks everything.
  */
 import { join } from "../path.ts";

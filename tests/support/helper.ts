@@ -9,6 +9,8 @@ import { tarArchive, type TarEntry } from "./tar.ts";
 import { installedShoal, rootOwnedTempDir } from "./install.ts";
 import { type Result, runCommand } from "./shoal.ts";
 import { runAs, type TestUser, userArgv } from "./users.ts";
+import { idMap, type IdMapping } from "../../mod/runtime/idmap.ts";
+import { rangesOf, readSubidFile, SUBGID_FILE, SUBUID_FILE } from "../../mod/sys/subid.ts";
 
 export const RUNC = "/usr/sbin/runc";
 
@@ -93,30 +95,16 @@ export async function squashfsImage(
   await Deno.chmod(path, 0o644);
 }
 
-export interface IdMapping {
-  containerID: number;
-  hostID: number;
-  size: number;
-}
-
 /**
- * The mapping the helper gives a container (its header comment states the
- * rule): `id` the caller's uid or gid, `range` their subordinate range.
+ * The maps shoal computes for `user` (mod/runtime/idmap.ts, from the real
+ * /etc/subuid and /etc/subgid): the helper must give the container the same.
  */
-export function expectedMapping(
-  id: number,
-  range: { start: number; count: number },
-  root: boolean,
-): IdMapping[] {
-  const m = (containerID: number, hostID: number, size: number) => ({ containerID, hostID, size });
-  if (root) return range.count ? [m(0, id, 1), m(1, range.start, range.count)] : [m(0, id, 1)];
-  if (!range.count) return [m(id, id, 1)];
-  if (id >= range.count) return [m(0, range.start, range.count), m(id, id, 1)];
-  return [
-    ...(id ? [m(0, range.start, id)] : []),
-    m(id, id, 1),
-    m(id + 1, range.start + id, range.count - id),
-  ];
+export function shoalMaps(user: TestUser, root: boolean): { uid: IdMapping[]; gid: IdMapping[] } {
+  const ranges = (file: string) => rangesOf(readSubidFile(file), user.name, user.uid);
+  return {
+    uid: idMap(user.uid, ranges(SUBUID_FILE), root).mappings,
+    gid: idMap(user.gid, ranges(SUBGID_FILE), root).mappings,
+  };
 }
 
 /** `check`'s rendering of a mapping: "0 1001 1, 1 100000 65536". */
@@ -170,8 +158,9 @@ export async function makeBundle(user: TestUser, bundle: string, opts: BundleOpt
       ns.type === "user" ? { type: "user", path: `${bundle}/userns` } : ns
     );
   } else {
-    config.linux.uidMappings = expectedMapping(user.uid, user.subuid, opts.root);
-    config.linux.gidMappings = expectedMapping(user.gid, user.subuid, opts.root);
+    const maps = shoalMaps(user, opts.root);
+    config.linux.uidMappings = maps.uid;
+    config.linux.gidMappings = maps.gid;
   }
   if (opts.hostPid) {
     config.linux.namespaces = config.linux.namespaces.filter((ns: { type: string }) =>

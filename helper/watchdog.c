@@ -1,0 +1,186 @@
+#define _GNU_SOURCE
+#include "watchdog.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fail.h"
+
+/* shoal never sends it, so it can only be the parent-death signal. */
+#define DEATH_SIGNAL (SIGRTMIN + 1)
+/* Kill passes and the pause between them: at most a second of waiting for
+ * killed processes to go (one stuck in the kernel, e.g. on a dead NFS server,
+ * is left to die of its pending SIGKILL). */
+#define SWEEP_ROUNDS 200
+#define SWEEP_PAUSE_NS 5000000L
+
+static void pause_briefly(void) {
+  struct timespec t = {0, SWEEP_PAUSE_NS};
+  nanosleep(&t, NULL);
+}
+
+/* The watchdog's children as the kernel lists them (CONFIG_PROC_CHILDREN):
+ * how many, or -1 when it does not. */
+#define MAX_CHILDREN 16384
+static pid_t kids[MAX_CHILDREN];
+
+static int list_children(pid_t self) {
+  static char buf[MAX_CHILDREN * 8];
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)self);
+  int f = open(path, O_RDONLY | O_CLOEXEC);
+  if (f < 0) return -1;
+  size_t len = 0;
+  for (ssize_t n; len < sizeof buf - 1 && (n = read(f, buf + len, sizeof buf - 1 - len)) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      close(f);
+      return -1;
+    }
+    len += (size_t)n;
+  }
+  close(f);
+  buf[len] = 0;
+  int k = 0;
+  for (char *p = buf, *end; k < MAX_CHILDREN; p = end) {
+    long v = strtol(p, &end, 10);
+    if (end == p) break;
+    kids[k++] = (pid_t)v;
+  }
+  return k;
+}
+
+/* One pass over /proc: SIGKILLs every live process in the container's user
+ * namespace and, with children set, every child of the watchdog (runc, and
+ * the container's orphans, which reparent to it as a subreaper: this also
+ * catches processes that left the namespace for one nested in it). A process
+ * is first looked at with one stat of its namespace (most are not the
+ * container's: ~1 ms per pass saved on a quiet node); a candidate is then
+ * held by its /proc/PID descriptor from the check to the kill, so a recycled
+ * pid is never signalled. Returns how many it signalled. */
+static int kill_pass(const struct stat *ns, int children) {
+  DIR *d = opendir("/proc");
+  if (!d) return 0;
+  int hits = 0;
+  pid_t self = getpid();
+  int nkids = children ? list_children(self) : 0;
+  for (struct dirent *e; (e = readdir(d));) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    char link[300];
+    struct stat st;
+    snprintf(link, sizeof link, "%s/ns/user", e->d_name);
+    int candidate = fstatat(dirfd(d), link, &st, 0) == 0 && st.st_dev == ns->st_dev &&
+                    st.st_ino == ns->st_ino;
+    pid_t pid = (pid_t)strtol(e->d_name, NULL, 10);
+    /* Children unknown: every process may be one, as its stat will tell. */
+    for (int i = 0; !candidate && children && i < (nkids < 0 ? 1 : nkids); i++)
+      candidate = nkids < 0 || kids[i] == pid;
+    if (!candidate) continue;
+    int p = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (p < 0) continue;
+    char buf[1024];
+    int f = openat(p, "stat", O_RDONLY | O_CLOEXEC);
+    ssize_t n = f < 0 ? -1 : read(f, buf, sizeof buf - 1);
+    if (f >= 0) close(f);
+    buf[n > 0 ? n : 0] = 0;
+    char *end = strrchr(buf, ')'), state = end && end[1] ? end[2] : 'X';
+    long ppid = end && end[1] && end[2] ? strtol(end + 3, NULL, 10) : 0;
+    int member = fstatat(p, "ns/user", &st, 0) == 0 && st.st_dev == ns->st_dev && st.st_ino == ns->st_ino;
+    if (state != 'Z' && state != 'X' && (member || (children && ppid == self)) &&
+        syscall(SYS_pidfd_send_signal, p, SIGKILL, NULL, 0) == 0)
+      hits++;
+    close(p);
+  }
+  closedir(d);
+  return hits;
+}
+
+/* Reaps every exited child, keeping runc's wait status; 0 when none is left. */
+static int reap(pid_t runc, int *status) {
+  int ws;
+  pid_t p;
+  while ((p = waitpid(-1, &ws, WNOHANG)) > 0)
+    if (p == runc) *status = ws;
+  return !(p < 0 && errno == ECHILD);
+}
+
+/* Kills runc and everything of the container until nothing is left. */
+static void sweep(const struct stat *ns, pid_t runc, int *status) {
+  for (int i = 0; i < SWEEP_ROUNDS; i++) {
+    int hits = kill_pass(ns, 1);
+    if (!reap(runc, status) && hits == 0) return;
+    pause_briefly();
+  }
+  fputs("shoal-mount: error: processes of the container did not end within a second "
+        "(they are killed; their mounts go with the last of them)\n", stderr);
+}
+
+void watch(const char *runc, char **args, char **envp, pid_t caller, int nsfd) {
+  static const int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+  sigset_t set, old;
+  sigemptyset(&set);
+  for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaddset(&set, forwarded[i]);
+  sigaddset(&set, SIGCHLD);
+  sigaddset(&set, DEATH_SIGNAL);
+  struct stat ns;
+  /* Set before the fork: a process orphaned the moment after must find it. */
+  if (fstat(nsfd, &ns) || sigprocmask(SIG_BLOCK, &set, &old) || prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+    refuse("this is a bug", "cannot set up the watchdog: %s", ERR);
+  pid_t self = getpid(), pid = fork();
+  if (pid < 0) refuse("too many processes?", "fork: %s", ERR);
+  if (pid == 0) {
+    if (sigprocmask(SIG_SETMASK, &old, NULL) || prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0))
+      refuse("this is a bug", "cannot prepare runc: %s", ERR);
+    if (getppid() != self) _exit(128 + SIGKILL); /* the watchdog is gone */
+    execve(runc, args, envp);
+    refuse("check runtime.runc in the config", "cannot run %s: %s", runc, ERR);
+  }
+
+  signal(SIGPIPE, SIG_IGN); /* a closed stderr must not end the watch */
+  int status = -1, sfd = signalfd(-1, &set, SFD_CLOEXEC);
+  if (sfd < 0 || prctl(PR_SET_PDEATHSIG, DEATH_SIGNAL, 0, 0, 0)) {
+    int err = errno;
+    sweep(&ns, pid, &status);
+    refuse("this is a bug", "cannot watch the container: %s", strerror(err));
+  }
+  /* The caller may have died before the death signal was armed. */
+  if (getppid() != caller) kill(self, DEATH_SIGNAL);
+
+  int orphaned = 0;
+  while (status == -1 && !orphaned) {
+    struct signalfd_siginfo si;
+    ssize_t n = read(sfd, &si, sizeof si);
+    if (n < 0 && errno == EINTR) continue;
+    if (n != (ssize_t)sizeof si) break;
+    int sig = (int)si.ssi_signo;
+    if (sig == SIGCHLD) reap(pid, &status);
+    /* The signal comes when the caller's thread that started the helper
+     * ends; the caller is gone only when the helper was reparented. */
+    else if (sig == DEATH_SIGNAL) orphaned = getppid() != caller;
+    /* A terminal's signals (SI_KERNEL) reach runc itself, in the same
+     * process group; forwarding them as well would deliver them twice. */
+    else if (si.ssi_code <= 0) kill(pid, sig);
+  }
+  if (status == -1) {
+    /* The container first, so that runc sees it end, removes its state
+     * and exits by itself; then runc if it does not. */
+    for (int i = 0; i < SWEEP_ROUNDS / 2 && status == -1; i++) {
+      kill_pass(&ns, 0);
+      reap(pid, &status);
+      if (status == -1) pause_briefly();
+    }
+  }
+  sweep(&ns, pid, &status);
+  exit(status == -1 ? 128 + SIGKILL : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
+}
