@@ -216,6 +216,10 @@ Deno.test("each kind of invalid site config gets its own one-line message", asyn
       '{"runDir": "/scratch/$SCRATCH/run"}',
       "runDir: unknown variable $SCRATCH (only $HOME and $USER are expanded)",
     ],
+    [
+      '{"runDir": "/scratch/run/$USER/"}',
+      "runDir: must be written without '.', '..', '//' or a trailing '/'",
+    ],
   ];
   await withTree(async (t) => {
     for (const [text, expected] of cases) {

@@ -2,7 +2,8 @@
  * The helper's pure C units run through FFI (tests/support/helper_units.ts)
  * against what shoal itself does: the site config's JSON reader against
  * JSON.parse on seeded random documents and their malformed variants; the id
- * mapping against mod/runtime/idmap.ts on a table of subuid/subgid layouts.
+ * mapping against mod/runtime/idmap.ts on a table of subuid/subgid layouts;
+ * the run dir rule against mod/runtime/rundir.ts on a table of bundle paths.
  */
 import { assert, assertEquals } from "./support/assert.ts";
 import {
@@ -13,6 +14,7 @@ import {
   readConfigJson,
 } from "./support/helper_units.ts";
 import { idMap, MAX_RANGES } from "../mod/runtime/idmap.ts";
+import { canonicalPath, componentWhy, NAME_PATTERN } from "../mod/runtime/rundir.ts";
 import { parseSubidFile, rangesOf } from "../mod/sys/subid.ts";
 
 /** mulberry32: a small seeded generator, so that a failure can be replayed. */
@@ -471,5 +473,43 @@ Deno.test("the helper's run dir rule on a table of bundle paths", async () => {
   for (const [bundle, runDir, facts, refused] of BUNDLE_RULE) {
     const verdict = await helperJudgeBundle(bundle, runDir, 1000, facts);
     assertEquals(verdict?.component ?? null, refused, `${bundle} (${verdict?.why})`);
+  }
+});
+
+/**
+ * shoal's side of the same table: the path as rundir.ts walks it, the run's
+ * name, the site's runDir, then each component's facts by rundir.ts's own
+ * rule (componentWhy; a bundle dir is judged as a base). The index of the
+ * first refused component, -1 for the path itself, null when accepted.
+ */
+function shoalJudgeBundle(
+  bundle: string,
+  runDir: string,
+  caller: number,
+  facts: PathFact[],
+): number | null {
+  let canonical: string;
+  try {
+    canonical = canonicalPath(bundle);
+  } catch {
+    return -1;
+  }
+  const base = bundle.slice(0, bundle.lastIndexOf("/")) || "/";
+  if (canonical !== bundle || !NAME_PATTERN.test(bundle.slice(base.length + 1))) return -1;
+  if (runDir !== "" && base !== runDir) return -1;
+  const refused = facts.findIndex((f, i) =>
+    componentWhy(
+      i < facts.length - 2 ? "above" : "base",
+      { type: f.mode & 0o170000, perm: f.mode & 0o7777, uid: f.uid },
+      caller,
+    ) !== undefined
+  );
+  return refused < 0 ? null : refused;
+}
+
+Deno.test("shoal and the helper judge run dirs alike, on the same table of bundle paths", async () => {
+  for (const [bundle, runDir, facts, _] of BUNDLE_RULE) {
+    const helper = await helperJudgeBundle(bundle, runDir, 1000, facts);
+    assertEquals(shoalJudgeBundle(bundle, runDir, 1000, facts), helper?.component ?? null, bundle);
   }
 });

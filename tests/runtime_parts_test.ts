@@ -427,7 +427,11 @@ Deno.test("callerInfo and hostInfo read who runs shoal and where", async () => {
 });
 
 Deno.test("the shell scripts of the unprivileged path pass shellcheck, as rendered", async () => {
-  const maps = { uidMappings: idMap(1000, [], true).mappings, gidMappings: [] };
+  const maps = {
+    uidMappings: idMap(1000, [], true).mappings,
+    gidMappings: [],
+    setgroups: "deny" as const,
+  };
   const launch = {
     ...maps,
     bundle: "/run/b",

@@ -16,6 +16,15 @@ const expandablePath = z.string().check(z.refine(
   { message: "must be an absolute path (may start with $HOME)" },
 ));
 
+/**
+ * The run dir is compared as written with the bundle's parent by the setuid
+ * helper (helper/paths.c): no '.', '..', '//' or trailing '/' to tell apart.
+ */
+const runDirPath = expandablePath.check(z.refine(
+  (p) => !/\/\/|\/$|(^|\/)\.\.?(\/|$)/.test(p),
+  { message: "must be written without '.', '..', '//' or a trailing '/'" },
+));
+
 const envName = z.string().check(
   z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
 );
@@ -68,8 +77,12 @@ export const siteConfigSchema = z.strictObject({
     }),
     {},
   ),
-  /** Base of per-run directories. Default `/run/user/$UID/shoal` when that is yours, else `/tmp/shoal-$UID`. */
-  runDir: z.optional(expandablePath),
+  /**
+   * Base of per-run directories (runtime/rundir.ts): a directory of the user's,
+   * mode 0700, with no symlink on its path. Default `$XDG_RUNTIME_DIR/shoal` or
+   * `/run/user/$UID/shoal` when that is the user's, else `/tmp/shoal-$UID`.
+   */
+  runDir: z.optional(runDirPath),
   registries: z.prefault(
     z.strictObject({
       /** Registries (`host[:port]`) reached over plain HTTP or without TLS verification. */

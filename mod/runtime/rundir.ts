@@ -119,8 +119,41 @@ export function canonicalPath(path: string): string {
   return "/" + components(path).join("/");
 }
 
-function describe(info: FdStat): string {
+function describe(info: PathFacts): string {
   return `owner uid ${info.uid}, mode ${info.perm.toString(8).padStart(4, "0")}`;
+}
+
+/** What a directory on a run base's path is to the rule. */
+export type PathRole = "above" | "base";
+
+/** What the rule looks at of one path component (lstat's facts). */
+export interface PathFacts {
+  /** File type bits (S_IFDIR, S_IFLNK, ...). */
+  type: number;
+  /** mode & 07777. */
+  perm: number;
+  uid: number;
+}
+
+/**
+ * Why a component with these facts cannot stand in `role` on the path of a
+ * run base of `uid` (see the header; the helper's dir_why, helper/paths.c,
+ * is the same rule and a test runs both on one table), or undefined. A
+ * bundle dir is judged as a base: the caller's, 0700.
+ */
+export function componentWhy(role: PathRole, info: PathFacts, uid: number): string | undefined {
+  if (info.type === S_IFLNK) return "is a symlink";
+  if (info.type !== S_IFDIR) return "is not a directory";
+  if (role === "base") {
+    if (info.uid !== uid) return `is not yours (${describe(info)})`;
+    if (info.perm !== PERM_PRIVATE) return `is not private (${describe(info)})`;
+    return undefined;
+  }
+  if (info.uid !== 0 && info.uid !== uid) return `belongs to another user (${describe(info)})`;
+  if ((info.perm & 0o022) !== 0 && (info.uid !== 0 || (info.perm & STICKY) === 0)) {
+    return `may be written by others (${describe(info)})`;
+  }
+  return undefined;
 }
 
 /**
@@ -130,9 +163,12 @@ function describe(info: FdStat): string {
  */
 function walk(path: string, uid: number, create: boolean): { fd: number; info: FdStat } {
   const parts = components(path);
+  if (parts.length === 0) throw new Refused(`the run directory cannot be /`);
   let fd = openRoot();
   let sofar = "";
   try {
+    const rootWhy = componentWhy("above", fstat(fd, "/"), uid);
+    if (rootWhy !== undefined) throw new Refused(`/ ${rootWhy}`);
     for (const [i, part] of parts.entries()) {
       const last = i === parts.length - 1;
       sofar += `/${part}`;
@@ -156,23 +192,15 @@ function walk(path: string, uid: number, create: boolean): { fd: number; info: F
       }
       closeFd(fd);
       fd = next;
-      const info = fstat(fd, sofar);
-      // O_PATH with O_NOFOLLOW opens a symlink itself rather than failing.
-      if (info.type !== S_IFDIR) throw new Refused(`${sofar} is not a directory`);
-      if (last) {
-        if (info.uid !== uid) throw new Refused(`${sofar} is not yours (${describe(info)})`);
-        if (info.perm !== PERM_PRIVATE) {
-          if (!create) throw new Refused(`${sofar} is not private (${describe(info)})`);
-          fchmod(fd, PERM_PRIVATE);
-        }
-        return { fd, info: fstat(fd, sofar) };
+      // O_PATH with O_NOFOLLOW opens a symlink itself rather than failing: the facts tell.
+      let info = fstat(fd, sofar);
+      if (last && create && info.type === S_IFDIR && info.uid === uid && info.perm !== 0o700) {
+        fchmod(fd, PERM_PRIVATE);
+        info = fstat(fd, sofar);
       }
-      if (info.uid !== 0 && info.uid !== uid) {
-        throw new Refused(`${sofar} belongs to another user (${describe(info)})`);
-      }
-      if ((info.perm & 0o022) !== 0 && (info.uid !== 0 || (info.perm & STICKY) === 0)) {
-        throw new Refused(`others may rename entries of ${sofar} (${describe(info)})`);
-      }
+      const why = componentWhy(last ? "base" : "above", info, uid);
+      if (why !== undefined) throw new Refused(`${sofar} ${why}`);
+      if (last) return { fd, info };
     }
     throw new Refused(`the run directory cannot be /`);
   } catch (err) {
@@ -289,21 +317,11 @@ function walkParent(dir: string, uid: number): number {
   try {
     for (const part of components(dir)) {
       sofar += `/${part}`;
-      const next = openAt(fd, part, O.PATH | O.DIRECTORY);
+      const next = openAt(fd, part, O.PATH);
       closeFd(fd);
       fd = next;
-      const info = fstat(fd, sofar);
-      if (
-        (info.uid !== 0 && info.uid !== uid) ||
-        ((info.perm & 0o022) !== 0 && (info.uid !== 0 || (info.perm & STICKY) === 0))
-      ) {
-        throw new ShoalError(
-          `${sofar} is not a safe place for a run directory (${describe(info)})`,
-          {
-            hint: "ask your admin to set runDir in the site config",
-          },
-        );
-      }
+      const why = componentWhy("above", fstat(fd, sofar), uid);
+      if (why !== undefined) throw new Refused(`${sofar} ${why}`);
     }
     return fd;
   } catch (err) {
