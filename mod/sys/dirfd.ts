@@ -9,18 +9,10 @@
  * /proc/self/fd/N as the open directory itself, so nothing above it is looked
  * up by name again.
  */
-import { check, cString, Errno, errno, ErrnoError, libc, ptr } from "./libc.ts";
+import { check, cString, Errno, errno, ErrnoError, libc, O, ptr } from "./libc.ts";
 
-const ARM = Deno.build.arch === "aarch64";
-/** open(2) flags; O_DIRECTORY and O_NOFOLLOW differ between x86-64 and the generic ABI. */
-export const O = {
-  RDONLY: 0,
-  NONBLOCK: 0o4000,
-  DIRECTORY: ARM ? 0o40000 : 0o200000,
-  NOFOLLOW: ARM ? 0o100000 : 0o400000,
-  CLOEXEC: 0o2000000,
-  PATH: 0o10000000,
-} as const;
+/** open(2) flags, for the callers of openAt. */
+export { O };
 
 const AT_FDCWD = -100;
 const AT_SYMLINK_NOFOLLOW = 0x100;

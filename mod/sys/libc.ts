@@ -114,6 +114,18 @@ export class ErrnoError extends Error {
   }
 }
 
+const ARM = Deno.build.arch === "aarch64";
+/** open(2) flags; O_DIRECTORY and O_NOFOLLOW differ between x86-64 and the generic ABI. */
+export const O = {
+  RDONLY: 0,
+  WRONLY: 1,
+  NONBLOCK: 0o4000,
+  DIRECTORY: ARM ? 0o40000 : 0o200000,
+  NOFOLLOW: ARM ? 0o100000 : 0o400000,
+  CLOEXEC: 0o2000000,
+  PATH: 0o10000000,
+} as const;
+
 /** Well-known errno values the callers branch on. */
 export const Errno = {
   ENOENT: 2,

@@ -24,7 +24,7 @@
  * handler, and forwards the two like the other signals.
  */
 import { processStatus } from "./status.ts";
-import { check, cString, libc, ptr } from "./libc.ts";
+import { check, cString, libc, O, ptr } from "./libc.ts";
 
 export const SIGUSR1 = 10;
 export const SIGUSR2 = 12;
@@ -34,7 +34,6 @@ const SIG_BLOCK = 0;
 const SIG_SETMASK = 2;
 const SFD_CLOEXEC = 0o2000000;
 const SFD_NONBLOCK = 0o4000;
-const O_CLOEXEC = 0o2000000;
 const POLLIN = 1;
 /** struct signalfd_siginfo, whose first field is the signal's number. */
 const SIGINFO_SIZE = 128;
@@ -93,7 +92,7 @@ export function forwardHeldSignals(pid: number): () => Promise<void> {
   const sfd = check("signalfd", c.signalfd(-1, ptr(set), SFD_NONBLOCK | SFD_CLOEXEC));
   // Closing the pipe's write end wakes the poll below: the end of forwarding.
   const stop = new Int32Array(2);
-  check("pipe2", c.pipe2(ptr(stop), O_CLOEXEC));
+  check("pipe2", c.pipe2(ptr(stop), O.CLOEXEC));
   const loop = (async () => {
     // Two struct pollfd: int fd, short events, short revents.
     const fds = new Int32Array([sfd, POLLIN, stop[0]!, POLLIN]);

@@ -16,7 +16,7 @@
  * with O_CLOEXEC, so those are the ones shoal was given, e.g. PMI_FD), an
  * empty signal mask and SIGPIPE at its default (Deno ignores it).
  */
-import { check, cString, ErrnoError, libc, ptr } from "./libc.ts";
+import { check, cString, ErrnoError, libc, O, ptr } from "./libc.ts";
 
 /** What a standard descriptor of the child is: shoal's own, /dev/null, or a pipe to shoal. */
 export type Stdio = "inherit" | "null" | "pipe";
@@ -43,9 +43,6 @@ export interface ChildProcess {
 const POSIX_SPAWN_SETSIGDEF = 0x04;
 const POSIX_SPAWN_SETSIGMASK = 0x08;
 const POSIX_SPAWN_SETSID = 0x80;
-const O_RDONLY = 0;
-const O_WRONLY = 1;
-const O_CLOEXEC = 0o2000000;
 const SIGPIPE = 13;
 // glibc's posix_spawn_file_actions_t (64-bit). Zeroed, it is what
 // posix_spawn_file_actions_init makes; its actions are glibc's private
@@ -83,13 +80,13 @@ export function spawn(argv: string[], opts: SpawnOptions = {}): ChildProcess {
             ptr(actions),
             fd,
             ptr(devNull),
-            fd === 0 ? O_RDONLY : O_WRONLY,
+            fd === 0 ? O.RDONLY : O.WRONLY,
             0,
           ),
         );
       } else if (how === "pipe") {
         const ends = new Int32Array(2);
-        check("pipe2", c.pipe2(ptr(ends), O_CLOEXEC));
+        check("pipe2", c.pipe2(ptr(ends), O.CLOEXEC));
         // ends[0] reads, ends[1] writes: the child reads its stdin, writes the others.
         const pair: [number, number] = fd === 0 ? [ends[0]!, ends[1]!] : [ends[1]!, ends[0]!];
         pipes[fd] = pair;
