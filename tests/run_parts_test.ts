@@ -12,7 +12,8 @@ import { usernsLimitsCheck } from "../mod/doctor/kernel.ts";
 import { fuseCheck } from "../mod/doctor/tools.ts";
 import { parseSize } from "../mod/cli/run.ts";
 import { parseSignal } from "../mod/runtime/runs.ts";
-import { liveRuns, processStartTime, type RunState, writeState } from "../mod/runtime/state.ts";
+import { liveRuns, processStartTime, writeState } from "../mod/runtime/state.ts";
+import { runState } from "./support/run.ts";
 import {
   type Bundle,
   closeBundle,
@@ -177,25 +178,14 @@ Deno.test("run state: live while the same process lives and holds its bundle; de
   try {
     const me = processStartTime(Deno.pid);
     assert(me !== undefined && me > 0);
-    const state = (name: string, pid: number, startTime: number): RunState => ({
-      name,
-      image: "img",
-      pid,
-      startTime,
-      id: name,
-      created: new Date().toISOString(),
-      status: "running",
-      runPath: "unprivileged",
-      command: ["true"],
-    });
     const live = createBundle(base, "live") as Bundle;
-    await writeState(live, state("live", Deno.pid, me));
+    await writeState(live, runState("live", Deno.pid, me));
     // The same pid with another start time is a reused pid: that run is gone.
     const reused = createBundle(base, "reused") as Bundle;
-    await writeState(reused, state("reused", Deno.pid, me + 1));
+    await writeState(reused, runState("reused", Deno.pid, me + 1));
     // A live process of the caller's that does not hold the bundle is not the run's.
     const other = createBundle(base, "other") as Bundle;
-    await writeState(other, state("other", sleeper.pid, processStartTime(sleeper.pid)!));
+    await writeState(other, runState("other", sleeper.pid, processStartTime(sleeper.pid)!));
     closeBundle(other);
     assertEquals(createBundle(base, "live"), false, "a name is taken once");
     assertEquals(liveRuns(base).map((r) => r.state.name), ["live"]);

@@ -9,7 +9,8 @@
  * victim's may change, and the victim's shoal keeps working.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
-import { runSite } from "./support/run.ts";
+import { runSite, runState } from "./support/run.ts";
+import { processStartTime } from "../mod/runtime/state.ts";
 import { runCommand } from "./support/shoal.ts";
 import { runAs, type TestUser, testUser, userArgv } from "./support/users.ts";
 
@@ -33,21 +34,9 @@ async function snapshot(dir: string): Promise<string> {
   return await must("find", [dir, "-printf", "%p %y %U %m %s\n"]);
 }
 
-/** A forged run state naming `pid` (with its real start time, which anyone can read). */
+/** A forged run state naming `pid`, with its real start time (anyone can read it). */
 function forgedState(name: string, pid: number): string {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const startTime = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
-  return JSON.stringify({
-    name,
-    image: "forged",
-    pid,
-    startTime,
-    id: name,
-    created: new Date().toISOString(),
-    status: "running",
-    runPath: "unprivileged",
-    command: ["x"],
-  });
+  return JSON.stringify(runState(name, pid, processStartTime(pid)!));
 }
 
 async function withProtectedSymlinksOff(fn: () => Promise<void>) {
@@ -236,17 +225,9 @@ timeout 20 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$SHOAL" ps --fo
 shoal kill forged 2>&1 || echo "kill exit $?"
 kill -0 "$victim" && echo "victim alive"
 `;
-  const forged = JSON.stringify({
-    name: "forged",
-    image: "forged",
-    pid: 0,
-    startTime: 0,
-    id: "forged",
-    created: new Date().toISOString(),
-    status: "running",
-    runPath: "unprivileged",
-    command: ["x"],
-  }).replace('"pid":0', '"pid":PID').replace('"startTime":0', '"startTime":START');
+  // The pid and its start time are filled in inside the namespace, where the victim runs.
+  const forged = JSON.stringify(runState("forged", 0, 0))
+    .replace('"pid":0', '"pid":PID').replace('"startTime":0', '"startTime":START');
   let out = "";
   await withProtectedSymlinksOff(async () => {
     const r = await runCommand("unshare", ["-m", "--propagation", "private", "sh", "-c", script], {

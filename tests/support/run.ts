@@ -6,6 +6,7 @@
 import { startRegistry, type TestRegistry } from "./registry.ts";
 import { busyboxEntries, hostPlatform, makeImage, makeLayer, pushImage } from "./oci.ts";
 import type { TarEntry } from "./tar.ts";
+import type { RunState } from "../../mod/runtime/state.ts";
 import { type Result, runCommand } from "./shoal.ts";
 import {
   runAs,
@@ -213,4 +214,19 @@ export async function runSite(helper: boolean): Promise<RunSite> {
   }
   await site.writeConfig();
   return site;
+}
+
+/** A run's state as shoal writes it, naming `pid` (a forged one, in the attack tests). */
+export function runState(name: string, pid: number, startTime: number): RunState {
+  return {
+    name,
+    image: "img",
+    pid,
+    startTime,
+    id: name,
+    created: new Date().toISOString(),
+    status: "running",
+    runPath: "unprivileged",
+    command: ["true"],
+  };
 }
