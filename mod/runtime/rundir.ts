@@ -159,9 +159,15 @@ export function componentWhy(role: PathRole, info: PathFacts, uid: number): stri
 /**
  * Walks `path` by the rule (see the header) and returns the base's descriptor.
  * `create`: missing directories are made (mode 0700, the caller's); a base of
- * the caller's with a wider mode is narrowed to 0700. Throws Refused.
+ * the caller's with a wider mode is narrowed to 0700. `lastRole: "above"` walks to
+ * a directory above a base instead (O_PATH). Throws Refused.
  */
-function walk(path: string, uid: number, create: boolean): { fd: number; info: FdStat } {
+function walk(
+  path: string,
+  uid: number,
+  create: boolean,
+  lastRole: PathRole = "base",
+): { fd: number; info: FdStat } {
   const parts = components(path);
   if (parts.length === 0) throw new Refused(`the run directory cannot be /`);
   let fd = openRoot();
@@ -172,7 +178,7 @@ function walk(path: string, uid: number, create: boolean): { fd: number; info: F
     for (const [i, part] of parts.entries()) {
       const last = i === parts.length - 1;
       sofar += `/${part}`;
-      const flags = last ? O.RDONLY | O.DIRECTORY : O.PATH;
+      const flags = last && lastRole === "base" ? O.RDONLY | O.DIRECTORY : O.PATH;
       let next: number;
       try {
         next = openAt(fd, part, flags);
@@ -194,11 +200,15 @@ function walk(path: string, uid: number, create: boolean): { fd: number; info: F
       fd = next;
       // O_PATH with O_NOFOLLOW opens a symlink itself rather than failing: the facts tell.
       let info = fstat(fd, sofar);
-      if (last && create && info.type === S_IFDIR && info.uid === uid && info.perm !== 0o700) {
+      const role = last ? lastRole : "above";
+      if (
+        role === "base" && create && info.type === S_IFDIR && info.uid === uid &&
+        info.perm !== PERM_PRIVATE
+      ) {
         fchmod(fd, PERM_PRIVATE);
         info = fstat(fd, sofar);
       }
-      const why = componentWhy(last ? "base" : "above", info, uid);
+      const why = componentWhy(role, info, uid);
       if (why !== undefined) throw new Refused(`${sofar} ${why}`);
       if (last) return { fd, info };
     }
@@ -286,7 +296,7 @@ function chooseRunBase(where: RunBaseWhere, create: boolean): RunBase | undefine
   const fallback = findFallback(tmp, uid);
   if (fallback !== undefined) return opened(fallback, uid, false, notice);
   if (!create) return undefined;
-  const tmpFd = walkParent(tmp, uid);
+  const tmpFd = walk(tmp, uid, false, "above").fd;
   try {
     for (let i = 0; i < FALLBACK_TRIES; i++) {
       const name = `shoal-${uid}.${randomSuffix()}`;
@@ -308,26 +318,6 @@ function findFallback(tmp: string, uid: number): string | undefined {
     return undefined;
   }
   return names.sort().map((n) => `${tmp}/${n}`).find((p) => judgeRunBase(p, uid) === undefined);
-}
-
-/** An O_PATH descriptor of `dir` (the temp dir), reached by the rule for directories above a base. */
-function walkParent(dir: string, uid: number): number {
-  let fd = openRoot();
-  let sofar = "";
-  try {
-    for (const part of components(dir)) {
-      sofar += `/${part}`;
-      const next = openAt(fd, part, O.PATH);
-      closeFd(fd);
-      fd = next;
-      const why = componentWhy("above", fstat(fd, sofar), uid);
-      if (why !== undefined) throw new Refused(`${sofar} ${why}`);
-    }
-    return fd;
-  } catch (err) {
-    closeFd(fd);
-    throw err;
-  }
 }
 
 function randomSuffix(): string {
