@@ -6,7 +6,7 @@
 # hooks dir, all root-owned. With --user, a home install under ~/.local that
 # runs without the helper. Every file and directory an install creates is
 # recorded in <prefix>/lib/shoal/manifest, which is what --uninstall removes.
-# Nothing installed refers back to this checkout. See README.md, "Install".
+# Nothing installed refers back to this checkout. See docs/admin/install.md.
 set -eu
 umask 022
 

@@ -109,8 +109,8 @@
  *     refused unless a directory, resp. a regular file, owned by the caller),
  *     through descriptors opened once.
  *
- * What it does (DESIGN.md, "Rootless run", path A): unshare(CLONE_NEWNS) and
- * make / a slave; a tmpfs (root-owned, 0700: the overlay's upper and work
+ * What it does (docs/design/architecture.md, "Path A, with the helper"):
+ * unshare(CLONE_NEWNS) and make / a slave; a tmpfs (root-owned, 0700: the overlay's upper and work
  * dirs, which overlayfs handles with the mounter's credentials, stay out of
  * the user's reach, size as --tmpfs-size says) on DIR/.mnt; the image fd
  * attached read-only with autoclear to a free loop device tagged

@@ -241,7 +241,7 @@ Deno.test("each kind of invalid site config gets its own one-line message", asyn
       two.message,
       `"${t.layout.configFile}": squashfs.level: must be at least 1 (got 0)`,
     );
-    assertEquals(two.hint, 'see "Configuration" in README.md; 1 more problem in the file');
+    assertEquals(two.hint, "see docs/admin/configuration.md; 1 more problem in the file");
   });
 });
 

@@ -202,7 +202,7 @@ const TOOLS = {
   runc: ["runc"],
   tar2sqfs: ["tar2sqfs"],
   mksquashfs: ["mksquashfs"],
-  // The low-level squashfuse is several times faster (see DESIGN.md).
+  // The low-level squashfuse is several times faster (docs/design/architecture.md).
   squashfuse: ["squashfuse_ll", "squashfuse"],
   fusermount: ["fusermount3", "fusermount"],
   newuidmap: ["newuidmap"],

@@ -50,7 +50,7 @@ export const siteDevice = z.strictObject({
 const nonEmpty = z.string().check(z.minLength(1));
 
 export const siteConfigSchema = z.strictObject({
-  /** Refuse to run when trusted files are not root-owned (see README: security checks). */
+  /** Refuse to run when trusted files are not root-owned (docs/admin/security.md). */
   securityChecks: z._default(z.boolean(), true),
   repositories: z.prefault(
     z.strictObject({
@@ -97,7 +97,7 @@ export const siteConfigSchema = z.strictObject({
   squashfs: z.prefault(
     z.strictObject({
       compression: z._default(z.enum(compressions), "lz4"),
-      /** Compression level where the compressor has one; low is fast (see DESIGN.md). */
+      /** Compression level where the compressor has one; low is fast (docs/admin/configuration.md, "Compression"). */
       level: z.optional(z.int().check(z.minimum(1), z.maximum(22))),
       blockSizeKiB: z._default(
         z.int().check(z.refine((n) => [4, 8, 16, 32, 64, 128, 256, 512, 1024].includes(n), {

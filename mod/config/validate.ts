@@ -59,7 +59,7 @@ function parseJson(text: string, file: string): unknown {
   return JSON.parse(text);
 }
 
-const README_HINT = 'see "Configuration" in README.md';
+const DOCS_HINT = "see docs/admin/configuration.md";
 
 function validate<S extends z.ZodMiniType>(schema: S, data: unknown, file: string): z.output<S> {
   const result = schema.safeParse(data);
@@ -102,32 +102,32 @@ function describeIssue(
       return {
         where: renderPath(path),
         what: value === undefined ? "is required" : `must be ${noun(issue.expected)}${got}`,
-        hint: README_HINT,
+        hint: DOCS_HINT,
       };
     case "invalid_value": {
       const values = issue.values.map((v) => JSON.stringify(v));
       const what = values.length === 1 ? values[0] : `one of ${values.join(", ")}`;
-      return { where: renderPath(path), what: `must be ${what}${got}`, hint: README_HINT };
+      return { where: renderPath(path), what: `must be ${what}${got}`, hint: DOCS_HINT };
     }
     case "invalid_key": {
       const inner = issue.issues[0]?.message ?? "is not allowed";
       return {
         where: renderPath(path.slice(0, -1)),
         what: `key ${JSON.stringify(path.at(-1))} ${inner}`,
-        hint: README_HINT,
+        hint: DOCS_HINT,
       };
     }
     case "too_small":
     case "too_big":
-      return { where: renderPath(path), what: `${bound(issue)}${got}`, hint: README_HINT };
+      return { where: renderPath(path), what: `${bound(issue)}${got}`, hint: DOCS_HINT };
     case "invalid_format":
       if (issue.format === "url") {
-        return { where: renderPath(path), what: `must be a URL${got}`, hint: README_HINT };
+        return { where: renderPath(path), what: `must be a URL${got}`, hint: DOCS_HINT };
       }
-      return { where: renderPath(path), what: issue.message, hint: README_HINT };
+      return { where: renderPath(path), what: issue.message, hint: DOCS_HINT };
     default:
       // Custom checks (absolute paths, block sizes, names) carry their own wording.
-      return { where: renderPath(path), what: issue.message, hint: README_HINT };
+      return { where: renderPath(path), what: issue.message, hint: DOCS_HINT };
   }
 }
 

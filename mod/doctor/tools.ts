@@ -16,7 +16,7 @@ export async function runcCheck(path: string | undefined): Promise<Check> {
 
 /**
  * `path` is the site's choice, else squashfuse_ll, else squashfuse: the
- * low-level one is several times faster (see DESIGN.md).
+ * low-level one is several times faster (docs/design/architecture.md).
  */
 export function squashfuseCheck(path: string | undefined): Check {
   const base = { id: "squashfuse", title: "squashfuse" };

@@ -4,7 +4,7 @@
  * data. Reads only the files it is given by path (mount sources, devices, the
  * seccomp profile, the init binary); creates and mounts nothing.
  *
- * Choices (see README "What the container sees"):
+ * Choices (see docs/user/running.md, "What the container sees"):
  * - Namespaces: user, mount and uts (the host's hostname, changes stay
  *   private); pid only with `--pid=private`. The host's network and IPC are
  *   shared, as Sarus and Apptainer do: MPI needs both, SysV/POSIX IPC checks

@@ -2,7 +2,8 @@
  * The C library through Deno FFI, opened on first use. Only process-wide calls
  * belong here: Deno is multi-threaded, so a call that changes the calling
  * thread's namespaces or credentials (unshare, setns, setuid) would split the
- * process (see DESIGN.md); those happen in child processes instead.
+ * process (docs/design/architecture.md, "Deno and namespaces"); those happen in
+ * child processes instead.
  */
 const symbols = {
   __errno_location: { parameters: [], result: "pointer" },
