@@ -9,10 +9,11 @@
 import { program } from "../mod/cli/program.ts";
 import { type Command, type OptionInfo, parseArgv, programHelp } from "../mod/cli/parser.ts";
 import { siteConfigSchema, userPreferencesSchema } from "../mod/config/schema.ts";
+import { expand } from "../mod/config/load.ts";
 import { validateSiteConfig } from "../mod/config/validate.ts";
-import { renderError, UsageError } from "../mod/errors.ts";
+import { ConfigError, renderError, UsageError } from "../mod/errors.ts";
 import { dirname, join, normalize } from "../mod/path.ts";
-import { assert, assertEquals } from "./support/assert.ts";
+import { assert, assertEquals, assertStringIncludes, assertThrows } from "./support/assert.ts";
 
 const ROOT = normalize(join(dirname(new URL(import.meta.url).pathname), ".."));
 
@@ -80,8 +81,11 @@ function split(text: string): { blocks: Block[]; prose: string[] } {
       continue;
     }
     if (/^ {4}/.test(line) && (indented || paragraph.length === 0)) {
-      indented ??= blocks[blocks.push({ lang: "", lines: [] }) - 1];
-      indented!.lines.push(line.trimStart());
+      if (indented === undefined) {
+        indented = { lang: "", lines: [] };
+        blocks.push(indented);
+      }
+      indented.lines.push(line.trimStart());
       continue;
     }
     indented = undefined;
@@ -108,7 +112,6 @@ function cells(line: string): string[] | undefined {
 
 interface Section {
   heading: string;
-  level: number;
   body: string[];
 }
 
@@ -117,8 +120,8 @@ function sections(text: string): Section[] {
   let inFence = false;
   for (const line of text.split("\n")) {
     if (line.trimStart().startsWith("```")) inFence = !inFence;
-    const h = inFence ? null : line.match(/^(#{1,6}) (.*)$/);
-    if (h) found.push({ heading: h[2]!.trim(), level: h[1]!.length, body: [] });
+    const h = inFence ? null : line.match(/^#{1,6} (.*)$/);
+    if (h) found.push({ heading: h[1]!.trim(), body: [] });
     else found.at(-1)?.body.push(line);
   }
   return found;
@@ -149,6 +152,7 @@ function anchors(page: string): Set<string> {
 
 // ---- The configuration reference ----
 
+/** The part of a zod/mini schema's definition that says its shape and defaults. */
 interface SchemaNode {
   _zod: {
     def: {
@@ -200,21 +204,17 @@ function documentedKeys(page: string, heading: string): Map<string, string> {
   return rows;
 }
 
-function checkReference(
-  schema: SchemaNode,
-  page: string,
-  heading: string,
-): void {
+function checkReference(schema: SchemaNode, page: string, heading: string): void {
   const keys = schemaKeys(schema);
   const documented = documentedKeys(page, heading);
   const undocumented = [...keys.keys()].filter((k) => !documented.has(k));
   const unknown = [...documented.keys()].filter((k) => !keys.has(k));
   assertEquals(undocumented, [], `keys of the schema missing from ${page}, "${heading}"`);
   assertEquals(unknown, [], `keys in ${page}, "${heading}" that the schema does not have`);
-  for (const [key, { default: value }] of keys) {
+  for (const [key, known] of keys) {
     const cell = documented.get(key)!;
-    if ("default" in (keys.get(key) ?? {})) {
-      const want = `\`${JSON.stringify(value)}\``;
+    if ("default" in known) {
+      const want = `\`${JSON.stringify(known.default)}\``;
       assert(
         cell.includes(want),
         `${page}: the default of ${key} is ${want}, the page says ${cell}`,
@@ -248,6 +248,21 @@ Deno.test("every JSON example of a site config in the docs is a valid site confi
     }
   }
   assert(examples >= 3, `only ${examples} JSON examples found`);
+});
+
+Deno.test("the configuration page shows the errors the loader gives for what it refuses", () => {
+  const page = read("docs/admin/configuration.md");
+  const file = "/opt/shoal/etc/shoal.json";
+  const refusal = (text: string) =>
+    renderError(assertThrows(() => validateSiteConfig(text, file), ConfigError), false);
+  assertStringIncludes(page, refusal('{"squashfs": {"blockSizeKiB": 100}}'));
+  assertStringIncludes(page, refusal('{"repositories": {"local": "$SCRATCH/shoal"}}'));
+  validateSiteConfig('{"repositories": {"local": "$HOME/images"}}', file);
+  const other = assertThrows(
+    () => expand("/scratch/$GROUP/x", { home: "/home/a", user: "a" }, file, "repositories.local"),
+    ConfigError,
+  );
+  assertStringIncludes(page, other.message.slice(other.message.indexOf("unknown variable")));
 });
 
 // ---- The command-line reference and the example commands ----
