@@ -5,7 +5,9 @@
  * short name (without the registry), with one-line errors that list the
  * candidates or say which repository has the image.
  */
-import { assertEquals, assertMatch } from "./support/assert.ts";
+import { assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
+import { UsageError } from "../mod/errors.ts";
+import { parseTemplate } from "../mod/cli/template.ts";
 import { archive, ociFlat } from "./support/archive.ts";
 import { busyboxImage, pushImage } from "./support/oci.ts";
 import { startRegistry } from "./support/registry.ts";
@@ -179,4 +181,16 @@ Deno.test("pull refuses a load/ name: no registry serves it", async () => {
     r,
     /"load\/tool:1" names an image stored by `shoal load`; no registry serves it \(for Docker Hub's "load" namespace write docker\.io\/load\/tool:1\)$/,
   );
+});
+
+Deno.test("--format templates: fields as docker spells them, \\t and \\n as docker reads them, anything else refused", () => {
+  const fields = ["Repository", "Tag"];
+  const t = parseTemplate("--format", "{{.Repository}}:{{ .Tag }}\\t}x\\n", fields);
+  assertEquals(t({ Repository: "load/tool", Tag: "1" }), "load/tool:1\t}x\n");
+  for (
+    const [text, reason] of [["{{.Size}}", "no field .Size"], ["{{json .}}", "only {{.Field}}"]]
+  ) {
+    const err = assertThrows(() => parseTemplate("--format", text!, fields), UsageError, reason);
+    assertEquals(err.hint, "the fields are {{.Repository}} {{.Tag}}");
+  }
 });

@@ -66,13 +66,14 @@ export const imagesCommand = defineCommand({
   more: `
 REPOSITORY is the image's full name; \`shoal run\` and \`shoal rmi\` take it, or
 the name without its registry while no other stored image has it. No column
-holds a blank. Template fields: ${FIELDS.map((f) => `{{.${f}}}`).join(" ")}.
+holds a blank. Template fields:
+  ${FIELDS.map((f) => `{{.${f}}}`).join(" ")}
 
 Examples:
   shoal images
   shoal images --digests
   shoal images --format json
-  shoal images --format '{{.Repository}}:{{.Tag}}\t{{.Size}}'`,
+  shoal images --format '{{.Repository}}:{{.Tag}}\\t{{.Size}}'`,
   async action({ options: opts, verbosity }) {
     const { loaded, logger } = await commandContext(verbosity);
     const { repositoryFor } = await import("../image/store/repository.ts");
@@ -112,8 +113,15 @@ export const rmiCommand = defineCommand({
       "remove from the site's centralized repository (root)",
     ),
   },
-  more: "Examples:\n  shoal rmi debian:bookworm\n  shoal rmi 5f2a9c0e1b3d\n" +
-    "  shoal rmi localhost:5000/demo@sha256:...",
+  more: `
+IMAGE is a name as \`shoal images\` lists it, the same without its registry
+while no other stored image has it, or an IMAGE ID.
+
+Examples:
+  shoal rmi debian:bookworm
+  shoal rmi 5f2a9c0e1b3d
+  shoal rmi localhost:5000/demo@sha256:...
+  shoal rmi load/mylab/tool:1.4`,
   async action({ args: names, options: opts, verbosity }) {
     const { loaded, logger } = await commandContext(verbosity);
     const { repositoryFor } = await import("../image/store/repository.ts");
