@@ -28,11 +28,11 @@ function escape(text: string): string {
 }
 
 /** A busybox image whose /etc/which says `which`, as an oci-archive the test user can read. */
-async function archiveFile(site: RunSite, which: string): Promise<string> {
+async function archiveFile(site: RunSite, which: string, name = `${which}.tar`): Promise<string> {
   const image = busyboxImage({
     extraEntries: [{ type: "file", path: "etc/which", content: `${which}\n` }],
   });
-  const path = `${site.dir}/${which}.tar`;
+  const path = `${site.dir}/${name}`;
   await Deno.writeFile(path, archive(ociFlat([image])), { mode: 0o644 });
   return path;
 }
@@ -163,8 +163,18 @@ Deno.test("an image only in the other repository: the error says which has it an
   ]);
   assertEquals([run.code, run.stdout], [0, IMAGE_OS_RELEASE], run.stderr);
 
-  const loaded = await site.shoal("user", ["load", await archiveFile(site, "mine"), "mine:1"]);
+  const tar = await archiveFile(site, "mine", "my 100% image.tar");
+  const loaded = await site.shoal("user", ["load", tar, "mine:1"]);
   assertEquals(loaded.code, 0, loaded.stderr);
+  // Even a SERVER from a file name with blanks stays one word.
+  const table = await site.shoal("user", ["images"]);
+  const row = table.stdout.trimEnd().split("\n")[1]!.split(/\s+/);
+  assertEquals([row[0], row[1], row[5], row.length], [
+    "load/mine",
+    "1",
+    "file:my%20100%25%20image.tar",
+    6,
+  ]);
   const wrong = await site.shoal("user", ["run", "--centralized-repository", "mine:1", "true"]);
   assertEquals(wrong.code, 1);
   oneLine(

@@ -98,7 +98,7 @@ Examples:
       columns.map(([header]) => header),
       images.map((i) => {
         const fields = fieldsOf(i);
-        return columns.map(([, field]) => fields[field]);
+        return columns.map(([, field]) => oneWord(fields[field]));
       }),
     );
   },
@@ -143,6 +143,11 @@ Examples:
     if (failed.length > 0) throw new ShoalError(`could not remove ${failed.join(", ")}`);
   },
 });
+
+/** A SERVER such as "file:my image.tar" as one word: blanks (and so "%") written as %XX. */
+function oneWord(value: string): string {
+  return value.replace(/[\s%]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
 
 /** The JSON form of an image: the metadata, without the store's file names. */
 function jsonOf(i: ImageRecord) {
