@@ -20,8 +20,19 @@ import {
 import { type Result, runCommand, shoalScript } from "./support/shoal.ts";
 import { cat, dirNames, listImage } from "./support/squashfs.ts";
 import { tarArchive, type TarEntry, whiteout } from "./support/tar.ts";
+import {
+  archive,
+  blobMembers,
+  file,
+  hexOf,
+  type Member,
+  OCI_LAYOUT,
+  ociFlat,
+} from "./support/archive.ts";
 import { runAs, testUser } from "./support/users.ts";
 import { installedShoal, rootOwnedTempDir } from "./support/install.ts";
+import { fakeImage, fakeSquashfs } from "./support/store.ts";
+import { openStore } from "../mod/image/store/store.ts";
 
 const enc = new TextEncoder();
 
@@ -107,28 +118,9 @@ function testImage(platform: Platform, layers: "plain" | "compressed" | "gzip"):
 // ---------------------------------------------------------------------------
 // Archive layouts
 
-type Member = TarEntry;
-
-function file(path: string, content: Uint8Array | string): Member {
-  return { type: "file", path, content };
-}
-
 function json(value: unknown): string {
   return JSON.stringify(value);
 }
-
-function hexOf(digest: string): string {
-  return digest.slice("sha256:".length);
-}
-
-/** An image's blobs as OCI layout members. */
-function blobMembers(image: Image): Member[] {
-  return [...image.layers, image.config, image.manifest].map((b) =>
-    file(`blobs/sha256/${hexOf(b.digest)}`, b.data)
-  );
-}
-
-const OCI_LAYOUT = file("oci-layout", json({ imageLayoutVersion: "1.0.0" }));
 
 /**
  * Classic `docker save`: `<id>/layer.tar` (a symlink to the first copy when
@@ -201,16 +193,6 @@ function docker25(image: Image, tag: string): Member[] {
   ];
 }
 
-/** An OCI layout whose index.json lists the platform manifests itself. */
-function ociFlat(images: Image[]): Member[] {
-  const index = makeIndex(images);
-  return [
-    OCI_LAYOUT,
-    file("index.json", index.manifest.data),
-    ...images.flatMap(blobMembers),
-  ];
-}
-
 /** An OCI layout as buildx writes it: index.json -> one named index blob -> platform manifests. */
 function ociNested(images: Image[], refName: string): Member[] {
   const index = makeIndex(images);
@@ -232,13 +214,6 @@ function ociNested(images: Image[], refName: string): Member[] {
     ),
     OCI_LAYOUT,
   ];
-}
-
-/** The tar of `members`; a blob two images share is written once, as real tools do. */
-function archive(members: Member[], gzip = false): Uint8Array {
-  const unique = members.filter((m, i) => members.findIndex((o) => o.path === m.path) === i);
-  const tar = tarArchive(unique);
-  return gzip ? gzipSync(tar) : tar;
 }
 
 // ---------------------------------------------------------------------------
@@ -393,7 +368,7 @@ async function loadEveryLayout(asUser: boolean): Promise<void> {
       const fileName = `${tag}.tar${gzip ? ".gz" : ""}`;
       const path = await r.write(fileName, archive(layout.members(`tool:${tag}`), gzip));
       const out = await loadOk(r, path, `mylab/tool:${tag}`);
-      const reference = `docker.io/mylab/tool:${tag}`;
+      const reference = `load/mylab/tool:${tag}`;
       assertMatch(out.stdout, new RegExp(`^Loaded ${reference} \\(IMAGE ID [0-9a-f]{12}, .*\\)`));
       const format = layout.name.startsWith("oci") ? "oci-archive" : "docker-archive";
       assertStringIncludes(out.stderr, `from ${gzip ? "a gzip-compressed" : "an"} ${format} (`);
@@ -427,7 +402,7 @@ Deno.test("loading the same archive twice: up to date, nothing stored again; ano
   const again = await loadOk(r, path, "tool:1");
   assertEquals(
     again.stdout.trim(),
-    `docker.io/library/tool:1 is up to date (IMAGE ID ${hexOf(image.config.digest).slice(0, 12)})`,
+    `load/tool:1 is up to date (IMAGE ID ${hexOf(image.config.digest).slice(0, 12)})`,
   );
   assert(!again.stderr.includes("Converting"), again.stderr);
   assertEquals(await images(r), before);
@@ -436,8 +411,8 @@ Deno.test("loading the same archive twice: up to date, nothing stored again; ano
   await loadOk(r, path, "tool:stable");
   const after = await images(r);
   assertEquals(after.map((i) => i.reference), [
-    "docker.io/library/tool:1",
-    "docker.io/library/tool:stable",
+    "load/tool:1",
+    "load/tool:stable",
   ]);
   assertEquals(after[0]?.squashfsPath, after[1]?.squashfsPath);
   assertEquals(await dirNames(`${r.repo}/tmp`), []);
@@ -476,7 +451,7 @@ Deno.test("an archive of several images: the one named, else the host's platform
     ])),
   );
   await loadOk(r, mixed, "mylab/any:1");
-  const any = (await images(r)).find((i) => i.reference === "docker.io/mylab/any:1");
+  const any = (await images(r)).find((i) => i.reference === "load/mylab/any:1");
   assertEquals(any?.configDigest, a.config.digest);
 
   // An OCI index with no image for this machine: the platforms are listed; --platform picks one.
@@ -497,7 +472,7 @@ Deno.test("an archive of several images: the one named, else the host's platform
   );
   const picked = await r.shoal(["load", "--platform", "linux/ppc64le", foreign, "foreign:1"]);
   assertEquals(picked.code, 0, picked.stderr);
-  const ppc = (await images(r)).find((i) => i.reference === "docker.io/library/foreign:1");
+  const ppc = (await images(r)).find((i) => i.reference === "load/foreign:1");
   assertEquals(ppc?.platform, third);
   assertEquals(await cat(ppc!.squashfsPath, "etc/platform"), "linux/ppc64le\n");
 });
@@ -514,8 +489,8 @@ Deno.test("load - reads the archive from standard input", async () => {
     { env: { HOME: r.home, XDG_DATA_HOME: `${r.home}/data` }, cwd: r.home },
   );
   assertEquals(out.code, 0, out.stderr);
-  assertMatch(out.stdout, /^Loaded docker\.io\/mylab\/piped:2 /);
-  await assertStored(r, "docker.io/mylab/piped:2", image, "file:stdin");
+  assertMatch(out.stdout, /^Loaded load\/mylab\/piped:2 /);
+  await assertStored(r, "load/mylab/piped:2", image, "file:stdin");
 });
 
 /** The error is one line; the progress lines before it are left out. */
@@ -746,7 +721,7 @@ Deno.test("archives written by skopeo (docker-archive with linked layers, oci-ar
     await loadOk(r, path, `mylab/tool:${name}`);
     const stored = await assertStored(
       r,
-      `docker.io/mylab/tool:${name}`,
+      `load/mylab/tool:${name}`,
       image,
       `file:${name}.tar`,
       {
@@ -780,7 +755,7 @@ Deno.test("load --centralized-repository: root stores it for everyone; users rea
       },
     );
     assertEquals(loaded.code, 0, loaded.stderr);
-    assertMatch(loaded.stdout, /^Loaded docker\.io\/site\/tool:1 /);
+    assertMatch(loaded.stdout, /^Loaded load\/site\/tool:1 /);
 
     const user = await testUser();
     const listed = await runAs(user, bin, [
@@ -792,7 +767,7 @@ Deno.test("load --centralized-repository: root stores it for everyone; users rea
     assertEquals(listed.code, 0, listed.stderr);
     const [entry, ...rest] = JSON.parse(listed.stdout) as Listed[];
     assertEquals(rest, []);
-    assertEquals(entry?.reference, "docker.io/site/tool:1");
+    assertEquals(entry?.reference, "load/site/tool:1");
     assertEquals(entry?.configDigest, image.config.digest);
     const st = await Deno.stat(entry!.squashfsPath);
     assertEquals([st.uid, st.mode! & 0o777], [0, 0o644]);
@@ -812,4 +787,48 @@ Deno.test("load --centralized-repository: root stores it for everyone; users rea
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(home, { recursive: true });
   }
+});
+
+Deno.test("a load is stored as load/NAME: a pulled image of the same name stays, and the short name is refused as ambiguous", async () => {
+  await using r = await runner(false);
+  // What a pull of docker.io/library/tool:1 would have stored.
+  const store = openStore(r.repo);
+  const pulled = fakeImage("pulled", {
+    registry: "docker.io",
+    repository: "library/tool",
+    tag: "1",
+  });
+  {
+    await using work = await store.tempDir();
+    await store.commit(pulled, await fakeSquashfs(work.path, "pulled"));
+  }
+  const image = testImage(hostPlatform(), "plain");
+  const path = await r.write("tool.tar", archive(ociFlat([image])));
+  const out = await loadOk(r, path, "tool:1");
+  assertMatch(out.stdout, /^Loaded load\/tool:1 \(IMAGE ID /);
+  const listed = await images(r);
+  assertEquals(listed.map((i) => [i.reference, i.configDigest]), [
+    ["docker.io/library/tool:1", pulled.configDigest],
+    ["load/tool:1", image.config.digest],
+  ]);
+
+  const ambiguous = await r.shoal(["rmi", "tool:1"]);
+  assertEquals(ambiguous.code, 1);
+  assertOneLine(
+    ambiguous.stderr,
+    /"tool:1" could be 2 images: docker\.io\/library\/tool:1, load\/tool:1 \(give the full name of the one you mean, as `shoal images` lists it\)$/,
+  );
+  const removed = await r.shoal(["rmi", "load/tool:1"]);
+  assertEquals([removed.code, removed.stdout.split("\n")[0]], [0, "Untagged: load/tool:1"]);
+  assertEquals((await images(r)).map((i) => i.reference), ["docker.io/library/tool:1"]);
+
+  for (const name of ["127.0.0.1:5000/tool:1", `tool@${image.manifest.digest}`]) {
+    const refused = await r.shoal(["load", path, name]);
+    assertEquals(refused.code, 2, refused.stderr);
+    assertOneLine(
+      refused.stderr,
+      /load stores an image (as load\/NAME\[:TAG\]|under NAME\[:TAG\])/,
+    );
+  }
+  assertEquals(await filesUnder(`${r.repo}/tmp`), []);
 });

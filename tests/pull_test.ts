@@ -246,7 +246,7 @@ Deno.test("images columns and rmi by tag, digest and IMAGE ID; rmi works when th
   assertEquals(rows.length, 2);
   assertMatch(
     rows[0]!,
-    new RegExp(`^r/bb\\s+a\\s+${digest}\\s+[0-9a-f]{12}\\s+.*\\s+${reg.host}$`),
+    new RegExp(`^${reg.host}/r/bb\\s+a\\s+${digest}\\s+[0-9a-f]{12}\\s+.*\\s+${reg.host}$`),
   );
 
   const [a, b] = await images(bin, user, env);

@@ -9,7 +9,10 @@ import {
   familiarName,
   formatReference,
   type ImageReference,
+  loadedReference,
+  parseName,
   parseReference,
+  parseRemoteReference,
   registryApiHost,
 } from "../mod/image/reference.ts";
 import { UsageError } from "../mod/errors.ts";
@@ -281,4 +284,49 @@ Deno.test("registryApiHost sends docker.io to registry-1.docker.io and leaves ot
   );
   assertEquals(registryApiHost(parseReference("quay.io/x/y").registry), "quay.io");
   assertEquals(registryApiHost(parseReference("[::1]:5000/y").registry), "[::1]:5000");
+});
+
+Deno.test("a name without its registry is a short name, with its path as written", () => {
+  const cases: [string, string | undefined][] = [
+    ["busybox:1.0", "busybox"],
+    ["mylab/tool", "mylab/tool"],
+    ["library/debian", "library/debian"],
+    [`busybox@${SHA256}`, "busybox"],
+    ["docker.io/library/debian", undefined],
+    ["index.docker.io/debian", undefined],
+    ["127.0.0.1:5000/busybox:1.0", undefined],
+    ["localhost/busybox", undefined],
+    ["load/tool:1", undefined],
+  ];
+  for (const [input, shortPath] of cases) {
+    const parsed = parseName(input);
+    assertEquals(parsed.shortPath, shortPath, input);
+    assertEquals(parsed.ref, parseReference(input), input);
+  }
+});
+
+Deno.test("load/ names a loaded image; Docker Hub's load namespace is docker.io/load/", () => {
+  assertEquals(parseReference("load/tool:1"), { registry: "load", repository: "tool", tag: "1" });
+  const hub = parseReference("docker.io/load/tool");
+  assertEquals(hub, { registry: "docker.io", repository: "load/tool", tag: "latest" });
+  assertEquals(familiarName(hub), "docker.io/load/tool");
+  assertEquals(parseReference(formatReference(hub, { familiar: true })), hub);
+  assertEquals(parseRemoteReference("docker.io/load/tool"), hub);
+  const err = assertThrows(() => parseRemoteReference("load/tool:1"), UsageError, "shoal load");
+  assertEquals(err.hint, `for Docker Hub's "load" namespace write docker.io/load/tool:1`);
+});
+
+Deno.test("shoal load's names: load/NAME[:TAG], however NAME is written; no registry, no digest", () => {
+  const cases: [string, string][] = [
+    ["tool", "load/tool:latest"],
+    ["tool:1", "load/tool:1"],
+    ["mylab/tool:1", "load/mylab/tool:1"],
+    ["docker.io/library/tool:1", "load/tool:1"],
+    ["load/mylab/tool:2", "load/mylab/tool:2"],
+  ];
+  for (const [input, stored] of cases) {
+    assertEquals(formatReference(loadedReference(input)), stored, input);
+  }
+  assertThrows(() => loadedReference("127.0.0.1:5000/tool"), UsageError, "names the registry");
+  assertThrows(() => loadedReference(`tool@${SHA256}`), UsageError, "not a digest");
 });

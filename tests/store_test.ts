@@ -467,3 +467,34 @@ Deno.test("store: the centralized repository is written by root, read by everyon
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("store: a short name finds its image on any registry; one on several is refused with the full names", async () => {
+  await withRepo(async (store) => {
+    const put = async (seed: string, registry: string, repository: string, tag: string) => {
+      await using tmp = await store.tempDir();
+      await store.commit(
+        fakeImage(seed, { registry, repository, tag }),
+        await fakeSquashfs(tmp.path, seed),
+      );
+    };
+    await put("private", "127.0.0.1:5095", "busybox", "1.0");
+    await put("hub", "docker.io", "library/debian", "12");
+    await put("mirror", "127.0.0.1:5095", "library/debian", "12");
+    await put("mine", "load", "mylab/tool", "1");
+
+    assertEquals((await store.lookup("busybox:1.0"))?.reference, "127.0.0.1:5095/busybox:1.0");
+    assertEquals((await store.lookup("busybox"))?.reference, undefined);
+    assertEquals((await store.lookup("mylab/tool:1"))?.reference, "load/mylab/tool:1");
+    // The full names pick one; Docker's meaning of debian:12 is docker.io's.
+    assertEquals((await store.lookup("docker.io/library/debian:12"))?.labels.seed, "hub");
+    assertEquals((await store.lookup("127.0.0.1:5095/library/debian:12"))?.labels.seed, "mirror");
+    assertEquals((await store.lookup("debian:12"))?.labels.seed, "hub");
+    const err = await assertRejects(() => store.lookup("library/debian:12"), ShoalError);
+    assertEquals(
+      err.message,
+      '"library/debian:12" could be 2 images: 127.0.0.1:5095/library/debian:12, docker.io/library/debian:12',
+    );
+    await assertRejects(() => store.remove("library/debian:12"), ShoalError, "could be 2 images");
+    assertEquals((await store.remove("busybox:1.0")).untagged, ["127.0.0.1:5095/busybox:1.0"]);
+  });
+});

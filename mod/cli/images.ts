@@ -1,9 +1,52 @@
 import type { ImageRecord } from "../image/store/metadata.ts";
-import { ShoalError } from "../errors.ts";
-import { commandContext, formatOption } from "./context.ts";
+import { ShoalError, UsageError } from "../errors.ts";
+import { outputFormats } from "../config/choices.ts";
+import { commandContext } from "./context.ts";
 import { printJson, printLine, printTable } from "./output.ts";
-import { defineCommand, flag } from "./parser.ts";
+import { defineCommand, flag, parsed } from "./parser.ts";
+import { isTemplate, parseTemplate, type Template } from "./template.ts";
 import { formatBytes, formatTime, shortId } from "./units.ts";
+
+/** What `--format '{{.Field}}'` offers: docker's names, and shoal's SERVER and full reference. */
+const FIELDS = [
+  "Repository",
+  "Tag",
+  "Digest",
+  "ID",
+  "CreatedAt",
+  "Size",
+  "Server",
+  "Reference",
+] as const;
+
+type Field = typeof FIELDS[number];
+
+function formatOf(v: string | undefined): "table" | "json" | Template {
+  const format = v ?? "";
+  if (isTemplate(format)) return parseTemplate("--format", format, FIELDS);
+  const known = outputFormats.find((f) => f === format);
+  if (known !== undefined) return known;
+  throw new UsageError(`--format takes table, json or a template, not '${format}'`, {
+    hint: "e.g. --format '{{.Repository}}:{{.Tag}}'",
+  });
+}
+
+/**
+ * Each field as one word, so that scripts can split the table on blanks:
+ * REPOSITORY is the full name, which `run` and `rmi` take back as it is.
+ */
+function fieldsOf(i: ImageRecord): Record<Field, string> {
+  return {
+    Repository: `${i.registry}/${i.repository}`,
+    Tag: i.tag ?? "<none>",
+    Digest: i.digest ?? "<none>",
+    ID: shortId(i.configDigest),
+    CreatedAt: formatTime(i.created).replace(" ", "T"),
+    Size: formatBytes(i.size).replace(" ", ""),
+    Server: i.server,
+    Reference: i.reference,
+  };
+}
 
 export const imagesCommand = defineCommand({
   name: "images",
@@ -14,9 +57,23 @@ export const imagesCommand = defineCommand({
       "--centralized-repository",
       "list the site's centralized repository",
     ),
-    format: formatOption(),
+    format: parsed(
+      "--format <FORMAT>",
+      "table, json, or a template such as '{{.Repository}}:{{.Tag}}'",
+      formatOf,
+    ),
   },
-  more: "Examples:\n  shoal images\n  shoal images --digests\n  shoal images --format json",
+  more: `
+REPOSITORY is the image's full name; \`shoal run\` and \`shoal rmi\` take it, or
+the name without its registry while no other stored image has it. No column
+holds a blank. Template fields:
+  ${FIELDS.map((f) => `{{.${f}}}`).join(" ")}
+
+Examples:
+  shoal images
+  shoal images --digests
+  shoal images --format json
+  shoal images --format '{{.Repository}}:{{.Tag}}\\t{{.Size}}'`,
   async action({ options: opts, verbosity }) {
     const { loaded, logger } = await commandContext(verbosity);
     const { repositoryFor } = await import("../image/store/repository.ts");
@@ -24,18 +81,25 @@ export const imagesCommand = defineCommand({
     const images = await store.list();
     const format = opts.format ?? loaded.preferences.format ?? "table";
     if (format === "json") return printJson(images.map(jsonOf));
-    const headers = ["REPOSITORY", "TAG", ...(opts.digests ? ["DIGEST"] : []), "IMAGE ID"];
+    if (typeof format === "function") {
+      for (const i of images) printLine(format(fieldsOf(i)));
+      return;
+    }
+    const columns: [string, Field][] = [
+      ["REPOSITORY", "Repository"],
+      ["TAG", "Tag"],
+      ...(opts.digests ? [["DIGEST", "Digest"] as [string, Field]] : []),
+      ["IMAGE ID", "ID"],
+      ["CREATED", "CreatedAt"],
+      ["SIZE", "Size"],
+      ["SERVER", "Server"],
+    ];
     printTable(
-      [...headers, "CREATED", "SIZE", "SERVER"],
-      images.map((i) => [
-        i.repository,
-        i.tag ?? "<none>",
-        ...(opts.digests ? [i.digest ?? "<none>"] : []),
-        shortId(i.configDigest),
-        formatTime(i.created),
-        formatBytes(i.size),
-        i.server,
-      ]),
+      columns.map(([header]) => header),
+      images.map((i) => {
+        const fields = fieldsOf(i);
+        return columns.map(([, field]) => oneWord(fields[field]));
+      }),
     );
   },
 });
@@ -49,8 +113,15 @@ export const rmiCommand = defineCommand({
       "remove from the site's centralized repository (root)",
     ),
   },
-  more: "Examples:\n  shoal rmi debian:bookworm\n  shoal rmi 5f2a9c0e1b3d\n" +
-    "  shoal rmi localhost:5000/demo@sha256:...",
+  more: `
+IMAGE is a name as \`shoal images\` lists it, the same without its registry
+while no other stored image has it, or an IMAGE ID.
+
+Examples:
+  shoal rmi debian:bookworm
+  shoal rmi 5f2a9c0e1b3d
+  shoal rmi localhost:5000/demo@sha256:...
+  shoal rmi load/mylab/tool:1.4`,
   async action({ args: names, options: opts, verbosity }) {
     const { loaded, logger } = await commandContext(verbosity);
     const { repositoryFor } = await import("../image/store/repository.ts");
@@ -72,6 +143,11 @@ export const rmiCommand = defineCommand({
     if (failed.length > 0) throw new ShoalError(`could not remove ${failed.join(", ")}`);
   },
 });
+
+/** A SERVER such as "file:my image.tar" as one word: blanks (and so "%") written as %XX. */
+function oneWord(value: string): string {
+  return value.replace(/[\s%]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
 
 /** The JSON form of an image: the metadata, without the store's file names. */
 function jsonOf(i: ImageRecord) {

@@ -8,7 +8,7 @@ export const loadCommand = defineCommand({
   name: "load",
   args: [
     { name: "FILE", help: "the archive (tar, plain or gzip-compressed); - reads standard input" },
-    { name: "NAME[:TAG]", help: "the name to store it under, as for pull (default tag latest)" },
+    { name: "NAME[:TAG]", help: "store it as load/NAME[:TAG] (default tag latest)" },
   ],
   options: {
     platform: value(
@@ -26,6 +26,10 @@ Docker 25+ layouts) and oci-archive files (\`podman save --format oci-archive\`,
 \`skopeo copy ... oci-archive:FILE\`). When the archive holds several images,
 the one named NAME (or tagged TAG) is taken, else the one for this machine's
 platform. Loading an archive whose image NAME already names does no work.
+
+The image is stored as load/NAME[:TAG], apart from pulled images, so a load
+never replaces one. \`shoal run NAME[:TAG]\` finds it while no other stored
+image has that name; \`shoal run load/NAME[:TAG]\` always does.
 
 Examples:
   docker save busybox:latest -o busybox.tar && shoal load busybox.tar busybox

@@ -1,7 +1,9 @@
 /**
  * `shoal load`: stores the image of a `docker save` / `podman save` /
  * OCI archive under a name the user gives, exactly as a pull would have: one
- * squashfs file with its metadata, its layer blobs in the blob cache.
+ * squashfs file with its metadata, its layer blobs in the blob cache. The
+ * name is load/NAME[:TAG], as Sarus has it: no pull has such a name, so a
+ * load never replaces a pulled image, and the short name still runs it.
  *
  * The archive is read once, streaming, into a work directory of the
  * repository; the image is found and verified there, converted, and only then
@@ -11,13 +13,12 @@
  */
 import { basename } from "../path.ts";
 import type { LoadedConfig } from "../config/load.ts";
-import { UsageError } from "../errors.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { type ArchiveImage, findImage, verifyDiffIds } from "./archive/image.ts";
 import { archiveSource, readArchive } from "./archive/read.ts";
 import { ByteBudget } from "./layer.ts";
 import { repositoryFor } from "./store/repository.ts";
-import { formatReference, parseReference } from "./reference.ts";
+import { DEFAULT_REGISTRY, formatReference, loadedReference, parseReference } from "./reference.ts";
 import { formatPlatform, hostPlatform, parsePlatform } from "./registry/platform.ts";
 import { configFields } from "./config_fields.ts";
 import { buildSquashfs, siteSquashfsOptions } from "./squashfs.ts";
@@ -30,7 +31,7 @@ export type { ArchiveFormat } from "./archive/image.ts";
 export interface LoadRequest {
   /** The archive; `-` reads standard input. */
   file: string;
-  /** NAME[:TAG] to store the image under, normalized like a pull's reference. */
+  /** NAME[:TAG]: the image is stored as load/NAME[:TAG]. */
   name: string;
   /** `os/arch[/variant]` when the archive holds several platforms; default the host's. */
   platform?: string;
@@ -73,12 +74,9 @@ export async function load(
 ): Promise<LoadResult> {
   const logger = options.logger ?? silentLogger;
   const emit = options.onEvent ?? (() => {});
-  const ref = parseReference(request.name);
-  if (ref.digest !== undefined) {
-    throw new UsageError(
-      `load stores an image under NAME[:TAG], not a digest: ${JSON.stringify(request.name)}`,
-    );
-  }
+  const ref = loadedReference(request.name);
+  // What the archive itself calls it: "tool:1" is Docker's docker.io/library/tool:1.
+  const archiveName = parseReference(`${DEFAULT_REGISTRY}/${ref.repository}:${ref.tag}`);
   const wanted = request.platform === undefined ? hostPlatform() : parsePlatform(request.platform);
   const source = await archiveSource(request.file);
   const squashOptions = siteSquashfsOptions(loaded, {}, logger);
@@ -93,7 +91,7 @@ export async function load(
     const contents = await readArchive(source, work.path, { maxBytes, logger }).catch((err) => {
       throw spaceError(err, store.root);
     });
-    const image = await findImage(contents, ref, wanted, request.platform !== undefined);
+    const image = await findImage(contents, archiveName, wanted, request.platform !== undefined);
     emit({
       kind: "found",
       reference,

@@ -9,7 +9,7 @@ import { type Logger, silentLogger } from "../log.ts";
 import {
   formatReference,
   type ImageReference,
-  parseReference,
+  parseRemoteReference,
   registryApiHost,
 } from "./reference.ts";
 import { createRegistryClient, type ResolvedImage } from "./registry/client.ts";
@@ -80,7 +80,7 @@ export async function pull(
 ): Promise<PullResult> {
   const logger = options.logger ?? silentLogger;
   const emit = options.onEvent ?? (() => {});
-  const ref = parseReference(request.reference);
+  const ref = parseRemoteReference(request.reference);
   const platform = request.platform === undefined ? undefined : parsePlatform(request.platform);
   if ((request.username === undefined) !== (request.password === undefined)) {
     throw new UsageError("give both --username and --password-stdin, or neither");

@@ -7,9 +7,14 @@
  *   debian               -> docker.io/library/debian:latest
  *   user/img             -> docker.io/user/img:latest
  *   localhost:5000/x     -> localhost:5000/x:latest
+ *   load/tool:1          -> load/tool:1 (an image `shoal load` stored, as Sarus names them)
  *
  * Unlike Docker's single "invalid reference format", every refusal names
  * what is wrong, in one line.
+ *
+ * A name written without its registry ("busybox:1.0", "mylab/tool") is also
+ * a short name: the store finds it on whichever registry it was pulled from
+ * (query.ts), so the names `shoal images` lists work however they are typed.
  */
 import { UsageError } from "../errors.ts";
 
@@ -25,6 +30,12 @@ export interface ImageReference {
 }
 
 export const DEFAULT_REGISTRY = "docker.io";
+/**
+ * The pseudo-registry of loaded images: no registry serves it, so a loaded
+ * image can never take the name of a pulled one. Docker Hub's own "load/"
+ * namespace stays reachable as docker.io/load/NAME.
+ */
+export const LOAD_REGISTRY = "load";
 const LEGACY_DEFAULT_REGISTRY = "index.docker.io";
 const OFFICIAL_PREFIX = "library/";
 const DEFAULT_TAG = "latest";
@@ -55,24 +66,31 @@ function fail(message: string): never {
  * Docker's splitDockerDomain: the first component is a registry when it is
  * "localhost", contains "." or ":", or has upper case (which a repository
  * path may not); otherwise the reference is on Docker Hub, where one-word
- * names live under "library/".
+ * names live under "library/". shoal adds "load". `written` says the name
+ * gave its registry rather than leaving it to the default.
  */
-function splitRegistry(name: string): { registry: string; rest: string } {
+function splitRegistry(name: string): { registry: string; rest: string; written: boolean } {
   const slash = name.indexOf("/");
-  if (slash < 0) return { registry: DEFAULT_REGISTRY, rest: OFFICIAL_PREFIX + name };
+  if (slash < 0) {
+    return { registry: DEFAULT_REGISTRY, rest: OFFICIAL_PREFIX + name, written: false };
+  }
   const first = name.slice(0, slash);
   let registry = DEFAULT_REGISTRY;
   let rest = name;
+  let written = true;
   if (first === LEGACY_DEFAULT_REGISTRY) {
     rest = name.slice(slash + 1);
   } else if (
-    first === "localhost" || /[.:]/.test(first) || first.toLowerCase() !== first
+    first === "localhost" || first === LOAD_REGISTRY || /[.:]/.test(first) ||
+    first.toLowerCase() !== first
   ) {
     registry = first;
     rest = name.slice(slash + 1);
+  } else {
+    written = false;
   }
   if (registry === DEFAULT_REGISTRY && !rest.includes("/")) rest = OFFICIAL_PREFIX + rest;
-  return { registry, rest };
+  return { registry, rest, written };
 }
 
 function checkDigest(input: string, digest: string): void {
@@ -113,6 +131,22 @@ function checkPathComponent(input: string, component: string): void {
  * A bare 64-hex string is refused as Docker does: it would be an image ID.
  */
 export function parseReference(input: string): ImageReference {
+  return parseName(input).ref;
+}
+
+/** A name as the user typed it, for finding a stored image. */
+export interface ParsedName {
+  /** What the name means to Docker (`busybox` is docker.io/library/busybox). */
+  ref: ImageReference;
+  /**
+   * The repository path as written ("busybox", "mylab/tool") when the name
+   * leaves out its registry: a stored image of that path on any registry fits.
+   */
+  shortPath?: string;
+}
+
+/** parseReference, also saying whether the name is a short one (see ParsedName). */
+export function parseName(input: string): ParsedName {
   if (input === "") fail("invalid image reference: empty");
   if (IMAGE_ID_RE.test(input)) {
     refuse(input, "64 hex digits is an image ID, not a repository name");
@@ -130,7 +164,7 @@ export function parseReference(input: string): ImageReference {
   if (name === "") refuse(input, "empty repository name");
   // Neither a host nor a path component may hold "..": say so before either is blamed.
   if (name.includes("..")) refuse(input, "'..' is not allowed in an image name");
-  const { registry, rest } = splitRegistry(name);
+  const { registry, rest, written } = splitRegistry(name);
   if (registry !== DEFAULT_REGISTRY && !REGISTRY_RE.test(registry)) {
     refuse(input, `invalid registry ${JSON.stringify(registry)}: expected HOST[:PORT]`);
   }
@@ -153,7 +187,41 @@ export function parseReference(input: string): ImageReference {
   const ref: ImageReference = { registry, repository: rest };
   if (tag !== undefined || digest === undefined) ref.tag = tag ?? DEFAULT_TAG;
   if (digest !== undefined) ref.digest = digest;
+  return written ? { ref } : { ref, shortPath: name };
+}
+
+/** A reference to pull: a loaded image's name is refused, no registry has it. */
+export function parseRemoteReference(input: string): ImageReference {
+  const ref = parseReference(input);
+  if (ref.registry === LOAD_REGISTRY) {
+    throw new UsageError(
+      `${JSON.stringify(input)} names an image stored by \`shoal load\`; no registry serves it`,
+      { hint: `for Docker Hub's "load" namespace write docker.io/${input}` },
+    );
+  }
   return ref;
+}
+
+/**
+ * The name `shoal load` stores an image under: load/NAME[:TAG], whether
+ * NAME is given as "tool:1", "load/tool:1" or with docker.io. A name with
+ * another registry or a digest is refused: a loaded image is no registry's.
+ */
+export function loadedReference(input: string): ImageReference {
+  const ref = parseReference(input);
+  if (ref.digest !== undefined) {
+    fail(`load stores an image under NAME[:TAG], not a digest: ${JSON.stringify(input)}`);
+  }
+  if (ref.registry === LOAD_REGISTRY) return ref;
+  if (ref.registry !== DEFAULT_REGISTRY) {
+    throw new UsageError(
+      `load stores an image as load/NAME[:TAG]; ${
+        JSON.stringify(input)
+      } names the registry ${ref.registry}`,
+      { hint: "give NAME[:TAG] without a registry" },
+    );
+  }
+  return { registry: LOAD_REGISTRY, repository: hubPath(ref.repository), tag: ref.tag! };
 }
 
 /** "docker.io/library/debian", the fully qualified name without tag or digest. */
@@ -164,10 +232,15 @@ export function referenceName(ref: ImageReference): string {
 /** The short name Docker shows: "debian", "user/img", "quay.io/org/img". */
 export function familiarName(ref: ImageReference): string {
   if (ref.registry !== DEFAULT_REGISTRY) return referenceName(ref);
-  return ref.repository.startsWith(OFFICIAL_PREFIX) &&
-      !ref.repository.slice(OFFICIAL_PREFIX.length).includes("/")
-    ? ref.repository.slice(OFFICIAL_PREFIX.length)
-    : ref.repository;
+  // Short, "load/x" would name a loaded image.
+  if (ref.repository.startsWith(LOAD_REGISTRY + "/")) return referenceName(ref);
+  return hubPath(ref.repository);
+}
+
+/** A Docker Hub path without the "library/" of official images: "debian", "user/img". */
+function hubPath(repository: string): string {
+  const rest = repository.slice(OFFICIAL_PREFIX.length);
+  return repository.startsWith(OFFICIAL_PREFIX) && !rest.includes("/") ? rest : repository;
 }
 
 /**

@@ -12,7 +12,7 @@ import { readIndex, resolveRecords } from "./catalog.ts";
 import { acquireLock, type FileLock } from "./lock.ts";
 import { type ImageRecord, type IndexEntry, referenceKey } from "./metadata.ts";
 import { type RepositoryPaths, repositoryPaths } from "./paths.ts";
-import { parseQuery, selectEntries } from "./query.ts";
+import { matchingReferences, parseQuery, selectEntries } from "./query.ts";
 
 export interface StoreOptions {
   /** The site's centralized repository: written by root only, readable by everyone. */
@@ -21,6 +21,8 @@ export interface StoreOptions {
   lockTimeoutSeconds?: number;
   /** How long a pull waits for another pull of the same image. Default 3600. */
   pullLockTimeoutSeconds?: number;
+  /** The site's other repository, where "no image" looks for a hint (see notFound). */
+  otherRoot?: string;
   logger?: Logger;
 }
 
@@ -30,16 +32,17 @@ export function repositoryLocation(
   centralized: boolean | undefined,
 ): { root: string; options: StoreOptions } {
   const lockTimeoutSeconds = loaded.config.locks.timeoutSeconds;
+  const own = loaded.paths.localRepository;
+  const site = loaded.paths.centralizedRepository;
   if (!centralized) {
-    return { root: loaded.paths.localRepository, options: { lockTimeoutSeconds } };
+    return { root: own, options: { lockTimeoutSeconds, otherRoot: site } };
   }
-  const root = loaded.paths.centralizedRepository;
-  if (root === undefined) {
+  if (site === undefined) {
     throw new ShoalError("this site has no centralized repository", {
       hint: `an admin sets repositories.centralized in ${loaded.layout.configFile}`,
     });
   }
-  return { root, options: { centralized: true, lockTimeoutSeconds } };
+  return { root: site, options: { centralized: true, lockTimeoutSeconds, otherRoot: own } };
 }
 
 /** The repository a command reads (see repositoryLocation). */
@@ -58,6 +61,7 @@ export class StoreReader {
   readonly paths: RepositoryPaths;
   protected readonly logger: Logger;
   protected readonly timeout: number;
+  readonly #otherRoot: string | undefined;
 
   constructor(root: string, options: StoreOptions = {}) {
     this.root = root;
@@ -65,6 +69,7 @@ export class StoreReader {
     this.paths = repositoryPaths(root);
     this.logger = options.logger ?? silentLogger;
     this.timeout = options.lockTimeoutSeconds ?? 60;
+    this.#otherRoot = options.otherRoot;
   }
 
   /** Every usable image, one per reference, sorted by reference. */
@@ -87,12 +92,39 @@ export class StoreReader {
     });
   }
 
-  /** The error for an image that is not here, for `rmi` and `run`. */
+  /**
+   * The error for an image that is not here, for `rmi` and `run`. When the
+   * other repository has it, the hint says so and how to use it: each command
+   * works on the repository its flag names, so that `images`, `run` and `rmi`
+   * always mean the same images, and a user's own pull never silently changes
+   * which image a job that names the site's runs.
+   */
   notFound(text: string): ShoalError {
     const where = this.centralized ? "the centralized repository" : "your repository";
-    return new ShoalError(`no image "${text}" in ${where} "${this.root}"`, {
-      hint: `\`shoal images${this.centralized ? " --centralized-repository" : ""}\` lists them`,
-    });
+    const elsewhere = this.#elsewhere(text);
+    const shown = elsewhere.slice(0, 3).join(", ") + (elsewhere.length > 3 ? ", ..." : "");
+    let hint = `\`shoal images${this.centralized ? " --centralized-repository" : ""}\` lists them`;
+    if (elsewhere.length > 0) {
+      hint = this.centralized
+        ? `your own repository has ${shown}: leave out --centralized-repository`
+        : `the site's centralized repository has ${shown}: add --centralized-repository`;
+    }
+    return new ShoalError(`no image "${text}" in ${where} "${this.root}"`, { hint });
+  }
+
+  /**
+   * What the other repository has of that name, read without its lock: the
+   * index is replaced whole by rename, and this only words a hint. Anything
+   * unreadable there gives no hint rather than another error.
+   */
+  #elsewhere(text: string): string[] {
+    if (this.#otherRoot === undefined) return [];
+    try {
+      const entries = readIndex(repositoryPaths(this.#otherRoot), silentLogger);
+      return matchingReferences(entries, parseQuery(text));
+    } catch {
+      return [];
+    }
   }
 
   protected resolve(entries: IndexEntry[]): ImageRecord[] {
