@@ -5,6 +5,7 @@
  */
 import { UsageError } from "../errors.ts";
 import type { SiteConfig } from "../config/schema.ts";
+import { procStrings } from "../bytes.ts";
 
 /** Docker's PATH for images that set none: the host's PATH means nothing inside. */
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -27,6 +28,25 @@ export function parseEnvOption(spec: string): EnvOption {
     );
   }
   return eq < 0 ? { name } : { name, value: spec.slice(eq + 1) };
+}
+
+/**
+ * shoal's own environment byte for byte, from /proc/self/environ (shoal
+ * never changes it): Deno.env drops a variable that is not UTF-8, so
+ * `BADENV=$'a\xffb'` would vanish. Values keep hostString's escapes.
+ */
+export function hostEnvironment(
+  environ: Uint8Array = Deno.readFileSync("/proc/self/environ"),
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const entry of procStrings(environ)) {
+    const eq = entry.indexOf("=");
+    // Without a name there is nothing to pass; getenv(3) finds the first of two.
+    if (eq > 0 && !Object.hasOwn(env, entry.slice(0, eq))) {
+      env[entry.slice(0, eq)] = entry.slice(eq + 1);
+    }
+  }
+  return env;
 }
 
 /** Joins path-list elements with ':' and drops empty ones (an empty element means the cwd). */

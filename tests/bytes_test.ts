@@ -1,0 +1,102 @@
+/**
+ * Bytes in, bytes out: arguments, `-v` host paths and environment values that
+ * are not UTF-8 reach the container byte for byte, on both run paths; and the
+ * lossless string form shoal carries them in.
+ */
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { runSite } from "./support/run.ts";
+import { userArgv } from "./support/users.ts";
+import { runCommand } from "./support/shoal.ts";
+import { hostBytes, hostString, procStrings } from "../mod/bytes.ts";
+import { programArgs } from "../mod/cli/parser.ts";
+import { hostEnvironment } from "../mod/runtime/env.ts";
+import { checkDestination } from "../mod/runtime/mounts.ts";
+import { UsageError } from "../mod/errors.ts";
+
+const bytes = (...parts: (string | number[])[]) =>
+  Uint8Array.from(parts.flatMap((p) => typeof p === "string" ? [...hostBytes(p)] : p));
+
+Deno.test("bytes: every byte string survives hostString and hostBytes unchanged", () => {
+  const cases = [
+    bytes("caf", [0xe9]),
+    bytes("a", [0xff], "b"),
+    bytes("\u00e9\u20ac\u{1f600}"), // valid 2-, 3- and 4-byte sequences
+    bytes([0xf0, 0x9f, 0x98]), // a 4-byte sequence cut short
+    bytes([0xed, 0xa0, 0x80]), // an encoded surrogate, invalid in UTF-8
+    bytes([0xc0, 0x80, 0xe0, 0x80, 0xaf]), // overlong forms
+    bytes([0xf4, 0x90, 0x80, 0x80]), // above U+10FFFF
+    bytes([0x80, 0xbf, 0xfe]),
+    Uint8Array.from({ length: 256 }, (_, i) => i),
+  ];
+  for (const c of cases) assertEquals(hostBytes(hostString(c)), c);
+  assertEquals(hostString(bytes("caf\u00e9")), "caf\u00e9");
+  assertEquals(hostString(bytes("caf", [0xe9])), "caf\udce9");
+});
+
+Deno.test("bytes: arguments come from /proc/self/cmdline, Deno's own left out", () => {
+  const cmdline = bytes("deno\0run\0-A\0main.ts\0run\0IMG\0ls\0caf", [0xe9], "\0");
+  assertEquals(programArgs(["run", "IMG", "ls", "caf\ufffd"], cmdline), [
+    "run",
+    "IMG",
+    "ls",
+    "caf\udce9",
+  ]);
+  assertEquals(programArgs([], cmdline), []);
+  // Should the kernel's copy not end with Deno's arguments, Deno's are used.
+  assertEquals(programArgs(["other"], cmdline), ["other"]);
+  assertEquals(procStrings(bytes("a\0b")), ["a"]);
+});
+
+Deno.test("bytes: the environment keeps a value that is not UTF-8", () => {
+  const env = hostEnvironment(bytes("A=1\0BADENV=a", [0xff], "b\0=x\0A=2\0"));
+  assertEquals(env, { A: "1", BADENV: "a\udcffb" });
+});
+
+Deno.test("bytes: a container path that is not UTF-8 is refused in one line", () => {
+  try {
+    checkDestination("-v /x:/d\udcff", "/d\udcff");
+    assert(false, "accepted");
+  } catch (err) {
+    assert(err instanceof UsageError, String(err));
+    assertMatch(err.message, /^-v \/x:\/d.: destination '\/d.' is not valid UTF-8, which runc/);
+  }
+});
+
+/**
+ * As the test user: exports BADENV=a\xffb and runs
+ * `shoal run -v DIR:/d IMG sh -c SCRIPT sh caf\xe9` with DIR = `<dir>/data\xff`,
+ * the bytes made by printf in the shell (Deno's arguments would be UTF-8).
+ */
+const RUN = `
+name=$(printf 'caf\\351')
+BADENV=$(printf 'a\\377b')
+export BADENV
+exec "$1" run -v "$2/$(printf 'data\\377'):/d" "$3" \\
+  sh -c 'cat "/d/$1" && ls "/d/$1" >/dev/null && printf "%s|" "$1" "$BADENV"' sh "$name"
+`;
+
+for (const helper of [true, false]) {
+  const path = helper ? "helper path" : "path B";
+  Deno.test(`bytes: arguments, -v paths and environment reach the container byte for byte (${path})`, async () => {
+    const site = await runSite(helper);
+    const image = await site.image("user");
+    const user = (await site.user("user"))!;
+    const made = await runCommand("sh", [
+      "-c",
+      `d="$1/$(printf 'data\\377')" && mkdir -m 755 "$d" && printf 'x\\351\\377y' >"$d/$(printf 'caf\\351')"`,
+      "sh",
+      site.dir,
+    ]);
+    assertEquals(made.code, 0, made.stderr);
+    const argv = userArgv(user, "/bin/sh", ["-c", RUN, "sh", site.bin, site.dir, image]);
+    const out = await new Deno.Command(argv[0]!, {
+      args: argv.slice(1),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 0, stderr);
+    assertEquals(out.stdout, bytes("x", [0xe9, 0xff], "ycaf", [0xe9], "|a", [0xff], "b|"));
+  });
+}
