@@ -62,41 +62,77 @@ Deno.test("bytes: a container path that is not UTF-8 is refused in one line", ()
   }
 });
 
+/** A site per run path, with `<dir>/data/caf\xe9` and `<dir>/data\xff/file` (both "x\xe9\xffy"). */
+const sites = new Map<boolean, ReturnType<typeof runSite>>();
+function byteSite(helper: boolean) {
+  let site = sites.get(helper);
+  if (site === undefined) {
+    site = (async () => {
+      const s = await runSite(helper);
+      const made = await runCommand("sh", [
+        "-c",
+        `cd "$1" && mkdir -m 755 data "$(printf 'data\\377')" &&
+         printf 'x\\351\\377y' >"data/$(printf 'caf\\351')" &&
+         printf 'x\\351\\377y' >"$(printf 'data\\377')/file"`,
+        "sh",
+        s.dir,
+      ]);
+      assertEquals(made.code, 0, made.stderr);
+      return s;
+    })();
+    sites.set(helper, site);
+  }
+  return site;
+}
+
 /**
- * As the test user: exports BADENV=a\xffb and runs
- * `shoal run -v DIR:/d IMG sh -c SCRIPT sh caf\xe9` with DIR = `<dir>/data\xff`,
- * the bytes made by printf in the shell (Deno's arguments would be UTF-8).
+ * Runs shell `script` as the test user with $1 the site's shoal, $2 the
+ * site's dir and $3 the image: the script makes the bytes with printf, since
+ * the strings Deno passes as arguments are UTF-8.
  */
-const RUN = `
-name=$(printf 'caf\\351')
-BADENV=$(printf 'a\\377b')
-export BADENV
-exec "$1" run -v "$2/$(printf 'data\\377'):/d" "$3" \\
-  sh -c 'cat "/d/$1" && ls "/d/$1" >/dev/null && printf "%s|" "$1" "$BADENV"' sh "$name"
-`;
+async function asUser(helper: boolean, script: string) {
+  const site = await byteSite(helper);
+  const image = await site.image("user");
+  const user = (await site.user("user"))!;
+  const argv = userArgv(user, "/bin/sh", ["-c", script, "sh", site.bin, site.dir, image]);
+  const out = await new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: out.stdout, stderr: new TextDecoder().decode(out.stderr) };
+}
 
 for (const helper of [true, false]) {
   const path = helper ? "helper path" : "path B";
-  Deno.test(`bytes: arguments, -v paths and environment reach the container byte for byte (${path})`, async () => {
-    const site = await runSite(helper);
-    const image = await site.image("user");
-    const user = (await site.user("user"))!;
-    const made = await runCommand("sh", [
-      "-c",
-      `d="$1/$(printf 'data\\377')" && mkdir -m 755 "$d" && printf 'x\\351\\377y' >"$d/$(printf 'caf\\351')"`,
-      "sh",
-      site.dir,
-    ]);
-    assertEquals(made.code, 0, made.stderr);
-    const argv = userArgv(user, "/bin/sh", ["-c", RUN, "sh", site.bin, site.dir, image]);
-    const out = await new Deno.Command(argv[0]!, {
-      args: argv.slice(1),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(out.stderr);
-    assertEquals(out.code, 0, stderr);
-    assertEquals(out.stdout, bytes("x", [0xe9, 0xff], "ycaf", [0xe9], "|a", [0xff], "b|"));
+
+  Deno.test(`bytes: an argument that is not UTF-8 names the existing file (${path})`, async () => {
+    const r = await asUser(
+      helper,
+      `exec "$1" run -v "$2/data:/d" "$3" sh -c 'ls "$1" >/dev/null && printf %s "$1"' sh \
+         "/d/$(printf 'caf\\351')"`,
+    );
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(r.stdout, bytes("/d/caf", [0xe9]));
+  });
+
+  Deno.test(`bytes: exported and -e values that are not UTF-8 are inside unchanged (${path})`, async () => {
+    const r = await asUser(
+      helper,
+      `BADENV=$(printf 'a\\377b') && export BADENV &&
+       exec "$1" run -e "E2=$(printf '\\351')" "$3" sh -c 'printf "%s|" "$BADENV" "$E2"'`,
+    );
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(r.stdout, bytes("a", [0xff], "b|", [0xe9], "|"));
+  });
+
+  Deno.test(`bytes: a -v host path that is not UTF-8 is mounted (${path})`, async () => {
+    const r = await asUser(
+      helper,
+      `exec "$1" run -v "$2/$(printf 'data\\377'):/d:ro" "$3" cat /d/file`,
+    );
+    assertEquals(r.code, 0, r.stderr);
+    assertEquals(r.stdout, bytes("x", [0xe9, 0xff], "y"));
   });
 }
