@@ -11,7 +11,12 @@ import { hostBytes, hostString, procStrings } from "../mod/bytes.ts";
 import { programArgs } from "../mod/cli/parser.ts";
 import { hostEnvironment } from "../mod/runtime/env.ts";
 import { checkDestination } from "../mod/runtime/mounts.ts";
-import { UsageError } from "../mod/errors.ts";
+import { ConfigError, UsageError } from "../mod/errors.ts";
+import { buildBundleSpec, type HostInfo, INIT_PATH, type RunRequest } from "../mod/runtime/spec.ts";
+import { EXEC_SHIM_PATH } from "../mod/runtime/raw_bytes.ts";
+import { siteConfigSchema } from "../mod/config/schema.ts";
+import { installedShoal } from "./support/install.ts";
+import { toHex } from "../mod/bytes.ts";
 
 const bytes = (...parts: (string | number[])[]) =>
   Uint8Array.from(parts.flatMap((p) => typeof p === "string" ? [...hostBytes(p)] : p));
@@ -59,6 +64,145 @@ Deno.test("bytes: a container path that is not UTF-8 is refused in one line", ()
   } catch (err) {
     assert(err instanceof UsageError, String(err));
     assertMatch(err.message, /^-v \/x:\/d.: destination '\/d.' is not valid UTF-8, which runc/);
+  }
+});
+
+function spec(request: Partial<RunRequest>, host: Partial<HostInfo>, env = {}) {
+  return buildBundleSpec(
+    {
+      command: ["true"],
+      mounts: [],
+      env: [],
+      tty: false,
+      stdin: false,
+      init: false,
+      pid: "host",
+      annotations: {},
+      devices: [],
+      root: false,
+      ...request,
+    },
+    { env: ["PATH=/bin"], entrypoint: [], cmd: [], workdir: "", user: "", passwd: "", group: "" },
+    siteConfigSchema.parse({}),
+    {
+      name: "alice",
+      uid: 1001,
+      gid: 1001,
+      gecos: "",
+      home: "/home/alice",
+      shell: "/bin/sh",
+      groups: [],
+      subuid: [],
+      subgid: [],
+      env,
+      umask: 0o022,
+    },
+    { hostname: "node", mqueue: false, userns: { kind: "create" }, bundle: "/tmp", ...host },
+  );
+}
+
+Deno.test("bytes: a UTF-8 run's config.json is as it was: no shim, no links", async () => {
+  const built = await spec({ command: ["ls", "caf\u00e9"] }, { execShim: "/nonexistent" });
+  assertEquals(built.spec.process.args, ["ls", "caf\u00e9"]);
+  assert(!built.spec.mounts.some((m) => m.destination === EXEC_SHIM_PATH));
+  assertEquals(built.links, []);
+});
+
+Deno.test("bytes: a command or environment not UTF-8 starts through the shim, after --init", async () => {
+  const shim = await Deno.makeTempFile();
+  try {
+    const built = await spec(
+      { command: ["ls", "caf\udce9"], init: true },
+      { execShim: shim, init: shim },
+      { BADENV: "a\udcffb", OK: "1" },
+    );
+    const p = built.spec.process;
+    assertEquals(p.args, [
+      INIT_PATH,
+      "--",
+      EXEC_SHIM_PATH,
+      "424144454e563d61ff62",
+      "--",
+      "6c73",
+      "636166e9",
+    ]);
+    assert(p.env.includes("OK=1") && !p.env.some((e) => e.startsWith("BADENV")), p.env.join(" "));
+    assertEquals(built.command, ["ls", "caf\udce9"]);
+    const mount = built.spec.mounts.find((m) => m.destination === EXEC_SHIM_PATH)!;
+    assertEquals(mount.source, shim);
+    assert(
+      mount.options!.includes("ro") && mount.options!.includes("nosuid"),
+      mount.options!.join(),
+    );
+    // Not one byte of the config is outside UTF-8: runc would replace it.
+    assert(JSON.stringify(built.spec).isWellFormed());
+  } finally {
+    await Deno.remove(shim);
+  }
+});
+
+Deno.test("bytes: without the shim installed, such a command is refused in one line", async () => {
+  try {
+    await spec({ command: ["ls", "caf\udce9"] }, { execShim: "/nonexistent/shoal-exec" });
+    assert(false, "accepted");
+  } catch (err) {
+    assert(err instanceof ConfigError, String(err));
+    assertEquals(
+      err.message,
+      "the command or environment holds bytes that are not UTF-8, which need shoal's exec shim /nonexistent/shoal-exec, missing from this installation",
+    );
+  }
+});
+
+Deno.test("bytes: a -v source not UTF-8 is given to runc as a symlink in the bundle", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const made = await runCommand("sh", ["-c", `mkdir "$1/$(printf 'v\\377')"`, "sh", dir]);
+    assertEquals(made.code, 0, made.stderr);
+    const source = `${dir}/v\udcff`;
+    const built = await spec(
+      { mounts: [{ source, destination: "/d", readonly: true, option: `-v ${source}:/d:ro` }] },
+      {},
+    );
+    assertEquals(built.links, [{ name: "source-0", target: source }]);
+    assertEquals(built.spec.mounts.find((m) => m.destination === "/d")!.source, "/tmp/source-0");
+    assert(JSON.stringify(built.spec).isWellFormed());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bytes: the installed shim decodes, looks the command up in PATH, and says what failed", async () => {
+  const shim = `${(await installedShoal()).prefix}/libexec/shoal/shoal-exec`;
+  const hex = (...parts: (string | number[])[]) => toHex(bytes(...parts));
+  const run = async (...args: string[]) => {
+    const out = await new Deno.Command(shim, {
+      args,
+      env: { PATH: "/nonexistent:/usr/bin:/bin" },
+      clearEnv: true,
+    }).output();
+    return { code: out.code, stdout: out.stdout, stderr: new TextDecoder().decode(out.stderr) };
+  };
+  const ok = await run(
+    hex("V=a", [0xff]),
+    "--",
+    hex("sh"),
+    hex("-c"),
+    hex('printf "%s|%s" "$V" "$0"'),
+    hex([0xe9]),
+  );
+  assertEquals(ok.code, 0, ok.stderr);
+  assertEquals(ok.stdout, bytes("a", [0xff], "|", [0xe9]));
+  const missing = await run("--", hex("no-such-command"));
+  assertEquals([missing.code, missing.stderr], [
+    127,
+    "shoal: error: 'no-such-command' not found in the image (executable file not found in $PATH)\n",
+  ]);
+  assertEquals((await run("--", hex("/etc/passwd"))).code, 126);
+  for (const bad of [["--", "6"], ["--", "zz"], ["--", "00"], ["3d", "--", "6c73"], ["6c73"]]) {
+    const r = await run(...bad);
+    assertEquals(r.code, 125, bad.join(" "));
+    assertMatch(r.stderr, /^shoal-exec: .* \(it is started by shoal run, not by hand\)\n$/);
   }
 });
 
