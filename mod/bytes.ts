@@ -61,26 +61,25 @@ function sequenceLength(bytes: Uint8Array, i: number): number {
   return n;
 }
 
-const strict = new TextDecoder("utf-8", { fatal: true });
+const decoder = new TextDecoder();
 
 /** `bytes` as a string, invalid UTF-8 bytes escaped (see above): hostBytes gives them back. */
 export function hostString(bytes: Uint8Array): string {
-  try {
-    return strict.decode(bytes);
-  } catch {
-    let out = "";
-    for (let i = 0; i < bytes.length;) {
-      const n = sequenceLength(bytes, i);
-      if (n === 0) {
-        out += String.fromCharCode(ESCAPE_BASE + bytes[i]!);
-        i++;
-      } else {
-        out += strict.decode(bytes.subarray(i, i + n));
-        i += n;
-      }
+  // The lossy decoder's output without U+FFFD proves the input valid UTF-8.
+  const lossy = decoder.decode(bytes);
+  if (!lossy.includes("\ufffd")) return lossy;
+  let out = "";
+  for (let i = 0; i < bytes.length;) {
+    const n = sequenceLength(bytes, i);
+    if (n === 0) {
+      out += String.fromCharCode(ESCAPE_BASE + bytes[i]!);
+      i++;
+    } else {
+      out += decoder.decode(bytes.subarray(i, i + n));
+      i += n;
     }
-    return out;
   }
+  return out;
 }
 
 /** Whether `s` holds bytes that are not UTF-8 (escaped by hostString). */
@@ -107,12 +106,17 @@ export function hostBytes(s: string): Uint8Array<ArrayBuffer> {
   return concatBytes(parts) as Uint8Array<ArrayBuffer>;
 }
 
-/** The NUL-terminated strings of a /proc file (cmdline, environ), escaped as hostString does. */
-export function procStrings(bytes: Uint8Array): string[] {
-  const out: string[] = [];
-  // A last string without its NUL (cut short) is left out.
-  for (let i = 0, end; (end = bytes.indexOf(0, i)) >= 0; i = end + 1) {
-    out.push(hostString(bytes.subarray(i, end)));
-  }
-  return out;
+/**
+ * The NUL-terminated strings of a file such as /proc/self/cmdline or
+ * /proc/self/environ, escaped as hostString does. Read as text first: Deno
+ * decodes that natively, where a first TextDecoder costs ~0.25 ms of a start;
+ * only text with U+FFFD in it is read again as bytes.
+ */
+export function procStrings(path: string): string[] {
+  const text = Deno.readTextFileSync(path);
+  const all = text.includes("\ufffd") ? hostString(Deno.readFileSync(path)) : text;
+  // NUL is never part of a longer UTF-8 sequence nor escaped. A last string
+  // without its NUL (cut short) is left out.
+  const last = all.lastIndexOf("\0");
+  return last < 0 ? [] : all.slice(0, last).split("\0");
 }

@@ -38,23 +38,39 @@ Deno.test("bytes: every byte string survives hostString and hostBytes unchanged"
   assertEquals(hostString(bytes("caf", [0xe9])), "caf\udce9");
 });
 
-Deno.test("bytes: arguments come from /proc/self/cmdline, Deno's own left out", () => {
-  const cmdline = bytes("deno\0run\0-A\0main.ts\0run\0IMG\0ls\0caf", [0xe9], "\0");
-  assertEquals(programArgs(["run", "IMG", "ls", "caf\ufffd"], cmdline), [
-    "run",
-    "IMG",
-    "ls",
-    "caf\udce9",
-  ]);
-  assertEquals(programArgs([], cmdline), []);
-  // Should the kernel's copy not end with Deno's arguments, Deno's are used.
-  assertEquals(programArgs(["other"], cmdline), ["other"]);
-  assertEquals(procStrings(bytes("a\0b")), ["a"]);
+/** A temp file holding `content`, for the readers of /proc/self files. */
+async function procFile(content: Uint8Array): Promise<string> {
+  const file = await Deno.makeTempFile();
+  await Deno.writeFile(file, content);
+  return file;
+}
+
+Deno.test("bytes: arguments come from /proc/self/cmdline, Deno's own left out", async () => {
+  const cmdline = await procFile(bytes("deno\0run\0-A\0main.ts\0run\0IMG\0ls\0caf", [0xe9], "\0"));
+  try {
+    assertEquals(programArgs(["run", "IMG", "ls", "caf\ufffd"], cmdline), [
+      "run",
+      "IMG",
+      "ls",
+      "caf\udce9",
+    ]);
+    // Without a replaced byte, Deno's are the bytes (and the file is not read).
+    assertEquals(programArgs(["run", "caf\u00e9"], "/nonexistent"), ["run", "caf\u00e9"]);
+    // Should the kernel's copy not end with Deno's arguments, Deno's are used.
+    assertEquals(programArgs(["other\ufffd"], cmdline), ["other\ufffd"]);
+  } finally {
+    await Deno.remove(cmdline);
+  }
 });
 
-Deno.test("bytes: the environment keeps a value that is not UTF-8", () => {
-  const env = hostEnvironment(bytes("A=1\0BADENV=a", [0xff], "b\0=x\0A=2\0"));
-  assertEquals(env, { A: "1", BADENV: "a\udcffb" });
+Deno.test("bytes: the environment keeps a value that is not UTF-8", async () => {
+  const environ = await procFile(bytes("A=1\0BADENV=a", [0xff], "b\0=x\0A=2\0CUT=short"));
+  try {
+    assertEquals(hostEnvironment(environ), { A: "1", BADENV: "a\udcffb" });
+    assertEquals(procStrings(environ), ["A=1", "BADENV=a\udcffb", "=x", "A=2"]);
+  } finally {
+    await Deno.remove(environ);
+  }
 });
 
 Deno.test("bytes: a container path that is not UTF-8 is refused in one line", () => {

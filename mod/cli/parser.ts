@@ -168,13 +168,16 @@ export type Parse =
  */
 export function programArgs(
   lossy: readonly string[] = Deno.args,
-  cmdline: Uint8Array = Deno.readFileSync("/proc/self/cmdline"),
+  cmdline = "/proc/self/cmdline",
 ): string[] {
+  // Only a replaced byte makes U+FFFD: without one, Deno.args are the bytes.
+  if (!lossy.some((arg) => arg.includes("\ufffd"))) return [...lossy];
   const all = procStrings(cmdline);
   const raw = lossy.length === 0 ? [] : all.slice(-lossy.length);
-  const decoder = new TextDecoder();
   const same = raw.length === lossy.length &&
-    raw.every((arg, i) => arg === lossy[i] || decoder.decode(hostBytes(arg)) === lossy[i]);
+    raw.every((arg, i) =>
+      arg === lossy[i] || new TextDecoder().decode(hostBytes(arg)) === lossy[i]
+    );
   return same ? raw : [...lossy];
 }
 
