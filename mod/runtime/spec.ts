@@ -411,6 +411,7 @@ function initMount(source: string | undefined): OciMount {
   };
 }
 
+/** The exec shim's host path; only a run whose command or environment is not UTF-8 asks. */
 function execShim(source: string | undefined): string {
   if (source === undefined || !exists(source)) {
     throw new ConfigError(
