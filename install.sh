@@ -282,6 +282,21 @@ else
   HELPER_NOTE="this checkout has no helper/Makefile yet; shoal runs without the helper"
 fi
 
+# The exec shim (helper/exec_shim.c, not setuid) carries commands and
+# environments that are not UTF-8 into containers, for user installs too.
+SHIM=no
+SHIM_NOTE="this checkout has no helper/exec_shim.c"
+if [ -f "$ROOT/helper/exec_shim.c" ]; then
+  [ -d "$STAGE/helper" ] || cp -R "$ROOT/helper" "$STAGE/helper"
+  if ! command -v make >/dev/null 2>&1; then
+    SHIM_NOTE="building it needs make (scripts/bootstrap installs it)"
+  elif make -s -B -C "$STAGE/helper" shoal-exec >"$STAGE/err" 2>&1; then
+    SHIM=yes
+  else
+    SHIM_NOTE="building it failed, it needs gcc and libc6-dev: $(tail -n 1 "$STAGE/err")"
+  fi
+fi
+
 # ---------------------------------------------------------------- install
 
 : >"$STAGE/manifest"
@@ -395,6 +410,11 @@ if [ "$HELPER" = yes ]; then
 else
   act skipped "$prefix/libexec/shoal/shoal-mount ($HELPER_NOTE)"
 fi
+if [ "$SHIM" = yes ]; then
+  install_file "$STAGE/helper/shoal-exec" libexec/shoal/shoal-exec 755 "exec shim for bytes that are not UTF-8"
+else
+  warn "$prefix/libexec/shoal/shoal-exec not installed ($SHIM_NOTE): commands and environments that are not UTF-8 will be refused"
+fi
 
 # What an earlier install put here and this one did not (another kind, a
 # helper no longer built) goes; directories it created stay recorded.
@@ -442,7 +462,7 @@ check_chain() {
     p=$(dirname "$p")
   done
 }
-for f in etc/shoal.json etc/hooks.d libexec/shoal/shoal-mount; do
+for f in etc/shoal.json etc/hooks.d libexec/shoal/shoal-mount libexec/shoal/shoal-exec; do
   [ -e "$prefix/$f" ] || continue
   check_chain "$prefix/$f"
   check_chain "$(readlink -f "$prefix/$f")"

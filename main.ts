@@ -1,14 +1,15 @@
 /** shoal's entry point: run the command line, render an escaped error once, exit. */
 import { holdSignals } from "./mod/sys/signals.ts";
 import { runProgram } from "./mod/cli/program.ts";
-import { debugRequested } from "./mod/cli/parser.ts";
+import { debugRequested, programArgs } from "./mod/cli/parser.ts";
 import { exitCodeOf, renderError } from "./mod/errors.ts";
 
 async function main(): Promise<number> {
+  const args = programArgs();
   try {
-    return await runProgram(Deno.args);
+    return await runProgram(args);
   } catch (err) {
-    console.error(renderError(err, debugRequested(Deno.args)));
+    console.error(renderError(err, debugRequested(args)));
     return exitCodeOf(err);
   }
 }

@@ -82,6 +82,7 @@ Deno.test("layout: a compiled binary's prefix is the parent of its bin directory
     prefix: "/opt/shoal",
     configFile: "/opt/shoal/etc/shoal.json",
     helper: "/opt/shoal/libexec/shoal/shoal-mount",
+    execShim: "/opt/shoal/libexec/shoal/shoal-exec",
     hooksDir: "/opt/shoal/etc/hooks.d",
   });
 });

@@ -114,6 +114,8 @@ Deno.test("a site install is root-owned, not group/other-writable, and independe
     helperSource = false;
   }
   assertEquals(helper?.mode, helperSource ? 0o4755 : undefined, "helper setuid root iff built");
+  const shim = entries.find((e) => e.path === "libexec/shoal/shoal-exec");
+  assertEquals(shim?.mode, helperSource ? 0o755 : undefined, "the exec shim, not setuid");
   // Moving or deleting the checkout must not break an installation.
   for (const e of entries) {
     if (e.isDirectory || e.path === "lib/shoal/deno") continue;
@@ -282,7 +284,10 @@ Deno.test("--user installs into the user's ~/.local without root, runs, and unin
     const installed = (await tree(local)).filter((e) => !before.some((b) => b.path === e.path));
     assert(installed.length > 0);
     for (const e of installed) assertEquals(e.uid, user.uid, `${e.path} is not the user's`);
-    assert(!installed.some((e) => e.path.startsWith("libexec")), "a user install has no helper");
+    assert(!installed.some((e) => e.path.endsWith("shoal-mount")), "a user install has no helper");
+    // The exec shim (not setuid) carries commands that are not UTF-8 on path B too.
+    const shim = installed.find((e) => e.path === "libexec/shoal/shoal-exec");
+    assertEquals(shim?.mode, 0o755, "a user install has the exec shim");
     const config = JSON.parse(await Deno.readTextFile(`${local}/etc/shoal.json`));
     assertEquals(siteConfigSchema.parse(config).securityChecks, false);
     // A config only the user can write passes the checks meant for it.

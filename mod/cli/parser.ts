@@ -17,6 +17,7 @@
 import { UsageError } from "../errors.ts";
 import type { Verbosity } from "../log.ts";
 import { closestName } from "../suggest.ts";
+import { hostBytes, procStrings } from "../bytes.ts";
 
 /** How an option is spelt and explained. */
 export interface OptionInfo {
@@ -157,6 +158,28 @@ export interface Program {
 export type Parse =
   | { kind: "run"; command: Command; invocation: Invocation<Options> }
   | { kind: "print"; text: string; stream: "stdout" | "stderr"; code: number };
+
+/**
+ * shoal's arguments byte for byte. Deno.args replaces every byte that is not
+ * UTF-8 with U+FFFD, so `ls $'caf\xe9'` would name another file; the kernel's
+ * copy in /proc/self/cmdline ends with the same arguments (after Deno's own
+ * and the script's under `deno run`), with hostString's escapes for those
+ * bytes. Should the two ever disagree, Deno.args is used as it is.
+ */
+export function programArgs(
+  lossy: readonly string[] = Deno.args,
+  cmdline = "/proc/self/cmdline",
+): string[] {
+  // Only a replaced byte makes U+FFFD: without one, Deno.args are the bytes.
+  if (!lossy.some((arg) => arg.includes("\ufffd"))) return [...lossy];
+  const all = procStrings(cmdline);
+  const raw = lossy.length === 0 ? [] : all.slice(-lossy.length);
+  const same = raw.length === lossy.length &&
+    raw.every((arg, i) =>
+      arg === lossy[i] || new TextDecoder().decode(hostBytes(arg)) === lossy[i]
+    );
+  return same ? raw : [...lossy];
+}
 
 /** Whether --debug was given before any `--`; read even when parsing fails. */
 export function debugRequested(argv: string[]): boolean {

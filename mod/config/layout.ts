@@ -19,6 +19,8 @@ export interface InstallLayout {
   configFile: string;
   /** The setuid mount helper, `<prefix>/libexec/shoal/shoal-mount`. */
   helper: string;
+  /** The exec shim for commands that are not UTF-8, `<prefix>/libexec/shoal/shoal-exec`. */
+  execShim: string;
   /** OCI hook definitions, `<prefix>/etc/hooks.d`. */
   hooksDir: string;
 }
@@ -60,6 +62,7 @@ function layoutAt(kind: InstallLayout["kind"], prefix: string): InstallLayout {
     prefix,
     configFile: join(prefix, "etc", "shoal.json"),
     helper: join(prefix, "libexec", "shoal", "shoal-mount"),
+    execShim: join(prefix, "libexec", "shoal", "shoal-exec"),
     hooksDir: join(prefix, "etc", "hooks.d"),
   };
 }

@@ -118,7 +118,7 @@ function unreadable(path: string, err: unknown): SecurityProblem {
 
 /** What an installation trusts, as loaded. */
 export type TrustedPaths = Pick<LoadedConfig, "file"> & {
-  layout: Pick<LoadedConfig["layout"], "prefix">;
+  layout: Pick<LoadedConfig["layout"], "prefix" | "execShim">;
   paths: Pick<LoadedConfig["paths"], "helper" | "runc" | "init" | "hooksDir">;
 };
 
@@ -126,7 +126,8 @@ export type TrustedPaths = Pick<LoadedConfig, "file"> & {
  * Every security problem of an installation, without throwing (for `shoal
  * doctor`): the site config file, `<prefix>/bin` (shoal itself) and
  * `<prefix>/libexec` (where the helper goes, even before it is installed),
- * the helper, runc, the init program, the hooks dir and each entry in it,
+ * the helper, the exec shim (run in containers), runc, the init program, the
+ * hooks dir and each entry in it,
  * where they exist. A directory shared by several of them is reported once.
  */
 export function installationProblems(loaded: TrustedPaths): SecurityProblem[] {
@@ -139,6 +140,7 @@ export function installationProblems(loaded: TrustedPaths): SecurityProblem[] {
     join(prefix, "bin"),
     join(prefix, "libexec"),
     helper,
+    loaded.layout.execShim,
     runc,
     init,
     hooksDir,

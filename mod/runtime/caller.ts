@@ -6,6 +6,7 @@ import { credentials, getgrgid, getpwuid } from "../sys/user.ts";
 import { rangesOf, readSubidFile, SUBGID_FILE, SUBUID_FILE } from "../sys/subid.ts";
 import { ShoalError } from "../errors.ts";
 import type { HostInfo, UserInfo, UsernsSource } from "./spec.ts";
+import { hostEnvironment } from "./env.ts";
 
 export async function callerInfo(): Promise<UserInfo> {
   const creds = credentials();
@@ -34,16 +35,21 @@ export async function callerInfo(): Promise<UserInfo> {
     }),
     subuid: rangesOf(subuids, pw.name, creds.uid),
     subgid: rangesOf(subgids, pw.name, creds.uid),
-    env: Deno.env.toObject(),
+    env: hostEnvironment(),
     umask: Deno.umask(),
   };
 }
 
-/** `userns`, `bundle` and `init`: see HostInfo. */
-export function hostInfo(userns: UsernsSource, bundle: string, init?: string): HostInfo {
+/** `userns`, `bundle`, `init` and `execShim`: see HostInfo. */
+export function hostInfo(
+  userns: UsernsSource,
+  bundle: string,
+  init?: string,
+  execShim?: string,
+): HostInfo {
   let mqueue = false;
   try {
     mqueue = Deno.statSync("/dev/mqueue").isDirectory;
   } catch { /* no /dev/mqueue: nothing to share */ }
-  return { hostname: Deno.hostname(), mqueue, userns, bundle, init };
+  return { hostname: Deno.hostname(), mqueue, userns, bundle, init, execShim };
 }

@@ -5,6 +5,7 @@
  */
 import { UsageError } from "../errors.ts";
 import type { SiteConfig } from "../config/schema.ts";
+import { procStrings } from "../bytes.ts";
 
 /** Docker's PATH for images that set none: the host's PATH means nothing inside. */
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -27,6 +28,25 @@ export function parseEnvOption(spec: string): EnvOption {
     );
   }
   return eq < 0 ? { name } : { name, value: spec.slice(eq + 1) };
+}
+
+/**
+ * shoal's own environment byte for byte (shoal never changes it): Deno.env
+ * drops a variable that is not UTF-8, so `BADENV=$'a\xffb'` would vanish.
+ * Where /proc/self/environ has such bytes, it is read from there, values
+ * with hostString's escapes; otherwise Deno.env has it all, and is faster.
+ */
+export function hostEnvironment(environ = "/proc/self/environ"): Record<string, string> {
+  if (!Deno.readTextFileSync(environ).includes("\ufffd")) return Deno.env.toObject();
+  const env: Record<string, string> = {};
+  const entries = procStrings(environ);
+  // Backwards, so that the first of two wins, as getenv(3) finds it.
+  for (let i = entries.length - 1; i >= 0; i--) {
+    const entry = entries[i]!;
+    const eq = entry.indexOf("=");
+    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1); // without a name: nothing to pass
+  }
+  return env;
 }
 
 /** Joins path-list elements with ':' and drops empty ones (an empty element means the cwd). */

@@ -6,6 +6,9 @@
 import { join, normalize, resolve } from "../path.ts";
 import { UsageError } from "../errors.ts";
 import { statfs } from "../sys/fs.ts";
+import { hasRawBytes } from "../bytes.ts";
+import { Errno, ErrnoError } from "../sys/libc.ts";
+import { realPathRaw } from "../sys/raw_path.ts";
 
 /** A bind mount as the user asked for it (paths not yet resolved). */
 export interface MountRequest {
@@ -120,6 +123,12 @@ export function parseVolumeOption(spec: string): MountRequest {
  * there says something other than what it looks like).
  */
 export function checkDestination(option: string, dest: string): string {
+  if (hasRawBytes(dest)) {
+    // runc resolves it in the rootfs from config.json, where Go's JSON replaces such bytes.
+    throw new UsageError(
+      `${option}: destination '${dest}' is not valid UTF-8, which runc cannot mount on (choose a UTF-8 container path)`,
+    );
+  }
   if (!dest.startsWith("/")) {
     throw new UsageError(`${option}: destination '${dest}' must be an absolute path`);
   }
@@ -183,14 +192,16 @@ export async function resolveMounts(
   return out;
 }
 
+/** Deno's realPath would replace bytes that are not UTF-8: such a source goes to libc's. */
 function realSource(req: MountRequest): string {
   try {
-    return Deno.realPathSync(req.source);
+    return hasRawBytes(req.source) ? realPathRaw(req.source) : Deno.realPathSync(req.source);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) {
+    const code = err instanceof ErrnoError ? err.errno : undefined;
+    if (err instanceof Deno.errors.NotFound || code === Errno.ENOENT) {
       throw new UsageError(`${req.option}: source ${req.source} does not exist`);
     }
-    if (err instanceof Deno.errors.PermissionDenied) {
+    if (err instanceof Deno.errors.PermissionDenied || code === Errno.EACCES) {
       throw new UsageError(`${req.option}: source ${req.source} is not accessible to you`);
     }
     throw err;

@@ -31,6 +31,7 @@ import { buildBundleSpec, type RunRequest, type UserInfo } from "./spec.ts";
 import { liveRuns, processStartTime, writeState } from "./state.ts";
 import { supervise } from "./supervise.ts";
 import { startGuard } from "./guard.ts";
+import { symlinkAtRaw } from "../sys/raw_path.ts";
 
 export interface RunOptions {
   /** The image reference or IMAGE ID as the user gave it. */
@@ -107,10 +108,12 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         : { kind: "inherit" },
       dir,
       request.init ? loaded.paths.init : undefined,
+      loaded.layout.execShim,
     );
     const built = await buildBundleSpec(request, image, loaded.config, user, host);
     for (const w of built.warnings) logger.warn(w);
     Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.config), JSON.stringify(built.spec));
+    for (const link of built.links) symlinkAtRaw(link.target, bundle.fd, link.name);
     // Mounted over the image's with the default identity only (spec.ts).
     if (!request.root) {
       Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.passwd), built.passwd, { mode: 0o644 });
@@ -127,7 +130,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       created: new Date().toISOString(),
       status: "running" as const,
       runPath: choice.path,
-      command: built.spec.process.args,
+      command: built.command,
     };
     const superviseRun = (argv: string[]) =>
       supervise({

@@ -36,6 +36,8 @@ import { type EnvOption, mergeEnvironment } from "./env.ts";
 import { containerGroup, containerPasswd, containerShell, type PasswdEntry } from "./passwd.ts";
 import { type DeviceMount, type DeviceRequest, resolveDevice } from "./devices.ts";
 import { OCI_VERSION, type OciLinux, type OciMount, type OciSpec, specProblems } from "./oci.ts";
+import { byteExactProcess, linkRawSources, type SourceLink } from "./raw_bytes.ts";
+import { hasRawBytes } from "../bytes.ts";
 
 /** What `shoal run` was asked to do, parsed. */
 export interface RunRequest {
@@ -124,6 +126,11 @@ export interface HostInfo {
    * installation's security checks examine); undefined when none was found.
    */
   init?: string;
+  /**
+   * The exec shim for commands and environments that are not UTF-8
+   * (raw_bytes.ts; InstallLayout.execShim); looked at only for such a run.
+   */
+  execShim?: string;
 }
 
 export interface BundleSpec {
@@ -138,6 +145,10 @@ export interface BundleSpec {
    */
   passwd: string;
   group: string;
+  /** The container's command as the user gave it (the spec's may start with the exec shim). */
+  command: string[];
+  /** Symlinks to write in the bundle for bind sources that are not UTF-8 (raw_bytes.ts). */
+  links: SourceLink[];
   /** Things the user should be told (one line each). */
   warnings: string[];
 }
@@ -213,6 +224,11 @@ export function containerArgs(request: RunRequest, image: ImageInfo): string[] {
 /** The working directory: `-w` (absolute), else the image's, else /. */
 export function containerCwd(request: RunRequest, image: ImageInfo): string {
   if (request.workdir !== undefined) {
+    if (hasRawBytes(request.workdir)) {
+      throw new UsageError(
+        `--workdir ${request.workdir}: not valid UTF-8, which runc cannot take (choose a UTF-8 path)`,
+      );
+    }
     if (!request.workdir.startsWith("/")) {
       throw new UsageError(`--workdir ${request.workdir}: must be an absolute path`);
     }
@@ -395,6 +411,19 @@ function initMount(source: string | undefined): OciMount {
   };
 }
 
+/** The exec shim's host path; only a run whose command or environment is not UTF-8 asks. */
+function execShim(source: string | undefined): string {
+  if (source === undefined || !exists(source)) {
+    throw new ConfigError(
+      `the command or environment holds bytes that are not UTF-8, which need shoal's exec shim ${
+        source ?? "shoal-exec"
+      }, missing from this installation`,
+      { hint: "reinstall shoal with install.sh (it builds the shim with gcc and libc6-dev)" },
+    );
+  }
+  return source;
+}
+
 /**
  * The bundle's generated passwd and group over the image's, read-only; they
  * are written after the spec, so the locked flags are those of the bundle dir.
@@ -481,7 +510,7 @@ export async function buildBundleSpec(
     site: config.environment,
     options: request.env,
   });
-  let args = containerArgs(request, image);
+  const command = containerArgs(request, image);
   const cwd = containerCwd(request, image);
 
   const site = siteMounts(config, warnings);
@@ -494,6 +523,9 @@ export async function buildBundleSpec(
     ...userMounts.map(bindMount),
     ...devices(request, config, warnings).map(deviceMount),
   ];
+  const proc = byteExactProcess(command, env, () => execShim(host.execShim));
+  mounts.push(...proc.mounts);
+  let args = proc.args;
   if (request.init) {
     mounts.push(initMount(host.init));
     args = [INIT_PATH, "--", ...args];
@@ -501,6 +533,7 @@ export async function buildBundleSpec(
   for (const m of mounts) {
     if (m.type === "bind") m.options = withLockedFlags(m.options ?? [], m.source);
   }
+  const links = linkRawSources(mounts, host.bundle);
   if (!request.root) mounts.splice(base.length, 0, ...identityMounts(host.bundle));
 
   const caps = request.root ? ROOT_CAPABILITIES : [];
@@ -510,7 +543,7 @@ export async function buildBundleSpec(
       terminal: request.tty,
       user: { uid: self.uid, gid: self.gid, umask: user.umask },
       args,
-      env,
+      env: proc.env,
       cwd,
       capabilities: {
         bounding: [...caps],
@@ -548,5 +581,5 @@ export async function buildBundleSpec(
   if (problems.length > 0) {
     throw new ShoalError(`generated an invalid OCI runtime config: ${problems.join("; ")}`);
   }
-  return { spec, passwd, group, warnings };
+  return { spec, passwd, group, command, links, warnings };
 }

@@ -5,6 +5,8 @@
  * process (docs/design/architecture.md, "Deno and namespaces"); those happen in
  * child processes instead.
  */
+import { hostBytes } from "../bytes.ts";
+
 const symbols = {
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
@@ -130,6 +132,7 @@ export const O = {
 /** Well-known errno values the callers branch on. */
 export const Errno = {
   ENOENT: 2,
+  EACCES: 13,
   EEXIST: 17,
   ENOTDIR: 20,
   ELOOP: 40,
@@ -163,9 +166,9 @@ export function ptr(buf: BufferSource): Deno.PointerValue {
   return Deno.UnsafePointer.of(buf);
 }
 
-/** A NUL-terminated copy of `s` for a `const char *` argument. */
+/** A NUL-terminated copy of `s` for a `const char *` argument (hostBytes: paths that are not UTF-8 too). */
 export function cString(s: string): Uint8Array<ArrayBuffer> {
-  const bytes = new TextEncoder().encode(s);
+  const bytes = hostBytes(s);
   const out = new Uint8Array(bytes.length + 1);
   out.set(bytes);
   return out;
