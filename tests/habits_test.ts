@@ -4,7 +4,7 @@
  * writable, --rm, --env-file, -u, --entrypoint, an empty command name, and
  * the caller's supplementary groups kept, on both run paths, as real users.
  */
-import { assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
+import { assert, assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
 import { type RunSite, runSite } from "./support/run.ts";
 import { runCommand } from "./support/shoal.ts";
 import { runAs, testUser } from "./support/users.ts";
@@ -211,6 +211,11 @@ for (const helper of [true, false]) {
         2,
         /^shoal: error: -u nobody: shoal runs a container as shoal-test \(\d+:\d+\) or as root/,
       );
+      assertOneLineError(
+        await s.shoal("user", ["run", "--root", "-u", user.name, image, "id"]),
+        2,
+        /^shoal: error: -u shoal-test and --root ask for two users: give one of them$/,
+      );
 
       const sh = await s.shoal("user", ["run", "--entrypoint", "/bin/sh", image, "-c", "echo hi"]);
       assertEquals(sh.stdout, "hi\n", sh.stderr);
@@ -221,13 +226,17 @@ for (const helper of [true, false]) {
         2,
         /^shoal: error: no command to run: --entrypoint '' clears the image's ENTRYPOINT and CMD/,
       );
+      // Named, to be told apart from other runs of the test user (other test files').
+      const name = `habits-empty-${crypto.randomUUID().slice(0, 8)}`;
       assertOneLineError(
-        await s.shoal("user", ["run", image, ""]),
+        await s.shoal("user", ["run", "--name", name, image, ""]),
         2,
         /^shoal: error: the command to run has an empty name: '' given as the program to run/,
       );
       const ps = await s.shoal("user", ["ps", "--format", "json"]);
-      assertEquals(JSON.parse(ps.stdout), [], "no run left behind");
+      assert(!ps.stdout.includes(name), "no run left behind");
+      const again = await s.shoal("user", ["run", "--name", name, image, "true"]);
+      assertEquals(again.code, 0, `the name is free again: ${again.stderr}`);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -24,6 +24,16 @@ function parseCount(option: string, value: string): number {
   return Number(value);
 }
 
+/** `--root`/`--fakeroot` and `-u`, which must not ask for both identities. */
+function rootRequested(root: boolean, user: string | undefined): boolean {
+  if (user === undefined) return root;
+  const asRoot = userOptionIsRoot(user, currentCaller());
+  if (root && !asRoot) {
+    throw new UsageError(`-u ${user} and --root ask for two users: give one of them`);
+  }
+  return asRoot;
+}
+
 export const runCommand = defineCommand({
   name: "run",
   usage: "[OPTIONS] IMAGE [COMMAND [ARG...]]",
@@ -58,7 +68,10 @@ export const runCommand = defineCommand({
       "-w, --workdir <DIR>",
       "working directory inside (absolute; created if missing)",
     ),
-    entrypoint: value("--entrypoint <CMD>", "replace the image's ENTRYPOINT ('' clears it)"),
+    entrypoint: value(
+      "--entrypoint <CMD>",
+      "replace the image's ENTRYPOINT and drop its CMD, as Docker does ('' clears it)",
+    ),
     tty: flag("-t, --tty", "give the container a terminal"),
     interactive: flag(
       "-i, --interactive",
@@ -122,8 +135,7 @@ Examples:
       name: opts.name,
       annotations: Object.fromEntries(opts.annotation.map(parseAnnotationOption)),
       devices: opts.device.map(parseDeviceOption),
-      root: opts.root || opts.fakeroot ||
-        (opts.user !== undefined && userOptionIsRoot(opts.user, currentCaller())),
+      root: rootRequested(opts.root || opts.fakeroot, opts.user),
       writableTmpfsSize: opts.writableTmpfsSize === undefined
         ? undefined
         : parseSize("--writable-tmpfs-size", opts.writableTmpfsSize),
