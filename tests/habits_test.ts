@@ -7,7 +7,7 @@
 import { assert, assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
 import { type RunSite, runSite } from "./support/run.ts";
 import { runCommand } from "./support/shoal.ts";
-import { runAs, testUser } from "./support/users.ts";
+import { runAs, testUser, userArgv } from "./support/users.ts";
 import { UsageError } from "../mod/errors.ts";
 import { parseEnvFile } from "../mod/runtime/env.ts";
 import { userOptionIsRoot } from "../mod/runtime/user_option.ts";
@@ -101,6 +101,16 @@ for (const helper of [true, false]) {
     const none = await s.shoal("user", ["run", image, "cat"]);
     assertEquals([none.code, none.stdout], [0, ""], none.stderr);
     const user = (await s.user("user"))!;
+    // A pipe nobody closes (srun's, a parent's) does not hold a run whose container ended.
+    const [cmd, ...args] = userArgv(user, s.bin, ["run", image, "echo", "ended"]);
+    const open = new Deno.Command(cmd!, { args, stdin: "piped", stdout: "piped" }).spawn();
+    const timer = setTimeout(() => open.kill("SIGKILL"), 20_000);
+    try {
+      const out = await open.output();
+      assertEquals([out.code, new TextDecoder().decode(out.stdout)], [0, "ended\n"]);
+    } finally {
+      clearTimeout(timer);
+    }
     const dir = await userDir(s);
     try {
       await Deno.writeTextFile(`${dir}/in`, "from a file\n");

@@ -1,5 +1,5 @@
 /**
- * Commands of Docker, Podman, Sarus and Apptainer that shoal does not have,
+ * Commands of Docker, Podman, Apptainer and Enroot that shoal does not have,
  * with what to do instead: users type them from habit, and a "did you mean"
  * guess at a shoal command of similar spelling would send them astray.
  */
@@ -24,5 +24,8 @@ export const FOREIGN_COMMANDS: Readonly<Record<string, string>> = {
   rm: "containers are removed when they end; 'shoal rmi' removes images",
   inspect: "'shoal images' and 'shoal ps' show what shoal knows of images and containers",
   push: "shoal only pulls; push with docker, podman or skopeo",
-  import: "'shoal load' stores an image from a 'docker save' or OCI archive",
+  import:
+    "'shoal pull' fetches an image from a registry; 'shoal load' stores one from a 'docker save' or OCI archive",
+  list: "'shoal images' lists images, 'shoal ps' running containers",
+  remove: "'shoal rmi' removes images; containers are removed when they end",
 };
