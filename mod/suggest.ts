@@ -1,9 +1,16 @@
 /** "Did you mean ...?" for misspelt names. */
 
-/** The candidate within edit distance 2 of `word` (the closest one), if any. */
+/**
+ * The candidate closest to `word`, if it is close enough to be what was meant:
+ * one edit for a word of 3 to 7 letters, two from 8 (leading dashes of options
+ * not counted). A looser rule turns unrelated words into confident advice
+ * (`shell` was "help", `logs` was "load": two edits in four or five letters).
+ */
 export function closestName(word: string, candidates: readonly string[]): string | undefined {
+  const letters = word.replace(/^-+/, "").length;
+  const allowed = letters < 3 ? 0 : letters < 8 ? 1 : 2;
   let best: string | undefined;
-  let bestDistance = 3;
+  let bestDistance = allowed + 1;
   for (const c of candidates) {
     const d = editDistance(word.toLowerCase(), c.toLowerCase());
     if (d < bestDistance) [best, bestDistance] = [c, d];

@@ -5,7 +5,7 @@
 import { program } from "../mod/cli/program.ts";
 import { parseArgv } from "../mod/cli/parser.ts";
 import { UsageError } from "../mod/errors.ts";
-import { assertEquals, assertRejects } from "./support/assert.ts";
+import { assert, assertEquals, assertRejects } from "./support/assert.ts";
 
 async function parse(argv: string[]) {
   const p = await parseArgv(program, argv);
@@ -112,6 +112,62 @@ Deno.test("bad command lines are usage errors that say what is wrong", async () 
       throw new Error(`${argv.join(" ")}: got '${err.message}', expected '${message}...'`);
     }
   }
+});
+
+Deno.test("did-you-mean guesses only close misspellings; other tools' commands get advice", async () => {
+  const message = async (argv: string[]) =>
+    (await assertRejects(() => parseArgv(program, argv), UsageError)).message;
+  // Close misspellings still get their guess.
+  for (const [typed, meant] of [["rnu", "run"], ["imgaes", "images"], ["verison", "version"]]) {
+    assertEquals(await message([typed!]), `unknown command '${typed}' (did you mean ${meant}?)`);
+  }
+  assertEquals(
+    await message(["run", "--centralised-repository", "img"]),
+    "unknown option '--centralised-repository' (did you mean --centralized-repository?)",
+  );
+  // Two edits in a short word are another word, not a typo.
+  for (const typed of ["sheel", "lgos", "puhs"]) {
+    assertEquals(await message([typed]), `unknown command '${typed}'`);
+  }
+  const advice: [string, string][] = [
+    ["logs", "goes where its 'shoal run' writes"],
+    ["shell", "'shoal run -it IMAGE sh'"],
+    ["exec", "cannot enter a running container; 'shoal run IMAGE COMMAND'"],
+    ["build", "build with docker, podman or buildah"],
+    ["start", "started by 'shoal run'"],
+    ["stop", "'shoal kill NAME TERM'"],
+    ["rm", "removed when they end; 'shoal rmi' removes images"],
+  ];
+  for (const [name, text] of advice) {
+    const got = await message([name]);
+    assert(got.startsWith(`shoal has no '${name}' command: `), got);
+    assert(got.includes(text), got);
+    assert(!got.includes("did you mean"), got);
+  }
+  assertEquals(await message(["help", "logs"]), await message(["logs"]));
+});
+
+Deno.test("Docker's run options: --rm, --env-file, -u, --entrypoint", async () => {
+  const p = await parse([
+    "run",
+    "--rm",
+    "--env-file",
+    "a.env",
+    "--env-file=b.env",
+    "-u",
+    "0:0",
+    "--entrypoint",
+    "/bin/sh",
+    "img",
+    "-c",
+    "echo hi",
+  ]);
+  assertEquals(p.options.rm, true);
+  assertEquals(p.options.envFile, ["a.env", "b.env"]);
+  assertEquals(p.options.user, "0:0");
+  assertEquals(p.options.entrypoint, "/bin/sh");
+  assertEquals(p.args, ["img", "-c", "echo hi"]);
+  assertEquals((await parse(["run", "--user=alice", "img"])).options.user, "alice");
 });
 
 Deno.test("every command of the table loads the definition of that command", async () => {

@@ -124,6 +124,7 @@ Deno.test("mounts: runc's rootless defaults, host /dev/shm, private /tmp, then s
       ["/etc/hosts", "bind", "/etc/hosts"],
       ["/etc/passwd", "bind", "/tmp/passwd"],
       ["/etc/group", "bind", "/tmp/group"],
+      ["/home/alice", "tmpfs", "tmpfs"],
       ["/site", "bind", dir],
       ["/data", "bind", dir],
       ["/dev/mynull", "bind", "/dev/null"],
@@ -174,6 +175,96 @@ Deno.test("the command follows Docker's ENTRYPOINT/CMD rules", () => {
     "no command to run",
   );
   assertThrows(() => containerArgs(request(), image([], [])), UsageError, "no command to run");
+  // Docker's: `--entrypoint /bin/sh IMG -c 'echo hi'` is `/bin/sh -c 'echo hi'`.
+  assertEquals(
+    containerArgs(request({ entrypoint: "/bin/sh", command: ["-c", "echo hi"] }), image([], [])),
+    ["/bin/sh", "-c", "echo hi"],
+  );
+});
+
+Deno.test("an empty command name is a usage error that says so, not an invalid config", () => {
+  const image = (entrypoint: string[], cmd: string[]): ImageInfo => ({ ...IMAGE, entrypoint, cmd });
+  for (
+    const over of [{ command: [""] }, { command: ["", "x"] }, { entrypoint: "", command: [""] }]
+  ) {
+    assertThrows(
+      () => containerArgs(request(over), image([], ["sh"])),
+      UsageError,
+      "the command to run has an empty name: '' given as the program to run",
+    );
+  }
+  assertThrows(
+    () => containerArgs(request(), image([""], [])),
+    UsageError,
+    "the image's ENTRYPOINT or CMD starts with ''",
+  );
+  // An empty argument after a program is an argument.
+  assertEquals(containerArgs(request({ command: ["echo", ""] }), image([], [])), ["echo", ""]);
+});
+
+Deno.test("$HOME: a tmpfs of the user's at their home unless a mount covers it; root keeps /root", async () => {
+  const home = (spec: { mounts: OciMount[] }) =>
+    spec.mounts.filter((m) => m.destination === "/home/alice");
+  assertEquals(home((await build()).spec), [{
+    destination: "/home/alice",
+    type: "tmpfs",
+    source: "tmpfs",
+    options: ["nosuid", "nodev", "mode=700", "uid=1001", "gid=1001"],
+  }]);
+  const env = (await build()).spec.process.env;
+  assert(env.includes("HOME=/home/alice"), env.join(" "));
+  const root = (await build({ root: true })).spec;
+  assert(!root.mounts.some((m) => m.type === "tmpfs" && m.destination.startsWith("/root")));
+  assert(root.process.env.includes("HOME=/root"));
+  const dir = await Deno.makeTempDir({ prefix: "shoal-spec-home-" });
+  try {
+    // A -v at or above the home: the user's choice stands.
+    for (const dst of ["/home/alice", "/home"]) {
+      const { spec } = await build({ mounts: [parseVolumeOption(`${dir}:${dst}`)] });
+      assertEquals(home(spec).map((m) => m.type), dst === "/home" ? [] : ["bind"]);
+    }
+    // One below it lands on the tmpfs, mounted first.
+    const below = (await build({ mounts: [parseVolumeOption(`${dir}:/home/alice/data`)] })).spec;
+    const order = below.mounts.map((m) => m.destination);
+    assert(order.indexOf("/home/alice") < order.indexOf("/home/alice/data"), order.join(" "));
+    // A home under /tmp is in the container's private /tmp already.
+    assertEquals(
+      (await build({}, config(), { ...USER, home: "/tmp/alice" })).spec.mounts
+        .filter((m) => m.destination.startsWith("/tmp/")),
+      [],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("site mounts expand $HOME and $USER to the caller's, so a site can bind real homes", async () => {
+  const base = await Deno.makeTempDir({ prefix: "shoal-spec-site-" });
+  try {
+    await Deno.mkdir(`${base}/home/alice`, { recursive: true });
+    await Deno.mkdir(`${base}/scratch/alice`, { recursive: true });
+    const user = { ...USER, home: `${base}/home/alice` };
+    const cfg = config({
+      mounts: [
+        { source: "$HOME", destination: "${HOME}", readonly: false },
+        { source: `${base}/scratch/$USER`, destination: "/scratch/${USER}" },
+      ],
+    });
+    const { spec } = await build({}, cfg, user);
+    const binds = spec.mounts.filter((m) => m.source.startsWith(base));
+    assertEquals(binds.map((m) => [m.source, m.destination]), [
+      [user.home, user.home],
+      [`${base}/scratch/alice`, "/scratch/alice"],
+    ]);
+    assert(!spec.mounts.some((m) => m.type === "tmpfs" && m.destination === user.home));
+    assertThrows(
+      () => config({ mounts: [{ source: "/scratch/$SCRATCH", destination: "/s" }] }),
+      Error,
+      "may use $HOME and $USER, no other variable",
+    );
+  } finally {
+    await Deno.remove(base, { recursive: true });
+  }
 });
 
 Deno.test("cwd: -w must be absolute, else the image's WORKDIR, else /", async () => {

@@ -152,6 +152,8 @@ export interface Program {
   readonly commands: readonly CommandEntry[];
   /** Help text after the command list. */
   readonly more: string;
+  /** Other tools' commands shoal lacks, to what to do instead (said instead of a guess). */
+  readonly foreign?: Readonly<Record<string, string>>;
 }
 
 /** What argv asks for: a command to run, or text to print (help, version, usage). */
@@ -346,6 +348,12 @@ function unknownOption(
 }
 
 function unknownCommand(program: Program, name: string): UsageError {
+  const instead = program.foreign?.[name];
+  if (instead !== undefined) {
+    return new UsageError(`shoal has no '${name}' command: ${instead}`, {
+      hint: "see 'shoal --help'",
+    });
+  }
   const close = closestName(name, [...program.commands.map((c) => c.name), "help"]);
   return new UsageError(`unknown command '${name}'${close ? ` (did you mean ${close}?)` : ""}`, {
     hint: "see 'shoal --help'",

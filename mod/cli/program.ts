@@ -6,6 +6,7 @@
  */
 import { ExitStatus } from "../errors.ts";
 import { VERSION } from "../version.ts";
+import { FOREIGN_COMMANDS } from "./foreign.ts";
 import { parseArgv, type Program } from "./parser.ts";
 
 export const program: Program = {
@@ -77,6 +78,7 @@ Examples:
   shoal pull debian:bookworm   pull an image from Docker Hub
   shoal images                 list your images
   shoal --version`,
+  foreign: FOREIGN_COMMANDS,
 };
 
 const encoder = new TextEncoder();

@@ -1,10 +1,11 @@
 import { ExitStatus, renderError, UsageError } from "../errors.ts";
 import { parseDeviceOption } from "../runtime/devices.ts";
-import { parseEnvOption } from "../runtime/env.ts";
+import { parseEnvOption, readEnvFile } from "../runtime/env.ts";
 import { type MountRequest, parseMountOption, parseVolumeOption } from "../runtime/mounts.ts";
 import { parseAnnotationOption, type RunRequest } from "../runtime/spec.ts";
 // Static: this module is loaded only for `shoal run` (program.ts), which needs the engine.
 import { runContainer } from "../runtime/run.ts";
+import { currentCaller, userOptionIsRoot } from "../runtime/user_option.ts";
 import { commandContext } from "./context.ts";
 import { choice, defineCommand, flag, list, value } from "./parser.ts";
 
@@ -23,6 +24,16 @@ function parseCount(option: string, value: string): number {
   return Number(value);
 }
 
+/** `--root`/`--fakeroot` and `-u`, which must not ask for both identities. */
+function rootRequested(root: boolean, user: string | undefined): boolean {
+  if (user === undefined) return root;
+  const asRoot = userOptionIsRoot(user, currentCaller());
+  if (root && !asRoot) {
+    throw new UsageError(`-u ${user} and --root ask for two users: give one of them`);
+  }
+  return asRoot;
+}
+
 export const runCommand = defineCommand({
   name: "run",
   usage: "[OPTIONS] IMAGE [COMMAND [ARG...]]",
@@ -39,19 +50,34 @@ export const runCommand = defineCommand({
   options: {
     root: flag("--root", "be root (uid 0) inside, with your subordinate ids mapped"),
     fakeroot: flag("--fakeroot", "same as --root"),
+    user: value(
+      "-u, --user <USER[:GROUP]>",
+      "yourself (your name or uid) or root (0 or root, as --root); no other user",
+    ),
     mount: list(
       "--mount <SPEC>",
       "bind mount: type=bind,source=/host,destination=/ctr[,readonly]",
     ),
     volume: list("-v, --volume <SRC:DST[:ro]>", "bind mount, Docker's short form"),
     env: list("-e, --env <NAME[=VALUE]>", "set a variable (NAME alone: take yours)"),
+    envFile: list(
+      "--env-file <FILE>",
+      "set the variables of FILE: NAME=VALUE or NAME lines, # comments (before -e)",
+    ),
     workdir: value(
       "-w, --workdir <DIR>",
       "working directory inside (absolute; created if missing)",
     ),
-    entrypoint: value("--entrypoint <CMD>", "replace the image's ENTRYPOINT ('' clears it)"),
+    entrypoint: value(
+      "--entrypoint <CMD>",
+      "replace the image's ENTRYPOINT and drop its CMD, as Docker does ('' clears it)",
+    ),
     tty: flag("-t, --tty", "give the container a terminal"),
-    interactive: flag("-i, --interactive", "pass standard input to the container"),
+    interactive: flag(
+      "-i, --interactive",
+      "pass standard input when it is a terminal (pipes and files are always passed)",
+    ),
+    rm: flag("--rm", "accepted for Docker's sake: every container is removed when it ends"),
     init: flag("--init", "run a tiny init as PID 1 that reaps zombies"),
     pid: choice(
       "--pid <MODE>",
@@ -75,8 +101,11 @@ export const runCommand = defineCommand({
 Options after IMAGE belong to the container's command. The container shares
 the host's network, IPC and (by default) process ids, sees /dev/shm and your
 bind mounts, and gets a private /tmp and a writable root filesystem whose
-changes vanish when it ends. You keep your uid, gids and $HOME inside unless
-you ask for --root. The container's exit status is shoal's.
+changes vanish when it ends. You keep your uid, gids and $HOME path inside
+unless you ask for --root; $HOME is an empty writable directory there unless
+the site or a -v mount puts a directory at it. Standard input reaches the
+container when it is a pipe or a file (on a terminal: with -i or -t). The
+container's exit status is shoal's.
 
 Examples:
   shoal run debian:bookworm cat /etc/os-release
@@ -84,6 +113,7 @@ Examples:
   shoal run -v "$PWD":/work -w /work ubuntu:24.04 make -j8
   shoal run --mount=type=bind,source=$SCRATCH/data,destination=/data,readonly IMAGE ls /data
   shoal run -it --name dev debian:bookworm bash
+  zcat data.gz | shoal run IMAGE python3 process.py
   srun -n 64 shoal run --centralized-repository my/mpi-app:1.0 ./solver`,
   async action({ args: [image, ...command], options: opts, verbosity }) {
     const mounts: MountRequest[] = [
@@ -94,23 +124,25 @@ Examples:
       command,
       entrypoint: opts.entrypoint,
       mounts,
-      env: opts.env.map(parseEnvOption),
+      env: [...opts.envFile.flatMap(readEnvFile), ...opts.env.map(parseEnvOption)],
       workdir: opts.workdir,
       tty: opts.tty,
-      stdin: opts.interactive,
+      // A terminal only on request: runc reads its stdin whether or not the container
+      // does, which would stop a run in the background (SIGTTIN) or take what is typed.
+      stdin: opts.interactive || !Deno.stdin.isTerminal(),
       init: opts.init,
       pid: opts.pid ?? "host",
       name: opts.name,
       annotations: Object.fromEntries(opts.annotation.map(parseAnnotationOption)),
       devices: opts.device.map(parseDeviceOption),
-      root: opts.root || opts.fakeroot,
+      root: rootRequested(opts.root || opts.fakeroot, opts.user),
       writableTmpfsSize: opts.writableTmpfsSize === undefined
         ? undefined
         : parseSize("--writable-tmpfs-size", opts.writableTmpfsSize),
     };
     if (request.tty && !Deno.stdin.isTerminal()) {
       throw new UsageError("-t needs a terminal on standard input", {
-        hint: "drop -t, or use -i to pass input from a pipe",
+        hint: "drop -t: input from a pipe or a file is passed without it",
       });
     }
     const preserveFds = opts.preserveFds === undefined

@@ -29,10 +29,16 @@ const envName = z.string().check(
   z.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a valid variable name"),
 );
 
+/** A site mount's path: `$HOME`/`$USER` are the caller's, expanded at each run. */
+const mountPath = expandablePath.check(z.refine(
+  (p) => !/\$(?!HOME\b|USER\b|\{HOME\}|\{USER\})/.test(p),
+  { message: "may use $HOME and $USER, no other variable" },
+));
+
 export const siteMount = z.strictObject({
   type: z._default(z.literal("bind"), "bind"),
-  source: absPath,
-  destination: absPath,
+  source: mountPath,
+  destination: mountPath,
   readonly: z._default(z.boolean(), true),
   /** A missing source is skipped instead of failing every run (site paths vary per node). */
   optional: z._default(z.boolean(), false),

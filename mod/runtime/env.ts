@@ -49,6 +49,52 @@ export function hostEnvironment(environ = "/proc/self/environ"): Record<string, 
   return env;
 }
 
+/**
+ * `--env-file FILE` in Docker's format: `NAME=VALUE` lines (the value as it
+ * stands, quotes and trailing blanks included), `NAME` alone to take the
+ * caller's value, `#` comment lines and blank lines skipped, leading blanks
+ * ignored. `text` is the file's content; `file` names it in errors.
+ */
+export function parseEnvFile(file: string, text: string): EnvOption[] {
+  const options: EnvOption[] = [];
+  for (const [i, raw] of text.replace(/^\uFEFF/, "").split("\n").entries()) {
+    const line = raw.replace(/\r$/, "").replace(/^[ \t]+/, "");
+    if (line === "" || line.startsWith("#")) continue;
+    const eq = line.indexOf("=");
+    const name = eq < 0 ? line : line.slice(0, eq);
+    if (!NAME.test(name)) {
+      throw new UsageError(
+        `--env-file ${file}: line ${
+          i + 1
+        }: invalid variable name '${name}' (letters, digits and _, not starting with a digit)`,
+        { hint: "write NAME=VALUE or NAME, one a line; # starts a comment" },
+      );
+    }
+    options.push(eq < 0 ? { name } : { name, value: line.slice(eq + 1) });
+  }
+  return options;
+}
+
+/** Reads and parses `--env-file FILE` (parseEnvFile); a file that cannot be read is a usage error. */
+export function readEnvFile(file: string): EnvOption[] {
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(Deno.readFileSync(file));
+  } catch (err) {
+    const why = err instanceof TypeError
+      ? "it is not UTF-8 text"
+      : err instanceof Deno.errors.NotFound
+      ? "no such file"
+      : err instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : err instanceof Deno.errors.IsADirectory
+      ? "it is a directory"
+      : (err as Error).message;
+    throw new UsageError(`--env-file ${file}: ${why}`, { cause: err });
+  }
+  return parseEnvFile(file, text);
+}
+
 /** Joins path-list elements with ':' and drops empty ones (an empty element means the cwd). */
 function joinList(...values: string[]): string {
   return values.flatMap((v) => v.split(":")).filter((e) => e !== "").join(":");

@@ -22,6 +22,7 @@
 import { join, normalize, resolve } from "../path.ts";
 import { ConfigError, ShoalError, UsageError } from "../errors.ts";
 import type { SiteConfig } from "../config/schema.ts";
+import { expand } from "../config/load.ts";
 import type { ImageMetadata } from "../image/store/metadata.ts";
 import type { SubidRange } from "../sys/subid.ts";
 import { containerIdOf, idMap, type IdMapping } from "./idmap.ts";
@@ -52,7 +53,10 @@ export interface RunRequest {
   /** `-w`: must be absolute. */
   workdir?: string;
   tty: boolean;
-  /** `-i`: the driver passes stdin; nothing in the spec depends on it. */
+  /**
+   * Whether the driver passes stdin (`-i`, or stdin not a terminal); nothing
+   * in the spec depends on it.
+   */
   stdin: boolean;
   init: boolean;
   pid: "host" | "private";
@@ -215,8 +219,18 @@ export function containerArgs(request: RunRequest, image: ImageInfo): string[] {
   const args = [...entrypoint, ...cmd];
   if (args.length === 0) {
     throw new UsageError(
-      "no command to run: the image has no ENTRYPOINT or CMD (give one after the image name)",
+      overridden
+        ? "no command to run: --entrypoint '' clears the image's ENTRYPOINT and CMD (give a command after the image name)"
+        : "no command to run: the image has no ENTRYPOINT or CMD (give one after the image name)",
     );
+  }
+  if (args[0] === "") {
+    const from = overridden || request.command.length > 0
+      ? "'' given as the program to run"
+      : "the image's ENTRYPOINT or CMD starts with ''";
+    throw new UsageError(`the command to run has an empty name: ${from}`, {
+      hint: "name a program after the image, e.g. sh -c '...'",
+    });
   }
   return args;
 }
@@ -331,10 +345,18 @@ function deviceMount(d: DeviceMount): OciMount {
   };
 }
 
-/** Site mounts that exist; missing optional ones are reported, missing others refused. */
-function siteMounts(config: SiteConfig, warnings: string[]): BindMount[] {
+/**
+ * Site mounts that exist; missing optional ones are reported, missing others
+ * refused. `$HOME` and `$USER` in their paths are the caller's (the passwd
+ * home, as the container's $HOME), so a site can bind each user's own home.
+ */
+function siteMounts(config: SiteConfig, user: UserInfo, warnings: string[]): BindMount[] {
   const out: BindMount[] = [];
-  for (const m of config.mounts) {
+  const ids = { home: user.home, user: user.name };
+  for (const [i, site] of config.mounts.entries()) {
+    const path = (key: "source" | "destination") =>
+      normalize(expand(site[key], ids, "site config", `mounts[${i}].${key}`));
+    const m = { ...site, source: path("source"), destination: path("destination") };
     if (!exists(m.source)) {
       if (m.optional) {
         warnings.push(`site mount ${m.source} skipped: it does not exist on this node`);
@@ -344,11 +366,7 @@ function siteMounts(config: SiteConfig, warnings: string[]): BindMount[] {
         hint: "ask your admin, or mark it optional in the site config",
       });
     }
-    out.push({
-      source: m.source,
-      destination: normalize(m.destination),
-      readonly: m.readonly,
-    });
+    out.push({ source: m.source, destination: m.destination, readonly: m.readonly });
   }
   return out;
 }
@@ -438,6 +456,29 @@ function identityMounts(bundle: string): OciMount[] {
   }));
 }
 
+/**
+ * A writable $HOME for a container user who is not root: their home's path
+ * seldom exists in the image and is not theirs where it does, so pip, conda,
+ * shells and caches would fail. It is a tmpfs of theirs (its files vanish with
+ * the container, as the writable layer's do) unless a mount already puts a
+ * directory at or above it: the site's (`$HOME` in site mounts) or the user's
+ * `-v`. Root writes where it likes, and keeps the image's /root.
+ */
+function homeMount(self: PasswdEntry, mounts: OciMount[]): OciMount[] {
+  const home = normalize(self.home);
+  if (self.uid === 0 || !home.startsWith("/") || home === "/") return [];
+  const covered = mounts.some((m) =>
+    m.destination === home || home.startsWith(`${m.destination.replace(/\/$/, "")}/`)
+  );
+  if (covered) return [];
+  return [{
+    destination: home,
+    type: "tmpfs",
+    source: "tmpfs",
+    options: ["nosuid", "nodev", "mode=700", `uid=${self.uid}`, `gid=${self.gid}`],
+  }];
+}
+
 /** The spec's id mappings for where the user namespace comes from (see UsernsSource). */
 function userNamespace(
   source: UsernsSource,
@@ -513,16 +554,17 @@ export async function buildBundleSpec(
   const command = containerArgs(request, image);
   const cwd = containerCwd(request, image);
 
-  const site = siteMounts(config, warnings);
+  const site = siteMounts(config, user, warnings);
   const taken = new Map(site.map((m) => [m.destination, `site mount ${m.source}`]));
   const userMounts = await resolveMounts(request.mounts, config.forbiddenMountDestinations, taken);
   const base = baseMounts(request, host);
-  const mounts = [
-    ...base,
+  const added = [
     ...site.map(bindMount),
     ...userMounts.map(bindMount),
     ...devices(request, config, warnings).map(deviceMount),
   ];
+  // Before the mounts that may lie inside it.
+  const mounts = [...base, ...homeMount(self, [...base, ...added]), ...added];
   const proc = byteExactProcess(command, env, () => execShim(host.execShim));
   mounts.push(...proc.mounts);
   let args = proc.args;
