@@ -157,3 +157,65 @@ Deno.test("a pull that fails on a layer leaves no blob of its own: a squashfs pu
     await Deno.remove(work, { recursive: true });
   }
 });
+
+/** Names of the files under `dir`, recursively, relative to it. */
+async function filesUnder(dir: string, prefix = ""): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const rel = `${prefix}${e.name}`;
+    if (e.isDirectory) out.push(...await filesUnder(`${dir}/${e.name}`, `${rel}/`));
+    else out.push(rel);
+  }
+  return out;
+}
+
+/** A random (incompressible) layer of `bytes`, stored uncompressed so the blob is that large. */
+function bigImage(bytes: number) {
+  const data = new Uint8Array(bytes);
+  for (let off = 0; off < bytes; off += 65536) {
+    crypto.getRandomValues(data.subarray(off, off + 65536));
+  }
+  return makeImage([makeLayer([{ type: "file", path: "big.bin", content: data }], {
+    compression: "none",
+  })]);
+}
+
+Deno.test("a full disk during download: one line at once naming the filesystem and file, no .partial left; the next pull works once there is room", async () => {
+  await using reg = await startRegistry("plain");
+  await pushImage(reg, "f/big", "latest", bigImage(12 << 20));
+  const dir = await Deno.makeTempDir({ prefix: "shoal-full-disk-" });
+  const mounted = await runCommand("mount", ["-t", "tmpfs", "-o", "size=6m", "tmpfs", dir]);
+  assertEquals(mounted.code, 0, mounted.stderr);
+  try {
+    const env = { XDG_DATA_HOME: dir };
+    const ref = `${reg.host}/f/big`;
+    const started = performance.now();
+    const r = await runCommand(shoalScript, ["pull", "--tls-verify=false", ref], { env });
+    const seconds = (performance.now() - started) / 1000;
+    assertEquals(r.code, 1, r.stderr);
+    const lines = r.stderr.trimEnd().split("\n");
+    const last = lines[lines.length - 1]!;
+    assertMatch(
+      last,
+      new RegExp(
+        `^shoal: error: no space left on tmpfs \\(mounted on ${dir}\\) while writing ` +
+          `${dir}/shoal/blobs/sha256/[0-9a-f]{64}\\.partial \\(free space`,
+      ),
+    );
+    assert(!r.stderr.includes("cannot reach"), r.stderr);
+    assert(!r.stderr.includes("retry"), r.stderr);
+    // The old code retried 3 times (1 + 2 + 4 s) before it gave up.
+    assert(seconds < 5, `took ${seconds.toFixed(1)} s`);
+    const left = (await filesUnder(`${dir}/shoal`)).filter((f) => f.startsWith("blobs/"));
+    assertEquals(left, [], "the partial download is removed: it would keep the disk full");
+
+    // With room, the same pull works.
+    await runCommand("mount", ["-o", "remount,size=40m", dir]);
+    const again = await runCommand(shoalScript, ["pull", "-q", "--tls-verify=false", ref], { env });
+    assertEquals(again.code, 0, again.stderr);
+    assertEquals((await images(env)).length, 1);
+  } finally {
+    await runCommand("umount", [dir]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -3,6 +3,7 @@ import { join } from "../../path.ts";
 import { removeQuietly } from "./atomic.ts";
 import { tryAcquireLock } from "./lock.ts";
 import { STALE_AFTER_MS } from "./temp.ts";
+import { PARTIAL_SUFFIX } from "./paths.ts";
 
 export interface DiskUsage {
   /** Bytes of squashfs images and their metadata. */
@@ -36,8 +37,6 @@ export interface BlobSweep {
   removed: number;
   bytesFreed: number;
 }
-
-const PARTIAL_SUFFIX = ".partial";
 
 /**
  * Removes blobs (`<dir>/<algorithm>/<hex>`) whose digest is not in `keep`,

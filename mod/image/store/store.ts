@@ -40,15 +40,9 @@
 import { basename, join } from "../../path.ts";
 import { ShoalError } from "../../errors.ts";
 import type { ImageReference } from "../reference.ts";
-import {
-  atomicTempPath,
-  isAtomicTemp,
-  removeQuietly,
-  spaceError,
-  syncDir,
-  writeDurable,
-} from "./atomic.ts";
+import { atomicTempPath, isAtomicTemp, removeQuietly, syncDir, writeDurable } from "./atomic.ts";
 import { readIndex, readMetadata, writeIndex } from "./catalog.ts";
+import { localWriteError } from "./write_error.ts";
 import { acquireLock, type FileLock, tryAcquireLock } from "./lock.ts";
 import {
   digestOfStem,
@@ -68,6 +62,7 @@ import {
   LOCAL_MODES,
   METADATA_SUFFIX,
   type Modes,
+  partialPath,
   pullLockPath,
   SQUASHFS_SUFFIX,
 } from "./paths.ts";
@@ -126,7 +121,7 @@ export class ImageStore extends StoreReader {
   async tempDir(): Promise<TempDir> {
     await this.#prepareForWriting();
     return await createTempDir(this.paths.tmp, this.#modes).catch((err) => {
-      throw this.fsError(spaceError(err, this.root));
+      throw localWriteError(this.fsError(err), this.root);
     });
   }
 
@@ -207,7 +202,7 @@ export class ImageStore extends StoreReader {
       });
     } catch (err) {
       await removeQuietly(squashfsTemp);
-      throw this.fsError(spaceError(err, this.root));
+      throw localWriteError(this.fsError(err), this.root);
     }
   }
 
@@ -283,6 +278,24 @@ export class ImageStore extends StoreReader {
         if (!keep.has(digest)) await removeQuietly(this.blobPath(digest));
       }
     });
+  }
+
+  /**
+   * Removes the partial downloads of `digests` that no pull is writing now
+   * (their lock is free): after a failure that a resume cannot fix (a full
+   * disk), they would only keep the space taken.
+   */
+  async dropPartials(digests: string[]): Promise<void> {
+    for (const digest of digests) {
+      const partial = partialPath(this.blobPath(digest));
+      const lock = await tryAcquireLock(partial, "exclusive").catch(() => undefined);
+      if (lock === undefined) continue; // gone, or another pull is writing it
+      try {
+        await removeQuietly(partial);
+      } finally {
+        lock.release();
+      }
+    }
   }
 
   /** The config and layer digests of the images the index names. */
@@ -410,7 +423,7 @@ export class ImageStore extends StoreReader {
         await makeDir(dir, this.#modes.dir);
       }
     } catch (err) {
-      throw this.fsError(spaceError(err, this.root));
+      throw localWriteError(this.fsError(err), this.root);
     }
     this.#layoutReady = true;
   }
