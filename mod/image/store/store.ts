@@ -68,7 +68,7 @@ import {
 } from "./paths.ts";
 import { parseQuery, selectEntries } from "./query.ts";
 import { type StoreOptions, StoreReader } from "./reader.ts";
-import { type DiskUsage, sweepBlobs, treeSize } from "./space.ts";
+import { blobUsage, type DiskUsage, sweepBlobs, treeSize } from "./space.ts";
 import { createTempDir, removeStaleTempDirs, type TempDir } from "./temp.ts";
 
 export type { DiskUsage, ImageMetadata, ImageRecord, NewImage, StoreOptions, TempDir };
@@ -310,11 +310,16 @@ export class ImageStore extends StoreReader {
     return keep;
   }
 
-  /** Bytes used by images, cached blobs and pulls in progress. */
+  /** What the repository holds: images, cached blobs (used or not), partial downloads, pulls. */
   async diskUsage(): Promise<DiskUsage> {
+    const [entries, inUse] = await this.reading(() => {
+      const entries = readIndex(this.paths, this.logger);
+      return [entries, this.#blobsInUse(entries)] as const;
+    });
     return {
+      imageCount: new Set(entries.map((e) => e.configDigest)).size,
       images: await treeSize(this.paths.images),
-      blobs: await treeSize(this.paths.blobs),
+      ...await blobUsage(this.paths.blobs, inUse),
       temporary: await treeSize(this.paths.tmp),
     };
   }
