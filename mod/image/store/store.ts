@@ -133,20 +133,25 @@ export class ImageStore extends StoreReader {
   async withPullLock<T>(ref: ImageReference, fn: () => Promise<T>): Promise<T> {
     await this.#prepareForWriting();
     const key = referenceKey(ref);
-    const pull = await acquireLock(await pullLockPath(this.paths, key), {
+    // Creating a lock file can fail like any write (a full disk): say so in one line.
+    const lockFailed = (path: string) => (err: unknown) => {
+      throw localWriteError(this.fsError(err), path);
+    };
+    const pullLock = await pullLockPath(this.paths, key);
+    const pull = await acquireLock(pullLock, {
       mode: "exclusive",
       timeoutSeconds: this.#pullTimeout,
       what: `pull lock of ${key}`,
       createMode: this.#modes.file,
       onWait: (holders) => this.logger.info(`waiting for another pull of ${key} (${holders})`),
-    });
+    }).catch(lockFailed(pullLock));
     try {
       const pulling = await acquireLock(this.paths.pulling, {
         mode: "shared",
         timeoutSeconds: this.timeout,
         what: "pull registry lock",
         createMode: this.#modes.file,
-      });
+      }).catch(lockFailed(this.paths.pulling));
       try {
         return await fn();
       } finally {
