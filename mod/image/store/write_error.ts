@@ -13,9 +13,8 @@ export class LocalWriteError extends ShoalError {
   }
 }
 
-const FREE_SPACE =
-  "free space (`shoal system prune`, `shoal rmi`; `shoal system df` shows what is held) " +
-  "or ask for more quota, then try again";
+const FREE_SPACE = "free space: `shoal system df` shows what the repository holds, " +
+  "`shoal system prune` and `shoal rmi` free it; or ask for more quota";
 
 /**
  * `err` as a LocalWriteError when it is one of the storage failures above
