@@ -137,8 +137,12 @@ export function networkError(err: unknown, what: string, registry: string): Regi
   const tls = certificate !== undefined || /certificate|tls handshake/i.test(detail);
   // rustls' words for an HTTPS request answered in plain HTTP.
   const plain = /InvalidContentType|corrupt message|wrong version number/i.test(detail);
+  // A self-signed certificate is its own CA: the file to give is the certificate itself.
+  const trust = /CaUsedAsEndEntity/.test(detail)
+    ? `give the registry's own certificate in registries.ca in the site config ({"${registry}": "/path/cert.pem"})`
+    : `trust the registry's CA with registries.ca in the site config ({"${registry}": "/path/ca.pem"})`;
   const hint = tls
-    ? `trust the registry's CA with registries.ca in the site config ({"${registry}": "/path/ca.pem"}), or pass --tls-verify=false`
+    ? `${trust}, or pass --tls-verify=false`
     : plain
     ? `the registry answers in plain HTTP, not HTTPS: name it in registries.insecure in the site config, or pass --tls-verify=false`
     : undefined;
