@@ -4,6 +4,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import { startRegistry } from "./support/registry.ts";
+import { startFakeRegistry } from "./support/fake_registry.ts";
 import { busyboxImage, makeImage, makeLayer, pushImage } from "./support/oci.ts";
 import { debianImage } from "./support/debian.ts";
 import { cat, listImage } from "./support/squashfs.ts";
@@ -169,12 +170,16 @@ async function filesUnder(dir: string, prefix = ""): Promise<string[]> {
   return out;
 }
 
-/** A random (incompressible) layer of `bytes`, stored uncompressed so the blob is that large. */
+/** Incompressible content. */
+function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  return out;
+}
+
+/** A random layer of `bytes`, stored uncompressed so the blob is that large. */
 function bigImage(bytes: number) {
-  const data = new Uint8Array(bytes);
-  for (let off = 0; off < bytes; off += 65536) {
-    crypto.getRandomValues(data.subarray(off, off + 65536));
-  }
+  const data = randomBytes(bytes);
   return makeImage([makeLayer([{ type: "file", path: "big.bin", content: data }], {
     compression: "none",
   })]);
@@ -218,4 +223,44 @@ Deno.test("a full disk during download: one line at once naming the filesystem a
     await runCommand("umount", [dir]);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a connection dropped mid-download keeps its .partial (a resume fixes that), df counts it, the next pull resumes it", async () => {
+  await using reg = startFakeRegistry();
+  const layer = makeLayer([{ type: "file", path: "data.bin", content: randomBytes(1 << 20) }], {
+    compression: "none",
+  });
+  reg.add("app", "v1", makeImage([layer]));
+  const half = Math.floor(layer.size / 2);
+  let cut = false;
+  reg.intercept = (_req, url) => {
+    if (!url.pathname.endsWith(layer.digest)) return undefined;
+    if (cut) return Response.json({ errors: [{ code: "BLOB_UNKNOWN" }] }, { status: 404 });
+    cut = true;
+    const body = new ReadableStream<Uint8Array>({
+      start(ctrl) {
+        ctrl.enqueue(layer.data.slice(0, half));
+        setTimeout(() => ctrl.error(new Error("cut")), 50);
+      },
+    });
+    return new Response(body, { headers: { "content-length": String(layer.size) } });
+  };
+  await withDataHome(async (env, dir) => {
+    const ref = `${reg.host}/app:v1`;
+    const failed = await runCommand(shoalScript, ["pull", "--tls-verify=false", ref], { env });
+    assertEquals(failed.code, 1, failed.stderr);
+    const partial = `${dir}/shoal/blobs/sha256/${layer.digest.slice(7)}.partial`;
+    assertEquals((await Deno.stat(partial)).size, half);
+    const df = await runCommand(shoalScript, ["system", "df", "--format", "json"], { env });
+    assertEquals(JSON.parse(df.stdout).partials, half);
+
+    reg.intercept = undefined;
+    const resumed = await runCommand(shoalScript, ["pull", "-q", "--tls-verify=false", ref], {
+      env,
+    });
+    assertEquals(resumed.code, 0, resumed.stderr);
+    const ranges = reg.requests.filter((r) => r.path.endsWith(layer.digest))
+      .map((r) => r.headers.get("range"));
+    assertEquals(ranges.at(-1), `bytes=${half}-`);
+  });
 });
