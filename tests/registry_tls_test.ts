@@ -69,6 +69,23 @@ Deno.test("a self-signed (CA:TRUE) registry certificate in registries.ca is pinn
       noInternals(err.message);
       assert(!err.transient, "a refused certificate is not retried");
     }
+    {
+      // That very certificate, issued for another name: refused as curl and Docker refuse it.
+      await using elsewhere = await startRegistry("tls", {
+        selfSigned: { subjectAltName: "DNS:registry.example" },
+        storage: `${source.dir}/storage`,
+      });
+      using c = client({ registries: { ca: { [elsewhere.host]: elsewhere.caFile! } } });
+      const err = await assertRejects(
+        () => c.resolveManifest(parseReference(`${elsewhere.host}/pin/bb:1.0`)),
+        RegistryError,
+      );
+      assertEquals(
+        err.message,
+        `cannot trust ${elsewhere.host}: its certificate (the one in ${elsewhere.caFile}) is not ` +
+          "issued for this host name or address (it is for DNS:registry.example)",
+      );
+    }
   } finally {
     await Deno.remove(cache, { recursive: true });
   }

@@ -39,7 +39,7 @@ export interface RegistryOptions {
    * its own `caFile`. The test tooling cannot trust such a certificate (Deno's
    * fetch refuses it), so push to a plain registry and serve its `storage`.
    */
-  selfSigned?: boolean;
+  selfSigned?: boolean | { subjectAltName: string };
   /** Serve this storage directory (another registry's `dir`/storage) instead of a new one. */
   storage?: string;
   /**
@@ -190,7 +190,11 @@ export async function startRegistry(
     const tls: TlsFiles | undefined = !useTls
       ? undefined
       : options.selfSigned
-      ? await makeSelfSignedTls(dir)
+      ? await makeSelfSignedTls(
+        dir,
+        "server",
+        options.selfSigned === true ? undefined : options.selfSigned.subjectAltName,
+      )
       : await makeServerTls(dir);
     const username = mode === "basic" || mode === "token" ? "shoal-tester" : undefined;
     const password = username ? randomSecret() : undefined;

@@ -80,10 +80,14 @@ export async function makeServerTls(dir: string): Promise<TlsFiles> {
 
 /**
  * The common `openssl req -x509` server certificate: self-signed, and so
- * CA:TRUE by OpenSSL 3's defaults, for 127.0.0.1 and localhost. It is its own
+ * CA:TRUE by OpenSSL 3's defaults, for 127.0.0.1 and localhost unless told. It is its own
  * CA file (`caFile` = `certFile`), as admins give it in registries.ca.
  */
-export async function makeSelfSignedTls(dir: string, name = "server"): Promise<TlsFiles> {
+export async function makeSelfSignedTls(
+  dir: string,
+  name = "server",
+  subjectAltName = "IP:127.0.0.1,DNS:localhost",
+): Promise<TlsFiles> {
   const files = {
     caFile: `${dir}/${name}.crt`,
     certFile: `${dir}/${name}.crt`,
@@ -100,7 +104,7 @@ export async function makeSelfSignedTls(dir: string, name = "server"): Promise<T
     "-subj",
     "/CN=localhost",
     "-addext",
-    "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    `subjectAltName=${subjectAltName}`,
   ]);
   await Deno.chmod(files.certFile, 0o644);
   return files;

@@ -9,8 +9,8 @@
  *   CA:TRUE, which webpki refuses as a server certificate
  *   (CaUsedAsEndEntity) although Docker's certs.d, skopeo and curl accept
  *   it. Such a registry is pinned: its certificate must equal, byte for
- *   byte, one in the file the admin configured for it, and be within its
- *   validity dates. That trusts nothing the file did not already vouch for:
+ *   byte, one in the file the admin configured for it, name the registry's
+ *   host, and be within its validity dates. That trusts nothing the file did not already vouch for:
  *   whoever can present a CA's own certificate holds its key, and could
  *   sign any certificate with it.
  *
@@ -53,6 +53,19 @@ export async function pinnedHttpsFetch(url: URL, init: NodeRequest, pin: Pin): P
     const der = peer?.raw === undefined ? undefined : new Uint8Array(peer.raw);
     if (der === undefined || !pin.certificates.some((c) => sameBytes(c, der))) {
       throw new NotPinned();
+    }
+    // As curl and Docker check it: the pinned certificate must also name the registry.
+    const wrongName = tls.checkServerIdentity(bareHost(url), peer);
+    if (wrongName !== undefined) {
+      throw new RegistryError(
+        `cannot trust ${url.host}: its certificate (the one in ${pin.file}) is not issued ` +
+          `for this host name or address (it is for ${peer.subjectaltname || peer.subject?.CN})`,
+        undefined,
+        false,
+        {
+          hint: "reach the registry by a name its certificate lists, or give it a new certificate",
+        },
+      );
     }
     const now = Date.now();
     if (now < Date.parse(peer.valid_from) || now > Date.parse(peer.valid_to)) {
