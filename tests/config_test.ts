@@ -214,6 +214,11 @@ Deno.test("each kind of invalid site config gets its own one-line message", asyn
       'registries.mirrors["docker.io"][0]: must be a URL (got "mirror")',
     ],
     [
+      // README's example: named as the problem, not "must be an absolute path".
+      '{"repositories": {"local": "$SCRATCH/shoal"}}',
+      "repositories.local: unknown variable $SCRATCH (only $HOME and $USER are expanded)",
+    ],
+    [
       '{"runDir": "/scratch/$SCRATCH/run"}',
       "runDir: unknown variable $SCRATCH (only $HOME and $USER are expanded)",
     ],
@@ -302,6 +307,23 @@ Deno.test("user preferences: their own keys only, and never a site or security k
     const none = await load(t.layout, { preferencesFile: undefined });
     assertEquals(none.preferencesFile, undefined);
     assertEquals(none.paths.localRepository, "/scratch/alice");
+
+    // The user's own key may use any variable of their environment; an unset one is named.
+    t.file(prefs, '{"localRepository": "$SCRATCH/shoal"}');
+    const scratch = (v: Record<string, string>) =>
+      load(t.layout, { preferencesFile: prefs, env: { ...alice, variable: (n) => v[n] } });
+    assertEquals(
+      (await scratch({ SCRATCH: "/lus/alice" })).paths.localRepository,
+      "/lus/alice/shoal",
+    );
+    assertOneLine(
+      await assertRejects(() => scratch({}), ConfigError),
+      `"${prefs}": localRepository: $SCRATCH is not set in your environment`,
+    );
+    assertOneLine(
+      await assertRejects(() => scratch({ SCRATCH: "rel" }), ConfigError),
+      `"${prefs}": localRepository: "$SCRATCH/shoal" gives "rel/shoal", not an absolute path`,
+    );
 
     for (const key of ["runtime", "securityChecks"]) {
       t.file(

@@ -4,6 +4,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import { startRegistry } from "./support/registry.ts";
+import { startFakeRegistry } from "./support/fake_registry.ts";
 import { busyboxImage, makeImage, makeLayer, pushImage } from "./support/oci.ts";
 import { debianImage } from "./support/debian.ts";
 import { cat, listImage } from "./support/squashfs.ts";
@@ -156,4 +157,110 @@ Deno.test("a pull that fails on a layer leaves no blob of its own: a squashfs pu
   } finally {
     await Deno.remove(work, { recursive: true });
   }
+});
+
+/** Names of the files under `dir`, recursively, relative to it. */
+async function filesUnder(dir: string, prefix = ""): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    const rel = `${prefix}${e.name}`;
+    if (e.isDirectory) out.push(...await filesUnder(`${dir}/${e.name}`, `${rel}/`));
+    else out.push(rel);
+  }
+  return out;
+}
+
+/** Incompressible content. */
+function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(out.subarray(i, i + 65536));
+  return out;
+}
+
+/** A random layer of `bytes`, stored uncompressed so the blob is that large. */
+function bigImage(bytes: number) {
+  const data = randomBytes(bytes);
+  return makeImage([makeLayer([{ type: "file", path: "big.bin", content: data }], {
+    compression: "none",
+  })]);
+}
+
+Deno.test("a full disk during download: one line at once naming the filesystem and file, no .partial left; the next pull works once there is room", async () => {
+  await using reg = await startRegistry("plain");
+  await pushImage(reg, "f/big", "latest", bigImage(12 << 20));
+  const dir = await Deno.makeTempDir({ prefix: "shoal-full-disk-" });
+  const mounted = await runCommand("mount", ["-t", "tmpfs", "-o", "size=6m", "tmpfs", dir]);
+  assertEquals(mounted.code, 0, mounted.stderr);
+  try {
+    const env = { XDG_DATA_HOME: dir };
+    const ref = `${reg.host}/f/big`;
+    const started = performance.now();
+    const r = await runCommand(shoalScript, ["pull", "--tls-verify=false", ref], { env });
+    const seconds = (performance.now() - started) / 1000;
+    assertEquals(r.code, 1, r.stderr);
+    const lines = r.stderr.trimEnd().split("\n");
+    const last = lines[lines.length - 1]!;
+    assertMatch(
+      last,
+      new RegExp(
+        `^shoal: error: no space left on tmpfs \\(mounted on ${dir}\\) while writing ` +
+          `${dir}/shoal/blobs/sha256/[0-9a-f]{64}\\.partial \\(free space`,
+      ),
+    );
+    assert(!r.stderr.includes("cannot reach"), r.stderr);
+    assert(!r.stderr.includes("retry"), r.stderr);
+    // The old code retried 3 times (1 + 2 + 4 s) before it gave up.
+    assert(seconds < 5, `took ${seconds.toFixed(1)} s`);
+    const left = (await filesUnder(`${dir}/shoal`)).filter((f) => f.startsWith("blobs/"));
+    assertEquals(left, [], "the partial download is removed: it would keep the disk full");
+
+    // With room, the same pull works.
+    await runCommand("mount", ["-o", "remount,size=40m", dir]);
+    const again = await runCommand(shoalScript, ["pull", "-q", "--tls-verify=false", ref], { env });
+    assertEquals(again.code, 0, again.stderr);
+    assertEquals((await images(env)).length, 1);
+  } finally {
+    await runCommand("umount", [dir]);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a connection dropped mid-download keeps its .partial (a resume fixes that), df counts it, the next pull resumes it", async () => {
+  await using reg = startFakeRegistry();
+  const layer = makeLayer([{ type: "file", path: "data.bin", content: randomBytes(1 << 20) }], {
+    compression: "none",
+  });
+  reg.add("app", "v1", makeImage([layer]));
+  const half = Math.floor(layer.size / 2);
+  let cut = false;
+  reg.intercept = (_req, url) => {
+    if (!url.pathname.endsWith(layer.digest)) return undefined;
+    if (cut) return Response.json({ errors: [{ code: "BLOB_UNKNOWN" }] }, { status: 404 });
+    cut = true;
+    const body = new ReadableStream<Uint8Array>({
+      start(ctrl) {
+        ctrl.enqueue(layer.data.slice(0, half));
+        setTimeout(() => ctrl.error(new Error("cut")), 50);
+      },
+    });
+    return new Response(body, { headers: { "content-length": String(layer.size) } });
+  };
+  await withDataHome(async (env, dir) => {
+    const ref = `${reg.host}/app:v1`;
+    const failed = await runCommand(shoalScript, ["pull", "--tls-verify=false", ref], { env });
+    assertEquals(failed.code, 1, failed.stderr);
+    const partial = `${dir}/shoal/blobs/sha256/${layer.digest.slice(7)}.partial`;
+    assertEquals((await Deno.stat(partial)).size, half);
+    const df = await runCommand(shoalScript, ["system", "df", "--format", "json"], { env });
+    assertEquals(JSON.parse(df.stdout).partials, half);
+
+    reg.intercept = undefined;
+    const resumed = await runCommand(shoalScript, ["pull", "-q", "--tls-verify=false", ref], {
+      env,
+    });
+    assertEquals(resumed.code, 0, resumed.stderr);
+    const ranges = reg.requests.filter((r) => r.path.endsWith(layer.digest))
+      .map((r) => r.headers.get("range"));
+    assertEquals(ranges.at(-1), `bytes=${half}-`);
+  });
 });

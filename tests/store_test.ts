@@ -418,7 +418,7 @@ Deno.test("store: a full disk during commit gives one line and leaves nothing be
     const err = await assertRejects(
       () => store.commit(fakeImage("b", { tag: "b" }), squashfs),
       ShoalError,
-      "no space left on the device",
+      "no space left on tmpfs (mounted on",
     );
     assertStringIncludes(err.message, root);
     assertEquals(await Deno.readTextFile(join(root, "index.json")), index);

@@ -69,9 +69,12 @@ export const logoutCommand = defineCommand({
     for (const file of result.elsewhere) {
       logger.warn(`${file} still holds credentials for ${result.registry}; shoal does not edit it`);
     }
-    if (!result.removed) {
-      throw new UsageError(`not logged in to ${result.registry} (nothing in ${result.file})`);
-    }
-    if (logger.verbosity !== "quiet") printLine(`Removed the credentials for ${result.registry}`);
+    if (logger.verbosity === "quiet") return;
+    // As docker logout: having nothing to remove is no misuse.
+    printLine(
+      result.removed
+        ? `Removed the credentials for ${result.registry}`
+        : `Not logged in to ${result.registry} (nothing in ${result.file})`,
+    );
   },
 });

@@ -50,6 +50,11 @@ export const program: Program = {
       load: async () => (await import("./load.ts")).loadCommand,
     },
     {
+      name: "system",
+      summary: "show (df) or free (prune) what your repository holds beyond its images",
+      load: async () => (await import("./system.ts")).systemCommand,
+    },
+    {
       name: "login",
       summary: "log in to a registry and keep the credentials for pulls",
       load: async () => (await import("./login.ts")).loginCommand,

@@ -27,6 +27,8 @@ export interface ConfigEnv {
   xdgConfigHome?: string;
   /** The user's PATH, searched for runtime tools before the system directories. */
   path?: string;
+  /** The user's environment, for the variables of their own preferences (localRepository). */
+  variable?: (name: string) => string | undefined;
 }
 
 /** The invoking user: environment first, the user database (NSS: LDAP users too) where it is silent. */
@@ -52,6 +54,7 @@ export function currentEnv(): ConfigEnv {
     xdgRuntimeDir: get("XDG_RUNTIME_DIR"),
     xdgConfigHome: get("XDG_CONFIG_HOME"),
     path: get("PATH"),
+    variable: get,
   };
 }
 
@@ -136,7 +139,7 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
       layout,
       env,
       siteFile,
-      repository && expand(repository, env, prefsFile!, "localRepository"),
+      repository && expand(repository, env, prefsFile!, "localRepository", env.variable),
     ),
     preferences: preferences ?? {},
     preferencesFile: preferences === undefined ? undefined : prefsFile,
@@ -283,20 +286,48 @@ function cacheBase(where: RunBaseWhere): string | undefined {
   }
 }
 
-/** Expands `$HOME`, `${HOME}`, `$USER` and `${USER}`; any other variable is an error. */
+/**
+ * Expands `$HOME`, `${HOME}`, `$USER` and `${USER}`, and with `variable` (the
+ * user's own preferences) any variable of the environment. Site keys get no
+ * `variable`: the setuid helper reads them without the caller's environment,
+ * so another variable there is an error that names it. The result must be absolute.
+ */
 export function expand(
   value: string,
   env: Pick<ConfigEnv, "home" | "user">,
   file: string,
   key: string,
+  variable?: (name: string) => string | undefined,
 ): string {
-  return value.replace(/\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))/g, (_, braced, bare) => {
-    const name = String(braced ?? bare);
-    if (name === "HOME") return env.home;
-    if (name === "USER") return env.user;
+  const expanded = value.replace(
+    /\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))/g,
+    (_, braced, bare) => {
+      const name = String(braced ?? bare);
+      if (name === "HOME") return env.home;
+      if (name === "USER") return env.user;
+      if (variable === undefined) {
+        throw new ConfigError(
+          `"${file}": ${key}: unknown variable $${name} (only $HOME and $USER are expanded)`,
+          {
+            hint: `write the path out, e.g. "/scratch/$USER/shoal" for $${name}/shoal; ` +
+              "a user's own localRepository (~/.config/shoal/config.json) may use any variable",
+          },
+        );
+      }
+      const found = variable(name);
+      if (found === undefined || found === "") {
+        throw new ConfigError(`"${file}": ${key}: $${name} is not set in your environment`, {
+          hint: `set ${name}, or write the path out in "${file}"`,
+        });
+      }
+      return found;
+    },
+  );
+  if (!isAbsolute(expanded)) {
     throw new ConfigError(
-      `"${file}": ${key}: unknown variable $${name} (only $HOME and $USER are expanded)`,
-      { hint: "write the path out, or use $HOME or $USER" },
+      `"${file}": ${key}: "${value}" gives "${expanded}", not an absolute path`,
+      { hint: "write an absolute path" },
     );
-  });
+  }
+  return expanded;
 }

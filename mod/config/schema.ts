@@ -10,9 +10,12 @@ const absPath = z.string().check(
   z.refine((p) => p.startsWith("/"), { message: "must be an absolute path" }),
 );
 
-/** `$HOME`/`$USER` are expanded when used, so the value need only look absolute after that. */
+/**
+ * Variables are expanded when used (load.ts `expand`, which names one it does
+ * not expand), so the value need only look absolute after that.
+ */
 const expandablePath = z.string().check(z.refine(
-  (p) => p.startsWith("/") || p.startsWith("$HOME") || p.startsWith("${HOME}"),
+  (p) => p.startsWith("/") || p.startsWith("$"),
   { message: "must be an absolute path (may start with $HOME)" },
 ));
 

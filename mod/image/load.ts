@@ -22,7 +22,7 @@ import { DEFAULT_REGISTRY, formatReference, loadedReference, parseReference } fr
 import { formatPlatform, hostPlatform, parsePlatform } from "./registry/platform.ts";
 import { configFields } from "./config_fields.ts";
 import { buildSquashfs, siteSquashfsOptions } from "./squashfs.ts";
-import { spaceError } from "./store/atomic.ts";
+import { localWriteError } from "./store/write_error.ts";
 import type { ImageRecord } from "./store/metadata.ts";
 import type { ImageStore } from "./store/store.ts";
 
@@ -89,7 +89,7 @@ export async function load(
     await using work = await store.tempDir();
     emit({ kind: "reading", source: source.label });
     const contents = await readArchive(source, work.path, { maxBytes, logger }).catch((err) => {
-      throw spaceError(err, store.root);
+      throw localWriteError(err, store.root);
     });
     const image = await findImage(contents, archiveName, wanted, request.platform !== undefined);
     emit({

@@ -5,6 +5,7 @@
 import { UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { SiteConfig } from "../config/schema.ts";
+import { portOutOfRange } from "./reference.ts";
 import { createRegistryClient } from "./registry/client.ts";
 import { removeCredential, storeCredential } from "./registry/auth_file.ts";
 import {
@@ -41,6 +42,8 @@ export function registryArgument(arg: string): string {
       `'${arg}' is not a registry: expected HOST[:PORT], e.g. ghcr.io or localhost:5000`,
     );
   }
+  const badPort = portOutOfRange(key);
+  if (badPort !== undefined) throw new UsageError(`'${arg}' is not a registry: ${badPort}`);
   return key;
 }
 

@@ -26,6 +26,7 @@ import { configFields } from "./config_fields.ts";
 import { buildSquashfs, type Compression, siteSquashfsOptions } from "./squashfs.ts";
 import type { ImageStore } from "./store/store.ts";
 import { repositoryFor } from "./store/repository.ts";
+import { LocalWriteError } from "./store/write_error.ts";
 import type { ImageRecord } from "./store/metadata.ts";
 
 export interface PullRequest {
@@ -145,6 +146,13 @@ export async function pull(
         }
         emit({ kind: "layer", progress: p });
       },
+    }).catch(async (err) => {
+      if (err instanceof LocalWriteError) {
+        // No resume can fix a full disk: give back what this pull wrote.
+        await store.dropPartials(resolved.layers.map((l) => l.digest)).catch(() => {});
+        await store.dropBlobs(fetched).catch(() => {});
+      }
+      throw err;
     });
     const downloadedAt = performance.now();
 

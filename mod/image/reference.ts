@@ -126,6 +126,13 @@ function checkPathComponent(input: string, component: string): void {
   }
 }
 
+/** Why the port of `HOST:PORT` cannot be used (URLs take 1-65535 only); undefined when it can. */
+export function portOutOfRange(hostPort: string): string | undefined {
+  const port = /:(\d+)$/.exec(hostPort)?.[1];
+  if (port === undefined || (Number(port) >= 1 && Number(port) <= 65535)) return undefined;
+  return `port ${port} is out of range (1-65535)`;
+}
+
 /**
  * Parses and normalizes a reference; throws UsageError naming the problem.
  * A bare 64-hex string is refused as Docker does: it would be an image ID.
@@ -168,6 +175,8 @@ export function parseName(input: string): ParsedName {
   if (registry !== DEFAULT_REGISTRY && !REGISTRY_RE.test(registry)) {
     refuse(input, `invalid registry ${JSON.stringify(registry)}: expected HOST[:PORT]`);
   }
+  const badPort = portOutOfRange(registry);
+  if (badPort !== undefined) refuse(input, badPort);
   for (const component of rest.split("/")) checkPathComponent(input, component);
   if (registry.length + 1 + rest.length > NAME_MAX_LENGTH) {
     refuse(input, `name longer than ${NAME_MAX_LENGTH} characters`);

@@ -20,7 +20,7 @@
  * killed by an unload handler, and each registry dies with its parent thread
  * (PR_SET_PDEATHSIG via setpriv) if the test process is killed outright.
  */
-import { makeServerTls, makeSigningCert, type TlsFiles } from "./tls.ts";
+import { makeSelfSignedTls, makeServerTls, makeSigningCert, type TlsFiles } from "./tls.ts";
 import { startTokenServer, type TokenServer, type TokenUser } from "./token_server.ts";
 
 export type RegistryMode = "plain" | "tls" | "basic" | "token";
@@ -34,6 +34,14 @@ export const TOKEN_ISSUER = "shoal-test-token-issuer";
 export interface RegistryOptions {
   /** basic and token modes: HTTPS (default true) or plain HTTP. */
   tls?: boolean;
+  /**
+   * HTTPS with a self-signed CA:TRUE certificate (`openssl req -x509`) that is
+   * its own `caFile`. The test tooling cannot trust such a certificate (Deno's
+   * fetch refuses it), so push to a plain registry and serve its `storage`.
+   */
+  selfSigned?: boolean | { subjectAltName: string };
+  /** Serve this storage directory (another registry's `dir`/storage) instead of a new one. */
+  storage?: string;
   /**
    * Extra users (basic and token modes), besides the default one in
    * `username`/`password` who may pull and push everything. In token mode
@@ -112,13 +120,14 @@ async function htpasswdLine(user: string, password: string): Promise<string> {
 async function waitReady(
   url: string,
   child: Deno.ChildProcess,
-  caFile: string | undefined,
+  /** "any": a handshake that gets as far as a certificate counts as an answer. */
+  caFile: string | "any" | undefined,
   logFile: string,
 ): Promise<"ready" | "port-taken"> {
   let exited = false;
   child.status.then(() => exited = true);
   const client = Deno.createHttpClient(
-    caFile ? { caCerts: [await Deno.readTextFile(caFile)] } : {},
+    caFile && caFile !== "any" ? { caCerts: [await Deno.readTextFile(caFile)] } : {},
   );
   try {
     const deadline = Date.now() + 10_000;
@@ -132,7 +141,10 @@ async function waitReady(
         const res = await fetch(`${url}/v2/`, { client });
         await res.body?.cancel();
         if (res.status === 200 || res.status === 401) return "ready";
-      } catch { /* not listening yet */ }
+      } catch (err) {
+        // Not listening yet, unless it presented a certificate.
+        if (caFile === "any" && /certificate/.test(String((err as Error).cause))) return "ready";
+      }
       await new Promise((r) => setTimeout(r, 20));
     }
   } finally {
@@ -175,7 +187,15 @@ export async function startRegistry(
   try {
     const useTls = mode === "tls" ||
       ((mode === "basic" || mode === "token") && options.tls !== false);
-    const tls: TlsFiles | undefined = useTls ? await makeServerTls(dir) : undefined;
+    const tls: TlsFiles | undefined = !useTls
+      ? undefined
+      : options.selfSigned
+      ? await makeSelfSignedTls(
+        dir,
+        "server",
+        options.selfSigned === true ? undefined : options.selfSigned.subjectAltName,
+      )
+      : await makeServerTls(dir);
     const username = mode === "basic" || mode === "token" ? "shoal-tester" : undefined;
     const password = username ? randomSecret() : undefined;
     const users: Record<string, TokenUser> = { ...options.users };
@@ -219,7 +239,7 @@ export async function startRegistry(
         version: "0.1",
         log: { level: "error", accesslog: { disabled: true } },
         storage: {
-          filesystem: { rootdirectory: `${dir}/storage` },
+          filesystem: { rootdirectory: options.storage ?? `${dir}/storage` },
           delete: { enabled: true },
         },
         http: {
@@ -233,7 +253,7 @@ export async function startRegistry(
       const child = launch(configFile, logFile);
       let outcome: "ready" | "port-taken";
       try {
-        outcome = await waitReady(url, child, tls?.caFile, logFile);
+        outcome = await waitReady(url, child, options.selfSigned ? "any" : tls?.caFile, logFile);
       } catch (err) {
         await kill(child);
         throw err;

@@ -78,6 +78,38 @@ export async function makeServerTls(dir: string): Promise<TlsFiles> {
   return files;
 }
 
+/**
+ * The common `openssl req -x509` server certificate: self-signed, and so
+ * CA:TRUE by OpenSSL 3's defaults, for 127.0.0.1 and localhost unless told. It is its own
+ * CA file (`caFile` = `certFile`), as admins give it in registries.ca.
+ */
+export async function makeSelfSignedTls(
+  dir: string,
+  name = "server",
+  subjectAltName = "IP:127.0.0.1,DNS:localhost",
+): Promise<TlsFiles> {
+  const files = {
+    caFile: `${dir}/${name}.crt`,
+    certFile: `${dir}/${name}.crt`,
+    keyFile: `${dir}/${name}.key`,
+  };
+  await openssl([
+    "req",
+    "-x509",
+    ...EC_KEY,
+    "-keyout",
+    files.keyFile,
+    "-out",
+    files.certFile,
+    "-subj",
+    "/CN=localhost",
+    "-addext",
+    `subjectAltName=${subjectAltName}`,
+  ]);
+  await Deno.chmod(files.certFile, 0o644);
+  return files;
+}
+
 /** Creates the key and certificate a token server signs its JWTs with. */
 export async function makeSigningCert(dir: string): Promise<SigningFiles> {
   const files = { certFile: `${dir}/token-signer.crt`, keyFile: `${dir}/token-signer.key` };

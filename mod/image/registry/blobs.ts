@@ -10,7 +10,8 @@
 import { join } from "../../path.ts";
 import type { Hash } from "node:crypto";
 import { ShoalError } from "../../errors.ts";
-import { blobPath } from "../store/paths.ts";
+import { blobPath, partialPath } from "../store/paths.ts";
+import { localWriteError } from "../store/write_error.ts";
 import { parseDigest } from "./digest.ts";
 import { hasherFor } from "./hash.ts";
 import type { Descriptor } from "./manifest.ts";
@@ -97,8 +98,11 @@ async function attempt(
   path: string,
   options: DownloadOptions,
 ): Promise<void> {
-  const partial = `${path}.partial`;
-  const file = await Deno.open(partial, { read: true, write: true, create: true, mode: 0o644 });
+  const partial = partialPath(path);
+  const file = await Deno.open(partial, { read: true, write: true, create: true, mode: 0o644 })
+    .catch((err) => {
+      throw localWriteError(err, partial);
+    });
   try {
     await file.lock(true);
     // Someone else finished it while we waited for the lock.
@@ -153,7 +157,10 @@ async function attempt(
               );
             }
             fresh.update(chunk);
-            await writeAll(file, chunk);
+            // A write that fails is this machine's problem, not the registry's: no retry.
+            await writeAll(file, chunk).catch((err) => {
+              throw localWriteError(err, partial);
+            });
             progress();
           }
         } catch (err) {
@@ -173,7 +180,9 @@ async function attempt(
     if (got !== blob.digest) throw mismatch(blob, source.name, `its content hashes to ${got}`);
     await file.syncData();
     await Deno.rename(partial, path);
-  } catch (err) {
+  } catch (caught) {
+    const err = localWriteError(caught, partial);
+    // A partial is kept only for what a resume can fix: a registry or network failure, or a stop.
     if (err instanceof ShoalError && !(err instanceof RegistryError) && !options.signal?.aborted) {
       await Deno.remove(partial).catch(() => {});
     }
@@ -206,7 +215,9 @@ export async function downloadBlob(
     progressDone(true);
     return path;
   }
-  await Deno.mkdir(join(path, ".."), { recursive: true });
+  await Deno.mkdir(join(path, ".."), { recursive: true }).catch((err) => {
+    throw localWriteError(err, join(path, ".."));
+  });
   const failures: { source: BlobSource; err: unknown }[] = [];
   for (const source of sources) {
     try {

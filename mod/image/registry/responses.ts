@@ -132,24 +132,56 @@ export async function errorFromResponse(
 export function networkError(err: unknown, what: string, registry: string): RegistryError {
   if (err instanceof RegistryError) return err;
   const detail = describeNetworkError(err);
+  const certificate = certificateProblem(detail);
   // A certificate problem does not go away by retrying; it needs the CA or an explicit opt-out.
-  const tls = /certificate|UnknownIssuer|CertNotValid|tls handshake/i.test(detail);
+  const tls = certificate !== undefined || /certificate|tls handshake/i.test(detail);
   // rustls' words for an HTTPS request answered in plain HTTP.
   const plain = /InvalidContentType|corrupt message|wrong version number/i.test(detail);
+  // A self-signed certificate is its own CA: the file to give is the certificate itself.
+  const trust = /CaUsedAsEndEntity/.test(detail)
+    ? `give the registry's own certificate in registries.ca in the site config ({"${registry}": "/path/cert.pem"})`
+    : `trust the registry's CA with registries.ca in the site config ({"${registry}": "/path/ca.pem"})`;
   const hint = tls
-    ? `trust the registry's CA with registries.ca in the site config ({"${registry}": "/path/ca.pem"}), or pass --tls-verify=false`
+    ? `${trust}, or pass --tls-verify=false`
     : plain
     ? `the registry answers in plain HTTP, not HTTPS: name it in registries.insecure in the site config, or pass --tls-verify=false`
     : undefined;
-  return new RegistryError(
-    `${what}: cannot reach ${registry}: ${plain ? "no HTTPS there" : detail}`,
-    undefined,
-    !tls && !plain,
-    { cause: err, hint },
-  );
+  const message = certificate !== undefined
+    ? `cannot trust ${registry}: ${certificate}`
+    : `cannot reach ${registry}: ${plain ? "no HTTPS there" : detail}`;
+  return new RegistryError(`${what}: ${message}`, undefined, !tls && !plain, { cause: err, hint });
 }
 
-function describeNetworkError(err: unknown): string {
+const CERTIFICATE_PROBLEMS: [RegExp, string][] = [
+  [/UnknownIssuer/, "its certificate is not signed by a CA this machine trusts"],
+  [/CaUsedAsEndEntity/, "it presents a CA certificate as its own (a self-signed one)"],
+  [/NotValidYet/, "its certificate is not valid yet (check this machine's clock)"],
+  [/Expired/, "its certificate has expired"],
+  [/NotValidForName/, "its certificate is not issued for this host name or address"],
+  [/BadSignature/, "its certificate's signature does not verify"],
+  [/Revoked/, "its certificate was revoked"],
+  [/InvalidPurpose/, "its certificate is not one for a TLS server"],
+  [/BadEncoding/, "its certificate is malformed"],
+];
+
+/**
+ * rustls' reason for refusing a server's certificate, as a plain sentence;
+ * undefined when `detail` is no such refusal. Its own words
+ * (`Other(OtherError(CaUsedAsEndEntity))`) mean nothing to users.
+ */
+export function certificateProblem(detail: string): string | undefined {
+  const m = /invalid peer certificate: (.*)$/i.exec(detail);
+  if (m === null) return undefined;
+  const reason = m[1]!;
+  const known = CERTIFICATE_PROBLEMS.find(([re]) => re.test(reason));
+  if (known !== undefined) return known[1];
+  // Unknown to this table: its innermost name, in words.
+  const name = reason.match(/[A-Z][A-Za-z]+/g)?.findLast((n) => !/^Other/.test(n));
+  const words = name?.replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
+  return `its certificate was refused${words ? ` (${words})` : ""}`;
+}
+
+export function describeNetworkError(err: unknown): string {
   if (err instanceof DOMException && err.name === "TimeoutError") return "timed out";
   let cur: unknown = err;
   let last = String(err);

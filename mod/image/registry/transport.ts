@@ -1,11 +1,14 @@
 /**
  * HTTP for one registry client: the TLS policy per host (system CAs plus the
- * configured CA file; unverified HTTPS then plain HTTP for insecure hosts),
+ * configured CA file, or that file's own certificate pinned when the
+ * registry presents it (node_https.ts); unverified HTTPS then plain HTTP for
+ * insecure hosts),
  * time limits that also cover a stalled body, and redirects followed by hand
  * so credentials never travel to another host (blob storage, CDNs).
  */
 import { ConfigError } from "../../errors.ts";
-import { insecureHttpsFetch } from "./insecure_https.ts";
+import { insecureHttpsFetch, NotPinned, type Pin, pinnedHttpsFetch } from "./node_https.ts";
+import { certificateProblem, describeNetworkError, RegistryError } from "./responses.ts";
 
 export interface TransportOptions {
   /** PEM CA bundle file per `host[:port]` (config registries.ca). */
@@ -29,6 +32,8 @@ const maxRedirects = 10;
 export class Transport {
   readonly #clients = new Map<string, Deno.HttpClient>();
   readonly #schemes = new Map<string, Promise<"https" | "http">>();
+  /** Hosts found presenting a certificate of their CA file as their own: pinned to it. */
+  readonly #pinned = new Map<string, Pin>();
 
   constructor(readonly options: TransportOptions) {}
 
@@ -102,16 +107,28 @@ export class Transport {
     try {
       const unverified = this.isInsecure(url.host) ||
         (onBehalfOf !== undefined && this.isInsecure(onBehalfOf));
-      res = url.protocol === "https:" && unverified
-        ? await insecureHttpsFetch(url, { method, headers, signal: controller.signal })
-        : await fetch(url, {
-          method,
-          headers,
-          body,
-          redirect: "manual",
-          signal: controller.signal,
-          client: this.#clientFor(url.host, onBehalfOf),
-        });
+      const init = { method, headers, body, signal: controller.signal };
+      const pinned = this.#pinned.get(url.host);
+      if (url.protocol === "https:" && unverified) res = await insecureHttpsFetch(url, init);
+      else if (url.protocol === "https:" && pinned) res = await pinnedHttpsFetch(url, init, pinned);
+      else {
+        try {
+          res = await fetch(url, {
+            ...init,
+            redirect: "manual",
+            client: this.#clientFor(url.host, onBehalfOf),
+          });
+        } catch (err) {
+          const pin = url.protocol === "https:" && refusedCertificate(err)
+            ? this.#pinFor(url.host, onBehalfOf)
+            : undefined;
+          if (pin === undefined) throw err;
+          res = await pinnedHttpsFetch(url, init, pin).catch((pinErr) => {
+            throw pinErr instanceof NotPinned ? refusedFor(url.host, pin, err) : pinErr;
+          });
+          this.#pinned.set(url.host, pin);
+        }
+      }
     } finally {
       clearTimeout(timer);
     }
@@ -144,19 +161,7 @@ export class Transport {
     const key = onBehalfOf === undefined || onBehalfOf === host ? host : `${host} ${onBehalfOf}`;
     let client = this.#clients.get(key);
     if (client === undefined) {
-      const caCerts = [host, onBehalfOf].flatMap((h) => {
-        const caFile = h === undefined ? undefined : this.options.caFiles[h];
-        if (caFile === undefined) return [];
-        try {
-          return [Deno.readTextFileSync(caFile)];
-        } catch (err) {
-          throw new ConfigError(
-            `cannot read the CA file ${caFile} configured for registry ${h}: ${
-              (err as Error).message
-            }`,
-          );
-        }
-      });
+      const caCerts = this.#caFilesFor(host, onBehalfOf).map((f) => f.pem);
       // A client of our own also without a CA, so close() frees every connection.
       client = Deno.createHttpClient({ caCerts: [...new Set(caCerts)] });
       this.#clients.set(key, client);
@@ -164,8 +169,68 @@ export class Transport {
     return client;
   }
 
+  /** The CA files configured for `host` and the registry it serves, read. */
+  #caFilesFor(host: string, onBehalfOf?: string): { file: string; pem: string }[] {
+    return [...new Set([host, onBehalfOf])].flatMap((h) => {
+      const file = h === undefined ? undefined : this.options.caFiles[h];
+      if (file === undefined) return [];
+      try {
+        return [{ file, pem: Deno.readTextFileSync(file) }];
+      } catch (err) {
+        throw new ConfigError(
+          `cannot read the CA file ${file} configured for registry ${h}: ${(err as Error).message}`,
+        );
+      }
+    });
+  }
+
+  /** The pin for a host whose certificate failed verification: its CA files' certificates. */
+  #pinFor(host: string, onBehalfOf?: string): Pin | undefined {
+    const files = this.#caFilesFor(host, onBehalfOf);
+    if (files.length === 0) return undefined;
+    return {
+      certificates: files.flatMap((f) => pemCertificates(f.pem)),
+      file: files.map((f) => f.file).join(" and "),
+    };
+  }
+
   close(): void {
     for (const c of this.#clients.values()) c.close();
     this.#clients.clear();
   }
+}
+
+/** A registry whose certificate neither its CA file's CA signed nor that file holds. */
+function refusedFor(host: string, pin: Pin, err: unknown): RegistryError {
+  const why = certificateProblem(describeNetworkError(err)) ?? "its certificate was refused";
+  return new RegistryError(
+    `cannot trust ${host}: ${why}, and it is not the certificate in ${pin.file} either`,
+    undefined,
+    false,
+    {
+      hint: `${pin.file} (registries.ca) must hold the CA that signed the registry's ` +
+        "certificate, or that certificate itself",
+      cause: err,
+    },
+  );
+}
+
+/** rustls refused the server's certificate (not a connection or protocol failure). */
+function refusedCertificate(err: unknown): boolean {
+  for (let cur = err, depth = 0; cur instanceof Error && depth < 5; cur = cur.cause, depth++) {
+    if (/invalid peer certificate/i.test(cur.message)) return true;
+  }
+  return false;
+}
+
+/** The DER bytes of each certificate in a PEM text. */
+function pemCertificates(pem: string): Uint8Array[] {
+  const blocks = pem.matchAll(/-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g);
+  return [...blocks].flatMap((m) => {
+    try {
+      return [Uint8Array.from(atob(m[1]!.replace(/\s+/g, "")), (c) => c.charCodeAt(0))];
+    } catch {
+      return []; // not base64: matches nothing
+    }
+  });
 }

@@ -6,7 +6,6 @@
  */
 import { basename, dirname, join } from "../../path.ts";
 import { randomHex } from "../../bytes.ts";
-import { ShoalError } from "../../errors.ts";
 
 const TEMP_MARK = ".tmp-";
 
@@ -63,18 +62,4 @@ export async function removeQuietly(path: string, recursive = false): Promise<vo
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
-}
-
-/**
- * The error for a write that failed for lack of space or quota, as one line
- * naming the repository; other errors are returned unchanged.
- */
-export function spaceError(err: unknown, where: string): unknown {
-  const code = (err as { code?: string } | null)?.code;
-  if (code !== "ENOSPC" && code !== "EDQUOT") return err;
-  const what = code === "ENOSPC" ? "no space left on the device" : "disk quota exceeded";
-  return new ShoalError(`${what} while writing to "${where}"; nothing was added`, {
-    hint: "free space (`shoal images`, `shoal rmi`) or ask for more quota, then try again",
-    cause: err,
-  });
 }

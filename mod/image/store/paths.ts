@@ -57,6 +57,13 @@ export function blobPath(blobsDir: string, digest: string): string {
   return join(blobsDir, algorithm, hex);
 }
 
+/** A blob while it downloads (registry/blobs.ts); renamed to `blobPath` once verified. */
+export function partialPath(blobFile: string): string {
+  return `${blobFile}${PARTIAL_SUFFIX}`;
+}
+
+export const PARTIAL_SUFFIX = ".partial";
+
 /** A reference key hashed into a file name: keys hold '/' and ':'. */
 export async function pullLockPath(paths: RepositoryPaths, key: string): Promise<string> {
   const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));

@@ -40,15 +40,9 @@
 import { basename, join } from "../../path.ts";
 import { ShoalError } from "../../errors.ts";
 import type { ImageReference } from "../reference.ts";
-import {
-  atomicTempPath,
-  isAtomicTemp,
-  removeQuietly,
-  spaceError,
-  syncDir,
-  writeDurable,
-} from "./atomic.ts";
+import { atomicTempPath, isAtomicTemp, removeQuietly, syncDir, writeDurable } from "./atomic.ts";
 import { readIndex, readMetadata, writeIndex } from "./catalog.ts";
+import { localWriteError } from "./write_error.ts";
 import { acquireLock, type FileLock, tryAcquireLock } from "./lock.ts";
 import {
   digestOfStem,
@@ -68,12 +62,13 @@ import {
   LOCAL_MODES,
   METADATA_SUFFIX,
   type Modes,
+  partialPath,
   pullLockPath,
   SQUASHFS_SUFFIX,
 } from "./paths.ts";
 import { parseQuery, selectEntries } from "./query.ts";
 import { type StoreOptions, StoreReader } from "./reader.ts";
-import { type DiskUsage, sweepBlobs, treeSize } from "./space.ts";
+import { blobUsage, type DiskUsage, sweepBlobs, treeSize } from "./space.ts";
 import { createTempDir, removeStaleTempDirs, type TempDir } from "./temp.ts";
 
 export type { DiskUsage, ImageMetadata, ImageRecord, NewImage, StoreOptions, TempDir };
@@ -126,7 +121,7 @@ export class ImageStore extends StoreReader {
   async tempDir(): Promise<TempDir> {
     await this.#prepareForWriting();
     return await createTempDir(this.paths.tmp, this.#modes).catch((err) => {
-      throw this.fsError(spaceError(err, this.root));
+      throw localWriteError(this.fsError(err), this.root);
     });
   }
 
@@ -138,20 +133,25 @@ export class ImageStore extends StoreReader {
   async withPullLock<T>(ref: ImageReference, fn: () => Promise<T>): Promise<T> {
     await this.#prepareForWriting();
     const key = referenceKey(ref);
-    const pull = await acquireLock(await pullLockPath(this.paths, key), {
+    // Creating a lock file can fail like any write (a full disk): say so in one line.
+    const lockFailed = (path: string) => (err: unknown) => {
+      throw localWriteError(this.fsError(err), path);
+    };
+    const pullLock = await pullLockPath(this.paths, key);
+    const pull = await acquireLock(pullLock, {
       mode: "exclusive",
       timeoutSeconds: this.#pullTimeout,
       what: `pull lock of ${key}`,
       createMode: this.#modes.file,
       onWait: (holders) => this.logger.info(`waiting for another pull of ${key} (${holders})`),
-    });
+    }).catch(lockFailed(pullLock));
     try {
       const pulling = await acquireLock(this.paths.pulling, {
         mode: "shared",
         timeoutSeconds: this.timeout,
         what: "pull registry lock",
         createMode: this.#modes.file,
-      });
+      }).catch(lockFailed(this.paths.pulling));
       try {
         return await fn();
       } finally {
@@ -207,7 +207,7 @@ export class ImageStore extends StoreReader {
       });
     } catch (err) {
       await removeQuietly(squashfsTemp);
-      throw this.fsError(spaceError(err, this.root));
+      throw localWriteError(this.fsError(err), this.root);
     }
   }
 
@@ -285,6 +285,24 @@ export class ImageStore extends StoreReader {
     });
   }
 
+  /**
+   * Removes the partial downloads of `digests` that no pull is writing now
+   * (their lock is free): after a failure that a resume cannot fix (a full
+   * disk), they would only keep the space taken.
+   */
+  async dropPartials(digests: string[]): Promise<void> {
+    for (const digest of digests) {
+      const partial = partialPath(this.blobPath(digest));
+      const lock = await tryAcquireLock(partial, "exclusive").catch(() => undefined);
+      if (lock === undefined) continue; // gone, or another pull is writing it
+      try {
+        await removeQuietly(partial);
+      } finally {
+        lock.release();
+      }
+    }
+  }
+
   /** The config and layer digests of the images the index names. */
   #blobsInUse(entries: IndexEntry[]): Set<string> {
     const keep = new Set<string>();
@@ -297,11 +315,16 @@ export class ImageStore extends StoreReader {
     return keep;
   }
 
-  /** Bytes used by images, cached blobs and pulls in progress. */
+  /** What the repository holds: images, cached blobs (used or not), partial downloads, pulls. */
   async diskUsage(): Promise<DiskUsage> {
+    const [entries, inUse] = await this.reading(() => {
+      const entries = readIndex(this.paths, this.logger);
+      return [entries, this.#blobsInUse(entries)] as const;
+    });
     return {
+      imageCount: new Set(entries.map((e) => e.configDigest)).size,
       images: await treeSize(this.paths.images),
-      blobs: await treeSize(this.paths.blobs),
+      ...await blobUsage(this.paths.blobs, inUse),
       temporary: await treeSize(this.paths.tmp),
     };
   }
@@ -410,7 +433,7 @@ export class ImageStore extends StoreReader {
         await makeDir(dir, this.#modes.dir);
       }
     } catch (err) {
-      throw this.fsError(spaceError(err, this.root));
+      throw localWriteError(this.fsError(err), this.root);
     }
     this.#layoutReady = true;
   }
