@@ -1,0 +1,176 @@
+/**
+ * The start-up rules of `shoal run` (docs/design/architecture.md, "Start-up
+ * rules"), checked on the module graph a run loads: main.ts and the run
+ * command's chunk, following static imports only (a dynamic import is loaded
+ * when its code runs, not at start). Each rule costs milliseconds of every
+ * rank of every job when broken, and nothing else would notice.
+ */
+import { assert, assertEquals } from "./support/assert.ts";
+import { runSite } from "./support/run.ts";
+import { runCommand } from "./support/shoal.ts";
+
+const ROOT = new URL("../", import.meta.url);
+const DENO = Deno.execPath();
+
+interface InfoDependency {
+  specifier: string;
+  code?: { specifier: string };
+  isDynamic?: boolean;
+}
+interface InfoModule {
+  specifier: string;
+  dependencies?: InfoDependency[];
+}
+
+async function moduleGraph(entry: string): Promise<Map<string, InfoModule>> {
+  const out = await new Deno.Command(DENO, {
+    args: ["info", "--json", "--config", new URL("deno.json", ROOT).pathname, entry],
+    cwd: ROOT.pathname,
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  assert(out.success, `deno info ${entry} failed`);
+  const info = JSON.parse(new TextDecoder().decode(out.stdout)) as { modules: InfoModule[] };
+  return new Map(info.modules.map((m) => [m.specifier, m]));
+}
+
+/** The modules `entries` load before any of their code runs: static imports, transitively. */
+function staticClosure(graph: Map<string, InfoModule>, entries: string[]): string[] {
+  const seen = new Set<string>();
+  const todo = [...entries];
+  while (todo.length > 0) {
+    const spec = todo.pop()!;
+    if (seen.has(spec)) continue;
+    seen.add(spec);
+    for (const dep of graph.get(spec)?.dependencies ?? []) {
+      if (!dep.isDynamic && dep.code !== undefined) todo.push(dep.code.specifier);
+    }
+  }
+  return [...seen].sort();
+}
+
+const mainUrl = new URL("main.ts", ROOT).href;
+const runUrl = new URL("mod/cli/run.ts", ROOT).href;
+const graph = await moduleGraph("main.ts");
+const runPath = staticClosure(graph, [mainUrl, runUrl]);
+const local = (spec: string) => spec.startsWith(ROOT.href) ? spec.slice(ROOT.href.length) : spec;
+
+Deno.test("the run command is loaded by a dynamic import, so other commands' code stays unread", () => {
+  const program = graph.get(new URL("mod/cli/program.ts", ROOT).href)!;
+  const toRun = program.dependencies!.find((d) => d.code?.specifier === runUrl);
+  assert(toRun?.isDynamic === true, "program.ts must import mod/cli/run.ts dynamically");
+  const otherCommands = runPath.map(local).filter((p) =>
+    /^mod\/cli\/(pull|images|load|login|doctor|ps|kill|version)\.ts$/.test(p)
+  );
+  assertEquals(otherCommands, []);
+});
+
+Deno.test("no node: module and no npm package but zod/mini on the run path", () => {
+  const foreign = runPath.filter((s) => !s.startsWith("file:"));
+  assertEquals(foreign.filter((s) => s.startsWith("node:")), []);
+  assertEquals(
+    foreign.filter((s) => s.startsWith("npm:") && !/^npm:\/?zod@[^/]+\/mini$/.test(s)),
+    [],
+  );
+});
+
+Deno.test("the run path reads only the store's reading half, not pull, flatten or the registry", () => {
+  const writing = runPath.map(local).filter((p) =>
+    /^mod\/image\/(pull|flatten|load|login|squashfs|archive\/|tar\/writer)/.test(p) ||
+    (/^mod\/image\/registry\//.test(p) && p !== "mod/image/registry/digest.ts") ||
+    /^mod\/image\/store\/(store|repository|temp|space)\.ts$/.test(p)
+  );
+  assertEquals(writing, []);
+});
+
+/** Source lines without comments: a rule may be named in a comment that says why. */
+function code(text: string): string {
+  return text
+    .replace(/\/\*[\s\S]*?\*\//g, "")
+    .split("\n")
+    .map((line) => line.replace(/(^|[^:"'`])\/\/.*$/, "$1"))
+    .join("\n");
+}
+
+Deno.test("no localeCompare in the modules a run loads (its first call loads ICU, ~6 ms)", () => {
+  const broken = runPath.filter((spec) =>
+    spec.startsWith(ROOT.href) &&
+    /\.localeCompare\s*\(/.test(code(Deno.readTextFileSync(new URL(spec))))
+  ).map(local);
+  assertEquals(broken, [], "compare with mod/compare.ts instead");
+});
+
+Deno.test("the launcher and the compiled binary keep the V8 flags and lazy dynamic imports", () => {
+  const launcher = Deno.readTextFileSync(new URL("scripts/shoal", ROOT));
+  const denoJson = JSON.parse(Deno.readTextFileSync(new URL("deno.json", ROOT)));
+  for (const flag of ["--no-lazy", "--no-enable-lazy-source-positions", "--single-threaded"]) {
+    assert(launcher.includes(flag), `scripts/shoal lacks the V8 flag ${flag}`);
+    assert(denoJson.tasks.compile.includes(flag), `deno task compile lacks the V8 flag ${flag}`);
+  }
+  assert(
+    launcher.includes("--unstable-lazy-dynamic-imports"),
+    "scripts/shoal must load command chunks lazily",
+  );
+  assert(denoJson.tasks.compile.includes("--code-splitting"), "compile must split chunks");
+});
+
+/**
+ * The clone(2) calls of shoal's own process (the one that exec'd Deno) during
+ * a run, from strace's log: thread creations, posix_spawn (CLONE_VM|CLONE_VFORK)
+ * or fork (no CLONE_VM), which copies Deno's page tables (~4 ms a child).
+ */
+function shoalClones(log: string): { forks: string[]; spawns: number } {
+  let shoal: string | undefined;
+  const group = new Set<string>();
+  const forks: string[] = [];
+  let spawns = 0;
+  for (const line of log.split("\n")) {
+    const m = line.match(/^(\d+)\s+(\w+)\((.*)$/);
+    if (m === null) continue;
+    const [, pid, call, rest] = m as unknown as [string, string, string, string];
+    if (call === "execve" && /\/(deno|denort|shoal)"/.test(rest.split(",")[0]!)) {
+      shoal = pid;
+      group.clear();
+      group.add(pid);
+      continue;
+    }
+    if (shoal === undefined || !group.has(pid) || !/^(clone3?|fork|vfork)$/.test(call)) continue;
+    const child = rest.match(/= (\d+)$/)?.[1];
+    if (/CLONE_THREAD/.test(rest)) {
+      if (child !== undefined) group.add(child);
+    } else if (/CLONE_VM/.test(rest)) {
+      spawns++;
+    } else {
+      forks.push(line);
+    }
+  }
+  return { forks, spawns };
+}
+
+for (const helper of [true, false]) {
+  Deno.test(`a run forks no copy of shoal: children come from posix_spawn (${helper ? "helper" : "unprivileged"} path)`, async () => {
+    const site = await runSite(helper);
+    const image = await site.image("root");
+    const log = await Deno.makeTempFile({ prefix: "shoal-strace-" });
+    try {
+      const r = await runCommand("strace", [
+        "-f",
+        "-qq",
+        "-e",
+        "trace=execve,clone,clone3,fork,vfork",
+        "-o",
+        log,
+        site.bin,
+        "run",
+        image,
+        "true",
+      ], { env: { PATH: Deno.env.get("PATH") ?? "", HOME: "/root" } });
+      assertEquals(r.code, 0, r.stderr);
+      const { forks, spawns } = shoalClones(await Deno.readTextFile(log));
+      assert(spawns > 0, "strace saw no child of shoal's process: the log was not understood");
+      assertEquals(forks, [], "shoal forked itself; spawn children with mod/sys/spawn.ts");
+    } finally {
+      await Deno.remove(log);
+    }
+  });
+}
