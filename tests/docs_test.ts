@@ -252,17 +252,40 @@ Deno.test("every JSON example of a site config in the docs is a valid site confi
 
 Deno.test("the configuration page shows the errors the loader gives for what it refuses", () => {
   const page = read("docs/admin/configuration.md");
-  const file = "/opt/shoal/etc/shoal.json";
-  const refusal = (text: string) =>
-    renderError(assertThrows(() => validateSiteConfig(text, file), ConfigError), false);
-  assertStringIncludes(page, refusal('{"squashfs": {"blockSizeKiB": 100}}'));
-  assertStringIncludes(page, refusal('{"repositories": {"local": "$SCRATCH/shoal"}}'));
-  validateSiteConfig('{"repositories": {"local": "$HOME/images"}}', file);
-  const other = assertThrows(
-    () => expand("/scratch/$GROUP/x", { home: "/home/a", user: "a" }, file, "repositories.local"),
-    ConfigError,
+  const site = "/opt/shoal/etc/shoal.json";
+  const prefs = "/home/alice/.config/shoal/config.json";
+  const alice = { home: "/home/alice", user: "alice" };
+  const refusal = (refuse: () => unknown) => renderError(assertThrows(refuse, ConfigError), false);
+  const siteRefusal = (text: string) => refusal(() => validateSiteConfig(text, site));
+  assertStringIncludes(page, siteRefusal('{"squashfs": {"blockSizeKiB": 100}}'));
+  assertStringIncludes(
+    page,
+    siteRefusal('{"mounts": [{"source": "/scratch/$GROUP", "destination": "/scratch"}]}'),
   );
-  assertStringIncludes(page, other.message.slice(other.message.indexOf("unknown variable")));
+  assertStringIncludes(
+    page,
+    refusal(() => expand("$SCRATCH/shoal", alice, site, "repositories.local")),
+  );
+  assertStringIncludes(
+    page,
+    refusal(() => expand("$SCRATCH/shoal", alice, prefs, "localRepository", () => undefined)),
+  );
+  // What the page says is accepted.
+  validateSiteConfig('{"repositories": {"local": "$HOME/images"}}', site);
+  assertEquals(
+    expand("/scratch/$USER/shoal", alice, site, "repositories.local"),
+    "/scratch/alice/shoal",
+  );
+  assertEquals(
+    expand(
+      "$SCRATCH/shoal",
+      alice,
+      prefs,
+      "localRepository",
+      (v) => v === "SCRATCH" ? "/s/alice" : undefined,
+    ),
+    "/s/alice/shoal",
+  );
 });
 
 // ---- The command-line reference and the example commands ----

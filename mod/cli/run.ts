@@ -38,7 +38,10 @@ export const runCommand = defineCommand({
   name: "run",
   usage: "[OPTIONS] IMAGE [COMMAND [ARG...]]",
   args: [
-    { name: "IMAGE", help: "image reference or IMAGE ID (see 'shoal images')" },
+    {
+      name: "IMAGE",
+      help: "a name as 'shoal images' lists it, the name without its registry, or an IMAGE ID",
+    },
     {
       name: "COMMAND",
       help: "command and arguments (default: the image's)",
