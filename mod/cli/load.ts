@@ -70,7 +70,9 @@ function loadProgress(e: LoadEvent): void {
       break;
     case "found": {
       const total = e.layers.reduce((n, l) => n + l.size, 0);
-      const what = e.compressed ? `a gzip-compressed ${e.format}` : `an ${e.format}`;
+      const what = e.compressed
+        ? `a gzip-compressed ${e.format}`
+        : `${/^[aeiou]/.test(e.format) ? "an" : "a"} ${e.format}`;
       const layers = `${e.layers.length} layer${e.layers.length === 1 ? "" : "s"}`;
       line = `Loading ${e.reference} from ${what} (${e.platform}, ${layers}, ${
         formatBytes(total)
