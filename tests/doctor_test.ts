@@ -1,9 +1,10 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import { type Result, shoal, shoalScript } from "./support/shoal.ts";
 import { runAs, TEST_USER_NOSUB, type TestUser, testUser } from "./support/users.ts";
-import type { Check, DoctorReport } from "../mod/doctor/report.ts";
-import { idmappedCheck, kernelCheck, usernsLimitsCheck } from "../mod/doctor/kernel.ts";
-import { chooseRunPath } from "../mod/doctor/runpath.ts";
+import type { DoctorReport } from "../mod/doctor/report.ts";
+import type { Check } from "../mod/host/check.ts";
+import { idmappedCheck, kernelCheck, usernsLimitsCheck } from "../mod/host/kernel.ts";
+import { chooseRunPath } from "../mod/host/runpath.ts";
 
 const CHECK_IDS = [
   "config",

@@ -4,6 +4,7 @@ import { repoRoot, type Result, runCommand } from "./support/shoal.ts";
 import { runAs, testUser } from "./support/users.ts";
 import { siteConfigSchema } from "../mod/config/schema.ts";
 import { VERSION } from "../mod/version.ts";
+import { dirname } from "../mod/path.ts";
 
 const TEMPLATE = `${repoRoot}/share/shoal.json.default`;
 /** The launcher build: fast and the same on every machine, for tests about the lifecycle. */
@@ -218,21 +219,36 @@ Deno.test("DENORT_BIN makes install.sh compile; a missing or wrong one fails and
   }
 });
 
-Deno.test("install.sh warns when the prefix sits in a directory others can write", async () => {
+Deno.test("install.sh refuses a site prefix under a directory others can write or own, and changes nothing", async () => {
+  const user = await testUser();
   const dir = await rootOwnedTempDir();
+  const tmp = await Deno.makeTempDir({ dir: "/tmp", prefix: "shoal-install-" });
   try {
     await Deno.mkdir(`${dir}/shared`, { mode: 0o775 });
     await Deno.chmod(`${dir}/shared`, 0o775);
-    const prefix = `${dir}/shared/shoal`;
-    const r = await runInstall(["--prefix", prefix, ...QUICK]);
-    assertOk(r, "install");
-    assertStringIncludes(
-      r.stderr,
-      `install.sh: warning: ${dir}/shared is writable by group or others: shoal's security checks will refuse this installation`,
-    );
-    assertOk(await runInstall(["--uninstall", "--prefix", prefix]), "uninstall");
+    await Deno.mkdir(`${dir}/theirs`, { mode: 0o755 });
+    await Deno.chown(`${dir}/theirs`, user.uid, user.gid);
+    await Deno.chmod(tmp, 0o755);
+    const cases: [string, RegExp][] = [
+      [`${dir}/shared/shoal`, new RegExp(`${dir}/shared is writable by group or others`)],
+      [`${dir}/theirs/shoal`, new RegExp(`${dir}/theirs is owned by uid ${user.uid}`)],
+      // /tmp itself: the fix is never to change it.
+      [
+        `${tmp}/shoal`,
+        /: \/tmp is writable by group or others: .*leave it as it is and choose a --prefix/,
+      ],
+    ];
+    for (const [prefix, why] of cases) {
+      const before = await tree(dirname(prefix));
+      const r = await runInstall(["--prefix", prefix, ...QUICK]);
+      assertOneLineError(r, 1, why);
+      assert(!/chmod|chown/.test(r.stderr), r.stderr);
+      assertEquals(await tree(dirname(prefix)), before, "nothing installed");
+    }
+    assertEquals(((await Deno.stat("/tmp")).mode ?? 0) & 0o7777, 0o1777);
   } finally {
     await Deno.remove(dir, { recursive: true });
+    await Deno.remove(tmp, { recursive: true });
   }
 });
 
