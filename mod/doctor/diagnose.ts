@@ -69,7 +69,6 @@ export async function diagnose(
   options: DiagnoseOptions = {},
 ): Promise<DoctorReport> {
   const user = who();
-  const isRoot = user.uid === 0;
   const release = Deno.osRelease();
   const kernel = { release, version: kernelVersion(release) };
   const sysctls = await usernsSysctls();
