@@ -5,6 +5,8 @@ import { runAs, testUser } from "./support/users.ts";
 import { siteConfigSchema } from "../mod/config/schema.ts";
 import { VERSION } from "../mod/version.ts";
 import { dirname } from "../mod/path.ts";
+import type { DoctorReport } from "../mod/doctor/report.ts";
+import { makeFuseUsable, testImages } from "./support/run.ts";
 
 const TEMPLATE = `${repoRoot}/share/shoal.json.default`;
 /** The launcher build: fast and the same on every machine, for tests about the lifecycle. */
@@ -308,6 +310,38 @@ Deno.test("--user installs into the user's ~/.local without root, runs, and unin
     );
     assertEquals(check.status, "ok", check.detail);
     assertStringIncludes(check.detail, `${local}/etc/shoal.json`);
+
+    // Doctor's report fits a user install: nothing of the user's must become root's, no
+    // setuid helper goes into ~/.local; its verdict is what a run does.
+    await makeFuseUsable();
+    const { reference, registry } = await testImages();
+    const installedConfig = await Deno.readTextFile(`${local}/etc/shoal.json`);
+    const siteConfig = JSON.parse(installedConfig);
+    await Deno.writeTextFile(
+      `${local}/etc/shoal.json`,
+      JSON.stringify({ ...siteConfig, registries: { insecure: [registry.host] } }),
+    );
+    const doctor = await runAs(user, `${local}/bin/shoal`, ["doctor", "--format", "json"], { env });
+    const report = JSON.parse(doctor.stdout) as DoctorReport;
+    assertEquals(report.install, { kind: "user", prefix: local });
+    const fixes = report.checks.flatMap((c) => c.fix ?? []).join("\n");
+    assert(!fixes.includes("chown root"), fixes);
+    assert(!fixes.includes("install.sh --prefix"), fixes);
+    assert(!fixes.includes("securityChecks"), fixes);
+    for (const id of ["security", "config"]) {
+      assertEquals(report.checks.find((c) => c.id === id)?.status, "ok", id);
+    }
+    assertEquals(report.runs.map((r) => r.runPath), ["unprivileged", "unprivileged"]);
+    assertEquals(doctor.code, 0, doctor.stderr);
+    assertOk(await runAs(user, `${local}/bin/shoal`, ["pull", "-q", reference], { env }), "pull");
+    const run = await runAs(user, `${local}/bin/shoal`, ["--debug", "run", reference, "true"], {
+      env,
+    });
+    assertOk(run, "run");
+    assertMatch(run.stderr, /run path: unprivileged: /);
+    // The image repository is the user's, not the installation's: uninstall leaves it.
+    await Deno.remove(`${local}/share`, { recursive: true });
+    await Deno.writeTextFile(`${local}/etc/shoal.json`, installedConfig);
 
     const removed = await runAs(user, installScript, ["--user", "--uninstall"], { env });
     assertOk(removed, "uninstall --user");
