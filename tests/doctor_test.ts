@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import { repoRoot, type Result, runCommand, shoal, shoalScript } from "./support/shoal.ts";
-import { type RunSite, runSite } from "./support/run.ts";
+import { type RunSite, runSite, testImages } from "./support/run.ts";
 import { runAs, TEST_USER_NOSUB, type TestUser, testUser } from "./support/users.ts";
 import type { DoctorReport, RunVerdict } from "../mod/doctor/report.ts";
 import type { Check } from "../mod/host/check.ts";
@@ -473,4 +473,35 @@ Deno.test("a writable layer larger than the helper allows takes the unprivileged
   ]);
   assertEquals(big.code, 0, big.stderr);
   assertMatch(runPathOf(big) ?? "", /^unprivileged: .*helper\.writableTmpfsSize 1g/);
+});
+
+Deno.test("a centralized repository others could change: doctor and run take the unprivileged path, as the helper refuses it", async () => {
+  const s = await helperSite();
+  const { reference } = await testImages();
+  const shared = `${s.dir}/shared`;
+  await Deno.mkdir(`${shared}/central`, { recursive: true });
+  await Deno.chmod(shared, 0o775);
+  await s.writeConfig({
+    repositories: { ...s.baseConfig.repositories as object, centralized: `${shared}/central` },
+  });
+  try {
+    const pulled = await s.shoal("root", ["pull", "-q", "--centralized-repository", reference]);
+    assertEquals(pulled.code, 0, pulled.stderr);
+    const report = await doctorOn(s, "user");
+    const central = verdict(report, "self", "centralized");
+    assertEquals(central.runPath, "unprivileged");
+    assertStringIncludes(central.reason, `"${shared}" must not be writable by group or others`);
+    const run = await s.shoal("user", [
+      "--debug",
+      "run",
+      "--centralized-repository",
+      reference,
+      "true",
+    ]);
+    assertEquals(run.code, 0, run.stderr);
+    assertMatch(runPathOf(run) ?? "", /^unprivileged: .*the centralized repository: /);
+  } finally {
+    await s.writeConfig();
+    await Deno.remove(shared, { recursive: true });
+  }
 });
