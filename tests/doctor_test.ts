@@ -204,7 +204,7 @@ Deno.test("doctor as a user without subordinate ids gets the usermod fix, and ru
   assertEquals(fixLines.length, 1, table.stdout);
   assertMatch(
     table.stdout,
-    /You cannot run containers here: .*only --root runs.*You can with --root/,
+    /You cannot run containers here: .*only --root runs.*You can run with --root/,
   );
 });
 
@@ -257,12 +257,12 @@ Deno.test("run path: the helper when it is sound, else squashfuse, else none wit
   assertEquals(none.runPath, null);
   assertEquals(
     none.reason,
-    "the helper path is blocked by: helper (x); the unprivileged path is blocked by: fuse (x)",
+    "the helper path is blocked by: helper: x; the unprivileged path is blocked by: fuse: x",
   );
   // What stops every run stops both paths, and is named alone.
   for (const id of ["security", "rundir", "identity", "config"]) {
     const stopped = chooseRunPath(fakeChecks({ [id]: "fail" }), false);
-    assertEquals([stopped.runPath, stopped.reason], [null, `${id} (x)`]);
+    assertEquals([stopped.runPath, stopped.reason], [null, `${id}: x`]);
   }
   // A refused image or layer size, or no cap_sys_admin, blocks the helper path only.
   for (const id of ["image", "tmpfs", "privileges"]) {

@@ -33,7 +33,7 @@ Examples:
 });
 
 const IDENTITY = { self: "as yourself", root: "with --root" } as const;
-const REPOSITORY = { local: "your repository", centralized: "centralized repository" } as const;
+const REPOSITORY = { local: "your repository", centralized: "the centralized repository" } as const;
 
 function describe(run: RunVerdict): string {
   return run.runPath === null ? `no run: ${run.reason}` : `${run.runPath} path: ${run.reason}`;
@@ -75,10 +75,10 @@ function printReport(report: DoctorReport): void {
     return;
   }
   const others = report.runs.filter((r) => r.runPath !== null)
-    .map((r) => `${IDENTITY[r.identity]} from the ${REPOSITORY[r.repository]}`);
+    .map((r) => `${IDENTITY[r.identity]} from ${REPOSITORY[r.repository]}`);
   printLine(
     `You cannot run containers here: ${plain!.reason}. ` +
-      (others.length > 0 ? `You can ${others.join(", ")}. ` : "") +
+      (others.length > 0 ? `You can run ${others.join(", ")}. ` : "") +
       `To fix: ${plain!.fixes.join("; ")}.`,
   );
 }

@@ -67,7 +67,7 @@ export interface RunPathChoice {
   blockers: Check[];
 }
 
-const named = (checks: Check[]) => checks.map((c) => `${c.title} (${c.detail})`).join("; ");
+const named = (checks: Check[]) => checks.map((c) => `${c.title}: ${c.detail}`).join("; ");
 
 export function chooseRunPath(checks: Check[], isRoot: boolean): RunPathChoice {
   const needs = requirements(isRoot);

@@ -91,7 +91,8 @@ export function imageRefusal(
     if (repositories.localRefused !== undefined) return repositories.localRefused;
     return image.uid === uid ? undefined : `${image.path} is not yours`;
   }
-  return `${image.path} is in no repository the helper takes images from (` +
+  const where = image.path.replace(/\/images\/[^/]*$/, "");
+  return `${where} is not a repository the helper takes images from (` +
     [centralized, local].filter((r) => r !== undefined).join(", ") + ")";
 }
 
