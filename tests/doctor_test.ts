@@ -335,6 +335,17 @@ Deno.test("kernelMountUserImages false: doctor and run --debug name it as why yo
     const own = verdict(report, "self", "local");
     assertEquals(own.runPath, "unprivileged");
     assertStringIncludes(own.reason, "helper.kernelMountUserImages is false");
+    assertStringIncludes(own.fixes.join("\n"), `"helper": {"kernelMountUserImages": true}`);
+    const table = await s.shoal("user", ["doctor"]);
+    assertEquals(table.code, 0);
+    assertMatch(
+      table.stdout,
+      /as yourself +your repository +unprivileged path: .*kernelMountUserImages is false/,
+    );
+    assertMatch(
+      table.stdout,
+      /^  as yourself, your repository: an admin may set "helper": \{"kernelMountUserImages": true\}/m,
+    );
     assertEquals(verdict(report, "self", "centralized").runPath, "helper");
     assertEquals(report.canRun, true);
     const run = await s.shoal("user", ["--debug", "run", image, "true"]);

@@ -68,6 +68,17 @@ function printReport(report: DoctorReport): void {
     ["RUN", "FROM", "VERDICT"],
     report.runs.map((r) => [IDENTITY[r.identity], REPOSITORY[r.repository], describe(r)]),
   );
+  // What the checks' fixes above do not already say.
+  const more = report.runs.flatMap((r) =>
+    r.fixes.filter((f) => !fixes.has(f)).map((f) =>
+      `  ${IDENTITY[r.identity]}, ${REPOSITORY[r.repository]}: ${f}`
+    )
+  );
+  if (more.length > 0) {
+    printLine();
+    printLine("To change these verdicts:");
+    for (const line of new Set(more)) printLine(line);
+  }
   printLine();
   const [plain] = report.runs;
   if (plain!.runPath !== null) {

@@ -11,7 +11,7 @@ export interface RunVerdict {
   runPath: RunPath | null;
   /** Why that path, naming what blocked the other; or why none. */
   reason: string;
-  /** With no path: what fixes it, first first. */
+  /** With no path: what fixes it, first first; on the unprivileged path: what would let the helper take it. */
   fixes: string[];
 }
 

@@ -62,7 +62,8 @@ export interface RunPathChoice {
   reason: string;
   /**
    * With no path: what to fix, first first (what stops every run, else what
-   * blocks the unprivileged path, the one that needs no site install).
+   * blocks the unprivileged path, the one that needs no site install). On
+   * the unprivileged path: what keeps the helper from taking the run.
    */
   blockers: Check[];
 }
@@ -95,7 +96,7 @@ export function chooseRunPath(checks: Check[], isRoot: boolean): RunPathChoice {
       runPath: "unprivileged",
       reason: "the image is mounted with squashfuse in a user namespace; the helper path is " +
         `blocked by: ${named(helper)}`,
-      blockers: [],
+      blockers: helper,
     };
   }
   return {
