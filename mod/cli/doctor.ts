@@ -68,16 +68,17 @@ function printReport(report: DoctorReport): void {
     ["RUN", "FROM", "VERDICT"],
     report.runs.map((r) => [IDENTITY[r.identity], REPOSITORY[r.repository], describe(r)]),
   );
-  // What the checks' fixes above do not already say.
-  const more = report.runs.flatMap((r) =>
-    r.fixes.filter((f) => !fixes.has(f)).map((f) =>
-      `  ${IDENTITY[r.identity]}, ${REPOSITORY[r.repository]}: ${f}`
-    )
-  );
-  if (more.length > 0) {
+  // What the checks' fixes above do not already say, each once with the runs it changes.
+  const more = new Map<string, string[]>();
+  for (const r of report.runs) {
+    for (const f of r.fixes.filter((f) => !fixes.has(f))) {
+      more.set(f, [...more.get(f) ?? [], `${IDENTITY[r.identity]}, ${REPOSITORY[r.repository]}`]);
+    }
+  }
+  if (more.size > 0) {
     printLine();
     printLine("To change these verdicts:");
-    for (const line of new Set(more)) printLine(line);
+    for (const [fix, runs] of more) printLine(`  ${runs.join("; ")}: ${fix}`);
   }
   printLine();
   const [plain] = report.runs;
