@@ -83,7 +83,8 @@ export function helperCheck(loaded: LoadedConfig): Check {
       fix: `install shoal under a prefix on a filesystem mounted without nosuid`,
     };
   }
-  const distrusted = helperTrustProblems(loaded);
+  // With the installation checked as it loaded, the helper's own rule has passed too.
+  const distrusted = loaded.installationChecked ? [] : helperTrustProblems(loaded);
   if (distrusted.length > 0) return { ...base, ...problemsFailure(distrusted) };
   return { ...base, status: "ok", detail: `${detail}, setuid root` };
 }

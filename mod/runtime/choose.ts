@@ -219,8 +219,8 @@ export function tmpfsCheck(loaded: LoadedConfig, size: number | undefined): Chec
   return {
     ...base,
     status: "warn",
-    detail: `--writable-tmpfs-size ${size} bytes is more than the helper's writable layers may ` +
-      `hold (helper.writableTmpfsSize ${limit})`,
+    detail: `--writable-tmpfs-size ${Math.ceil(size / 1024)}k is more than the helper's ` +
+      `writable layers may hold (helper.writableTmpfsSize ${limit})`,
     fix: "ask for less, or ask your admin to raise helper.writableTmpfsSize",
   };
 }
