@@ -153,6 +153,37 @@ fi
 parent=$(dirname "$prefix")
 [ -d "$parent" ] || die "$parent does not exist: create it, or choose another --prefix"
 
+# Whether directory $1 may stand above files shoal trusts: root's (or, for
+# --user, yours) and not writable by group or others (a symlink's own mode
+# means nothing). Sets WHY when it may not.
+trusted_dir() {
+  uid=$(stat -c %u "$1")
+  if [ "$uid" != 0 ] && [ "$uid" != "$OWNER" ]; then
+    WHY="$1 is owned by uid $uid"
+  elif [ ! -L "$1" ] && [ -n "$(find "$1" -maxdepth 0 -perm /022 -print)" ]; then
+    WHY="$1 is writable by group or others"
+  else
+    return 0
+  fi
+  return 1
+}
+
+# A site install is trusted by every user and holds a setuid helper: under a
+# directory someone else can write (/tmp, a shared or home directory) that
+# someone could replace it. Refused before anything is built; the directory
+# itself is never changed (it is not the installation's).
+if [ "$user" = no ]; then
+  for start in "$parent" "$(readlink -f "$parent")"; do
+    p=$start
+    while :; do
+      trusted_dir "$p" ||
+        die "$WHY: a site install under it could be replaced by others; leave it as it is and choose a --prefix whose every directory above is root's and not writable by others (e.g. /opt/shoal)"
+      [ "$p" != / ] || break
+      p=$(dirname "$p")
+    done
+  done
+fi
+
 if [ "$bootstrap" = yes ]; then
   sh "$ROOT/scripts/bootstrap" || die "scripts/bootstrap failed (see above)"
 fi
@@ -446,17 +477,22 @@ fi
 
 # shoal refuses to trust a config, helper or hooks dir that someone other than
 # root (or, for --user, you) could replace through any directory above it.
+# Inside the prefix that is the installation's to fix; above it (a --user
+# install's home, say) it is not: shoal goes elsewhere instead.
 seen=
 check_chain() {
   p=$1
   while :; do
     case " $seen " in *" $p "*) return 0 ;; esac
     seen="$seen $p"
-    uid=$(stat -c %u "$p")
-    if [ "$uid" != 0 ] && [ "$uid" != "$OWNER" ]; then
-      warn "$p is owned by uid $uid: shoal's security checks will refuse this installation (run: chown root \"$p\", or install elsewhere)"
-    elif [ ! -L "$p" ] && [ -n "$(find "$p" -maxdepth 0 -perm /022 -print)" ]; then
-      warn "$p is writable by group or others: shoal's security checks will refuse this installation (run: chmod go-w \"$p\", or install elsewhere)"
+    if ! trusted_dir "$p"; then
+      case $p in
+        "$prefix" | "$prefix"/*)
+          if [ "${WHY%owned by uid*}" != "$WHY" ]; then fix="chown $OWNER \"$p\""; else fix="chmod go-w \"$p\""; fi
+          warn "$WHY: shoal's security checks will refuse this installation (run: $fix)"
+          ;;
+        *) warn "$WHY: shoal's security checks will refuse this installation (leave it as it is; install elsewhere with --prefix)" ;;
+      esac
     fi
     [ "$p" != / ] || return 0
     p=$(dirname "$p")

@@ -4,6 +4,9 @@ import { repoRoot, type Result, runCommand } from "./support/shoal.ts";
 import { runAs, testUser } from "./support/users.ts";
 import { siteConfigSchema } from "../mod/config/schema.ts";
 import { VERSION } from "../mod/version.ts";
+import { dirname } from "../mod/path.ts";
+import type { DoctorReport } from "../mod/doctor/report.ts";
+import { makeFuseUsable, testImages } from "./support/run.ts";
 
 const TEMPLATE = `${repoRoot}/share/shoal.json.default`;
 /** The launcher build: fast and the same on every machine, for tests about the lifecycle. */
@@ -220,21 +223,36 @@ Deno.test("DENORT_BIN makes install.sh compile; a missing or wrong one fails and
   }
 });
 
-Deno.test("install.sh warns when the prefix sits in a directory others can write", async () => {
+Deno.test("install.sh refuses a site prefix under a directory others can write or own, and changes nothing", async () => {
+  const user = await testUser();
   const dir = await rootOwnedTempDir();
+  const tmp = await Deno.makeTempDir({ dir: "/tmp", prefix: "shoal-install-" });
   try {
     await Deno.mkdir(`${dir}/shared`, { mode: 0o775 });
     await Deno.chmod(`${dir}/shared`, 0o775);
-    const prefix = `${dir}/shared/shoal`;
-    const r = await runInstall(["--prefix", prefix, ...QUICK]);
-    assertOk(r, "install");
-    assertStringIncludes(
-      r.stderr,
-      `install.sh: warning: ${dir}/shared is writable by group or others: shoal's security checks will refuse this installation`,
-    );
-    assertOk(await runInstall(["--uninstall", "--prefix", prefix]), "uninstall");
+    await Deno.mkdir(`${dir}/theirs`, { mode: 0o755 });
+    await Deno.chown(`${dir}/theirs`, user.uid, user.gid);
+    await Deno.chmod(tmp, 0o755);
+    const cases: [string, RegExp][] = [
+      [`${dir}/shared/shoal`, new RegExp(`${dir}/shared is writable by group or others`)],
+      [`${dir}/theirs/shoal`, new RegExp(`${dir}/theirs is owned by uid ${user.uid}`)],
+      // /tmp itself: the fix is never to change it.
+      [
+        `${tmp}/shoal`,
+        /: \/tmp is writable by group or others: .*leave it as it is and choose a --prefix/,
+      ],
+    ];
+    for (const [prefix, why] of cases) {
+      const before = await tree(dirname(prefix));
+      const r = await runInstall(["--prefix", prefix, ...QUICK]);
+      assertOneLineError(r, 1, why);
+      assert(!/chmod|chown/.test(r.stderr), r.stderr);
+      assertEquals(await tree(dirname(prefix)), before, "nothing installed");
+    }
+    assertEquals(((await Deno.stat("/tmp")).mode ?? 0) & 0o7777, 0o1777);
   } finally {
     await Deno.remove(dir, { recursive: true });
+    await Deno.remove(tmp, { recursive: true });
   }
 });
 
@@ -297,6 +315,38 @@ Deno.test("--user installs into the user's ~/.local without root, runs, and unin
     );
     assertEquals(check.status, "ok", check.detail);
     assertStringIncludes(check.detail, `${local}/etc/shoal.json`);
+
+    // Doctor's report fits a user install: nothing of the user's must become root's, no
+    // setuid helper goes into ~/.local; its verdict is what a run does.
+    await makeFuseUsable();
+    const { reference, registry } = await testImages();
+    const installedConfig = await Deno.readTextFile(`${local}/etc/shoal.json`);
+    const siteConfig = JSON.parse(installedConfig);
+    await Deno.writeTextFile(
+      `${local}/etc/shoal.json`,
+      JSON.stringify({ ...siteConfig, registries: { insecure: [registry.host] } }),
+    );
+    const doctor = await runAs(user, `${local}/bin/shoal`, ["doctor", "--format", "json"], { env });
+    const report = JSON.parse(doctor.stdout) as DoctorReport;
+    assertEquals(report.install, { kind: "user", prefix: local });
+    const fixes = report.checks.flatMap((c) => c.fix ?? []).join("\n");
+    assert(!fixes.includes("chown root"), fixes);
+    assert(!fixes.includes("install.sh --prefix"), fixes);
+    assert(!fixes.includes("securityChecks"), fixes);
+    for (const id of ["security", "config"]) {
+      assertEquals(report.checks.find((c) => c.id === id)?.status, "ok", id);
+    }
+    assertEquals(report.runs.map((r) => r.runPath), ["unprivileged", "unprivileged"]);
+    assertEquals(doctor.code, 0, doctor.stderr);
+    assertOk(await runAs(user, `${local}/bin/shoal`, ["pull", "-q", reference], { env }), "pull");
+    const run = await runAs(user, `${local}/bin/shoal`, ["--debug", "run", reference, "true"], {
+      env,
+    });
+    assertOk(run, "run");
+    assertMatch(run.stderr, /run path: unprivileged: /);
+    // The image repository is the user's, not the installation's: uninstall leaves it.
+    await Deno.remove(`${local}/share`, { recursive: true });
+    await Deno.writeTextFile(`${local}/etc/shoal.json`, installedConfig);
 
     const removed = await runAs(user, installScript, ["--user", "--uninstall"], { env });
     assertOk(removed, "uninstall --user");

@@ -8,8 +8,8 @@ import { assert, assertEquals, assertMatch, assertThrows } from "./support/asser
 import { ShoalError, UsageError } from "../mod/errors.ts";
 import { runcFailure } from "../mod/runtime/runc_error.ts";
 import { helperMayMount, localRepositoryWalkable, noPathError } from "../mod/runtime/choose.ts";
-import { usernsLimitsCheck } from "../mod/doctor/kernel.ts";
-import { fuseCheck } from "../mod/doctor/tools.ts";
+import { usernsLimitsCheck } from "../mod/host/kernel.ts";
+import { fuseCheck } from "../mod/host/tools.ts";
 import { parseSize } from "../mod/cli/run.ts";
 import { parseSignal } from "../mod/runtime/runs.ts";
 import { liveRuns, processStartTime, writeState } from "../mod/runtime/state.ts";

@@ -1,4 +1,4 @@
-import type { DoctorReport } from "../doctor/report.ts";
+import type { DoctorReport, RunVerdict } from "../doctor/report.ts";
 import { ExitStatus } from "../errors.ts";
 import { formatOption } from "./context.ts";
 import { printJson, printLine, printTable } from "./output.ts";
@@ -11,8 +11,10 @@ export const doctorCommand = defineCommand({
   args: [],
   options: { format: formatOption() },
   more: `
-Exits 0 when you can run containers, 1 when you cannot; each failed check
-comes with the fix for your admin.
+Says what \`shoal run\` does for you, as yourself and with --root, from your
+repository and the site's centralized one, and why; each failed check comes
+with its fix. Exits 0 when \`shoal run IMAGE\` (as yourself, your repository)
+works, 1 when it does not.
 
 Examples:
   shoal doctor
@@ -30,9 +32,19 @@ Examples:
   },
 });
 
+const IDENTITY = { self: "as yourself", root: "with --root" } as const;
+const REPOSITORY = { local: "your repository", centralized: "the centralized repository" } as const;
+
+function describe(run: RunVerdict): string {
+  return run.runPath === null ? `no run: ${run.reason}` : `${run.runPath} path: ${run.reason}`;
+}
+
 function printReport(report: DoctorReport): void {
-  const { user } = report;
-  printLine(`shoal doctor for ${user.name} (uid ${user.uid}, gid ${user.gid})`);
+  const { user, install } = report;
+  printLine(
+    `shoal doctor for ${user.name} (uid ${user.uid}, gid ${user.gid}), ` +
+      `${install.kind} install at ${install.prefix}`,
+  );
   printLine();
   printTable(
     ["CHECK", "STATUS", "DETAIL"],
@@ -47,16 +59,38 @@ function printReport(report: DoctorReport): void {
   }
   if (fixes.size > 0) {
     printLine();
-    printLine("To fix (as the admin):");
+    printLine("To fix:");
     for (const [fix, titles] of fixes) printLine(`  ${titles.join(", ")}: ${fix}`);
   }
   printLine();
-  if (report.runPath !== null) {
-    printLine(`You can run containers: ${report.runPath} path; ${report.runPathReason}.`);
-  } else {
-    printLine(
-      `You cannot run containers here: ${report.runPathReason}. ` +
-        "Ask your admin to apply the fixes above.",
-    );
+  printLine("What `shoal run` does for you:");
+  printTable(
+    ["RUN", "FROM", "VERDICT"],
+    report.runs.map((r) => [IDENTITY[r.identity], REPOSITORY[r.repository], describe(r)]),
+  );
+  // What the checks' fixes above do not already say, each once with the runs it changes.
+  const more = new Map<string, string[]>();
+  for (const r of report.runs) {
+    for (const f of r.fixes.filter((f) => !fixes.has(f))) {
+      more.set(f, [...more.get(f) ?? [], `${IDENTITY[r.identity]}, ${REPOSITORY[r.repository]}`]);
+    }
   }
+  if (more.size > 0) {
+    printLine();
+    printLine("To change these verdicts:");
+    for (const [fix, runs] of more) printLine(`  ${runs.join("; ")}: ${fix}`);
+  }
+  printLine();
+  const [plain] = report.runs;
+  if (plain!.runPath !== null) {
+    printLine(`You can run containers: ${plain!.runPath} path; ${plain!.reason}.`);
+    return;
+  }
+  const others = report.runs.filter((r) => r.runPath !== null)
+    .map((r) => `${IDENTITY[r.identity]} from ${REPOSITORY[r.repository]}`);
+  printLine(
+    `You cannot run containers here: ${plain!.reason}. ` +
+      (others.length > 0 ? `You can run ${others.join(", ")}. ` : "") +
+      `To fix: ${plain!.fixes.join("; ")}.`,
+  );
 }

@@ -10,7 +10,7 @@ import { isAbsolute, join } from "../path.ts";
 import { type InstallLayout, installLayout } from "./layout.ts";
 import type { SiteConfig, UserPreferences } from "./schema.ts";
 import { type ConfigInputs, readCache, type ValidatedConfig, writeCache } from "./cache.ts";
-import { checkInstallation, checkUncheckedConfig } from "./security.ts";
+import { checkTrust } from "./security.ts";
 import { getpwuid } from "../sys/user.ts";
 import { defineLazy } from "../lazy.ts";
 import { VERSION } from "../version.ts";
@@ -83,7 +83,7 @@ export interface LoadedConfig {
   preferences: UserPreferences;
   /** The user preferences file read; undefined when there was none. */
   preferencesFile?: string;
-  /** The installation passed the security checks as it was loaded (checkInstallation). */
+  /** The installation passed the security checks as it was loaded (checkTrust). */
   installationChecked?: boolean;
   /** Where the caller's run directory is looked for (runtime/rundir.ts). */
   runBase: RunBaseWhere;
@@ -149,10 +149,8 @@ export async function loadConfig(opts: LoadOptions = {}): Promise<LoadedConfig> 
     },
   };
   if (opts.securityChecks !== false) {
-    if (config.securityChecks) {
-      checkInstallation(loaded);
-      loaded.installationChecked = true;
-    } else if (loaded.file) checkUncheckedConfig(loaded.file, { uid: env.uid, name: env.user });
+    checkTrust(loaded, { uid: env.uid, name: env.user });
+    loaded.installationChecked = config.securityChecks;
   }
   return loaded;
 }

@@ -11,17 +11,24 @@
  * from creating a missing path component first or from squatting a name a
  * later install will use; nobody installs shoal there, and the setuid helper
  * applies the same rule, so one strict rule is simpler to trust.
+ *
+ * A fix is a command only for what belongs to the installation (a trusted
+ * file itself, or a directory at or below the prefix). A directory above it
+ * (/, /tmp, /home, a user's home) is the machine's or another person's:
+ * loosening or taking it would harm far more than shoal, so the fix there is
+ * to install shoal elsewhere.
  */
 import { dirname, join, resolve } from "../path.ts";
 import { SecurityError } from "../errors.ts";
 import type { LoadedConfig } from "./load.ts";
+import type { SiteConfig } from "./schema.ts";
 
 export interface SecurityProblem {
   path: string;
   rule: "owner" | "writable" | "unreadable";
   /** One line: `"/opt/shoal/etc/shoal.json" must be owned by root`. */
   message: string;
-  /** The command that fixes it. */
+  /** What fixes it without harming anything else (see the header). */
   hint: string;
 }
 
@@ -38,16 +45,20 @@ export interface Owner {
   name: string;
 }
 
+/** Whose the trusted files are: root's (a site install), or also `alsoOwnedBy`'s (a user install). */
+interface Trust {
+  seen: Seen;
+  alsoOwnedBy?: Owner;
+  /** The installation's prefix: what is at or below it may be fixed in place. */
+  prefix: string;
+}
+
 /**
  * Problems with one trusted path. A path that does not exist has none: there
  * is nothing to trust yet, and whatever needs it reports that it is missing.
- * `seen` lets one run skip directories it has already examined.
+ * `trust.seen` lets one run skip directories it has already examined.
  */
-export function pathProblems(
-  path: string,
-  seen: Seen = new Set(),
-  alsoOwnedBy?: Owner,
-): SecurityProblem[] {
+function pathProblems(path: string, trust: Trust): SecurityProblem[] {
   const absolute = resolve(path);
   let real: string;
   try {
@@ -61,7 +72,7 @@ export function pathProblems(
   // resolved target: whoever can write there can replace the file itself.
   const problems: SecurityProblem[] = [];
   for (const p of [...chain(absolute), ...chain(real)]) {
-    problems.push(...entryProblems(p, seen, alsoOwnedBy));
+    problems.push(...entryProblems(p, trust, p === absolute || p === real));
   }
   return problems;
 }
@@ -73,7 +84,8 @@ function chain(path: string): string[] {
   return out;
 }
 
-function entryProblems(path: string, seen: Seen, alsoOwnedBy?: Owner): SecurityProblem[] {
+function entryProblems(path: string, trust: Trust, trusted: boolean): SecurityProblem[] {
+  const { seen, alsoOwnedBy, prefix } = trust;
   if (seen.has(path)) return [];
   seen.add(path);
   let info: Deno.FileInfo;
@@ -86,12 +98,17 @@ function entryProblems(path: string, seen: Seen, alsoOwnedBy?: Owner): SecurityP
   if (seen.has(key)) return [];
   seen.add(key);
   const problems: SecurityProblem[] = [];
+  const ours = trusted || path === prefix || path.startsWith(`${prefix}/`);
   if (info.uid !== 0 && info.uid !== alsoOwnedBy?.uid) {
     problems.push({
       path,
       rule: "owner",
       message: `"${path}" must be owned by root${alsoOwnedBy ? ` or ${alsoOwnedBy.name}` : ""}`,
-      hint: `run: chown root:root "${path}"`,
+      hint: !ours
+        ? moveAway(path, alsoOwnedBy)
+        : alsoOwnedBy
+        ? `reinstall with ./install.sh --user, which makes its files yours`
+        : `run: chown root:root "${path}"`,
     });
   }
   // A symlink's own mode bits are always 0777 and never consulted by Linux.
@@ -100,10 +117,19 @@ function entryProblems(path: string, seen: Seen, alsoOwnedBy?: Owner): SecurityP
       path,
       rule: "writable",
       message: `"${path}" must not be writable by group or others`,
-      hint: `run: chmod go-w "${path}"`,
+      hint: ours ? `run: chmod go-w "${path}"` : moveAway(path, alsoOwnedBy),
     });
   }
   return problems;
+}
+
+/** The fix for a directory above the installation: move shoal, leave the directory alone. */
+function moveAway(path: string, user: Owner | undefined): string {
+  const where = user
+    ? "./install.sh --user --prefix DIR, DIR in a directory only you and root can write"
+    : "./install.sh --prefix DIR, DIR in a directory only root can write (e.g. /opt/shoal)";
+  return `leave "${path}" as it is (it is not shoal's to change) and install shoal elsewhere: ` +
+    `${where}; then remove this installation with ./install.sh --uninstall`;
 }
 
 function unreadable(path: string, err: unknown): SecurityProblem {
@@ -131,8 +157,8 @@ export type TrustedPaths = Pick<LoadedConfig, "file"> & {
  * where they exist. A directory shared by several of them is reported once.
  */
 export function installationProblems(loaded: TrustedPaths): SecurityProblem[] {
-  const seen: Seen = new Set();
   const { prefix } = loaded.layout;
+  const trust: Trust = { seen: new Set(), prefix };
   const { helper, runc, init, hooksDir } = loaded.paths;
   const problems: SecurityProblem[] = [];
   const trusted = [
@@ -146,7 +172,7 @@ export function installationProblems(loaded: TrustedPaths): SecurityProblem[] {
     hooksDir,
   ];
   for (const path of trusted) {
-    if (path !== undefined) problems.push(...pathProblems(path, seen));
+    if (path !== undefined) problems.push(...pathProblems(path, trust));
   }
   let hooks: string[] = [];
   try {
@@ -156,26 +182,60 @@ export function installationProblems(loaded: TrustedPaths): SecurityProblem[] {
     const missing = err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory;
     if (!missing) problems.push(unreadable(hooksDir, err));
   }
-  for (const hook of hooks) problems.push(...pathProblems(hook, seen));
+  for (const hook of hooks) problems.push(...pathProblems(hook, trust));
   return problems;
 }
 
-/** Throws the first problem of `installationProblems` as a SecurityError. */
-export function checkInstallation(loaded: TrustedPaths): void {
-  throwFirst(installationProblems(loaded));
+/**
+ * The helper's own rule (helper/main.c, "What it trusts"), which it applies
+ * whatever securityChecks says: itself, the site config and runc, root's and
+ * not writable by others, with every directory above them.
+ */
+export function helperTrustProblems(loaded: TrustedPaths): SecurityProblem[] {
+  const trust: Trust = { seen: new Set(), prefix: loaded.layout.prefix };
+  const { helper, runc } = loaded.paths;
+  return [helper, loaded.file, runc].flatMap((p) => p === undefined ? [] : pathProblems(p, trust));
 }
+
+/** Problems with `path` by the rule, for a directory the helper trusts outside the installation. */
+export function rootOnlyProblems(path: string): SecurityProblem[] {
+  return pathProblems(path, { seen: new Set(), prefix: path });
+}
+
+/** What an installation trusts and whether it checks it, as loaded. */
+export type CheckedInstall = TrustedPaths & { config: Pick<SiteConfig, "securityChecks"> };
 
 /**
- * A config file that turns the checks off must itself be safe from other
- * users, or any of them could turn them off: owned (with every directory
- * above it) by root or by `user`, and not writable by group or others. This
- * is what lets a home-directory install (`install.sh --user`) run unchecked.
+ * What stops every command of this installation for `user` (loadConfig
+ * throws the first): the checks of installationProblems where the config
+ * keeps them on; where it turns them off, the config itself must still be
+ * safe from other users, or any of them could turn them off: owned (with
+ * every directory above it) by root or by `user`, not writable by group or
+ * others. This is what lets a home-directory install (`install.sh --user`)
+ * run unchecked.
  */
-export function checkUncheckedConfig(file: string, user: Owner): void {
-  throwFirst(pathProblems(file, new Set(), user));
+export function trustProblems(loaded: CheckedInstall, user: Owner): SecurityProblem[] {
+  if (loaded.config.securityChecks) return installationProblems(loaded);
+  if (loaded.file === undefined) return [];
+  return pathProblems(loaded.file, {
+    seen: new Set(),
+    alsoOwnedBy: user,
+    prefix: loaded.layout.prefix,
+  });
 }
 
-function throwFirst(problems: SecurityProblem[]): void {
-  const [first] = problems;
+/** A user install (`install.sh --user`): checks off, and a config of its own user's. */
+export function isUserInstall(loaded: CheckedInstall): boolean {
+  if (loaded.config.securityChecks || loaded.file === undefined) return false;
+  try {
+    return Deno.statSync(loaded.file).uid !== 0;
+  } catch {
+    return false;
+  }
+}
+
+/** Throws the first of trustProblems as a SecurityError. */
+export function checkTrust(loaded: CheckedInstall, user: Owner): void {
+  const [first] = trustProblems(loaded, user);
   if (first) throw new SecurityError(first.message, { hint: first.hint });
 }

@@ -6,7 +6,7 @@
  */
 import { ShoalError } from "../errors.ts";
 import { currentEnv, loadConfig, type LoadedConfig } from "../config/load.ts";
-import type { Check } from "./report.ts";
+import type { Check } from "../host/check.ts";
 
 export interface ConfigProblem {
   message: string;

@@ -1,5 +1,13 @@
-/** `shoal doctor`'s engine: runs every probe and decides which run path this user gets. */
+/**
+ * `shoal doctor`'s engine: runs every probe, then decides what `shoal run`
+ * would do for this user, as yourself and with --root, from each repository,
+ * by the rule and the per-run checks the run itself uses (host/runpath.ts,
+ * runtime/choose.ts).
+ */
 import { findTool, type LoadedConfig } from "../config/load.ts";
+import { isUserInstall } from "../config/security.ts";
+import { join } from "../path.ts";
+import { imageCheck, type ImageFileInfo, tmpfsCheck } from "../runtime/choose.ts";
 import { kernelVersion } from "../sys/kernel.ts";
 import {
   rangesOf,
@@ -11,8 +19,9 @@ import {
 import { credentials, getgrgid, getpwuid } from "../sys/user.ts";
 import type { ConfigProblem } from "./config.ts";
 import { configCheck } from "./config.ts";
-import { idmapToolCheck, privilegesCheck, subidCheck } from "./ids.ts";
-import { helperCheck, securityCheck } from "./install.ts";
+import type { Check } from "../host/check.ts";
+import { idmapToolCheck, privilegesCheck, subidCheck } from "../host/ids.ts";
+import { helperCheck, securityCheck } from "../host/install.ts";
 import {
   cgroupCheck,
   idmappedCheck,
@@ -22,10 +31,11 @@ import {
   usernsCheck,
   usernsLimitsCheck,
   usernsSysctls,
-} from "./kernel.ts";
-import type { Check, DoctorReport } from "./report.ts";
-import { chooseRunPath } from "./runpath.ts";
-import { fuseCheck, fusermountCheck, runcCheck, squashfuseCheck } from "./tools.ts";
+} from "../host/kernel.ts";
+import { runDirCheck } from "../host/rundir.ts";
+import { chooseRunPath, identityCheck } from "../host/runpath.ts";
+import { fuseCheck, fusermountCheck, runcCheck, squashfuseCheck } from "../host/tools.ts";
+import type { DoctorReport, RunVerdict } from "./report.ts";
 
 export interface DiagnoseOptions {
   /** Why the configuration did not load as it is (see loadForDoctor). */
@@ -59,7 +69,6 @@ export async function diagnose(
   options: DiagnoseOptions = {},
 ): Promise<DoctorReport> {
   const user = who();
-  const isRoot = user.uid === 0;
   const release = Deno.osRelease();
   const kernel = { release, version: kernelVersion(release) };
   const sysctls = await usernsSysctls();
@@ -110,11 +119,21 @@ export async function diagnose(
     fusermountCheck(paths.fusermount),
     cgroupCheck(),
     helperCheck(loaded),
-    securityCheck(loaded),
+    securityCheck(loaded, user),
+    runDirCheck(loaded.runBase),
   ];
-  const { runPath, reason } = chooseRunPath(checks, isRoot);
+  const runs = verdicts(loaded, checks, { ...user, subuid, subgid });
+  const plain = runs[0]!;
   return {
     user,
+    install: {
+      kind: loaded.layout.kind === "checkout"
+        ? "checkout"
+        : isUserInstall(loaded)
+        ? "user"
+        : "site",
+      prefix: loaded.layout.prefix,
+    },
     subuid,
     subgid,
     // One key order in the JSON, whichever probe built the check.
@@ -125,8 +144,51 @@ export async function diagnose(
       detail,
       fix,
     })),
-    runPath,
-    runPathReason: reason,
-    canRun: runPath !== null,
+    runs,
+    runPath: plain.runPath,
+    runPathReason: plain.reason,
+    canRun: plain.runPath !== null,
   };
+}
+
+/** An image as a repository would store it: the helper judges it by where it is and whose. */
+function storedImage(repository: string, uid: number): ImageFileInfo {
+  let real = repository;
+  try {
+    real = Deno.realPathSync(repository);
+  } catch { /* not made yet: a pull makes it where it is named */ }
+  return { path: join(real, "images", `sha256-${"0".repeat(64)}.sqsh`), uid, mode: 0o100644 };
+}
+
+/**
+ * What a run does as yourself and with --root, from your repository and the
+ * centralized one where the site has it: the host's checks and the run's own
+ * (identity, the image as the helper sees it, the default writable layer),
+ * decided by the run's rule.
+ */
+function verdicts(
+  loaded: LoadedConfig,
+  checks: Check[],
+  user: Parameters<typeof identityCheck>[0]["user"],
+): RunVerdict[] {
+  const repositories = [
+    { repository: "local" as const, path: loaded.paths.localRepository, owner: user.uid },
+    ...(loaded.paths.centralizedRepository === undefined ? [] : [{
+      repository: "centralized" as const,
+      path: loaded.paths.centralizedRepository,
+      owner: 0,
+    }]),
+  ];
+  return (["self", "root"] as const).flatMap((identity) =>
+    repositories.map(({ repository, path, owner }) => {
+      const { runPath, reason, blockers } = chooseRunPath([
+        ...checks,
+        identityCheck({ root: identity === "root", user }),
+        imageCheck(loaded, user.uid, storedImage(path, owner)),
+        tmpfsCheck(loaded, undefined),
+      ], user.uid === 0);
+      const fixes = [...new Set(blockers.flatMap((c) => c.fix === undefined ? [] : [c.fix]))];
+      return { identity, repository, runPath, reason, fixes };
+    })
+  );
 }

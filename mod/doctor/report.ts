@@ -1,20 +1,19 @@
 /** What `shoal doctor` finds: plain data, printed by the CLI as a table or JSON. */
+import type { Check, RunPath } from "../host/check.ts";
 import type { SubidRange } from "../sys/subid.ts";
 
-export type CheckStatus = "ok" | "warn" | "fail";
-
-export interface Check {
-  /** Stable identifier for scripts: "userns", "fuse", ... */
-  id: string;
-  title: string;
-  status: CheckStatus;
-  /** What was found, one line. */
-  detail: string;
-  /** What an admin runs to fix a failed or warned item. */
-  fix?: string;
+/** What `shoal run` does for this user with one identity, from one repository. */
+export interface RunVerdict {
+  /** "self": `shoal run IMAGE`; "root": `shoal run --root IMAGE`. */
+  identity: "self" | "root";
+  /** "local": the user's own images; "centralized": `--centralized-repository`. */
+  repository: "local" | "centralized";
+  runPath: RunPath | null;
+  /** Why that path, naming what blocked the other; or why none. */
+  reason: string;
+  /** With no path: what fixes it, first first; on the unprivileged path: what would let the helper take it. */
+  fixes: string[];
 }
-
-export type RunPath = "helper" | "unprivileged";
 
 export interface DoctorReport {
   user: {
@@ -24,12 +23,18 @@ export interface DoctorReport {
     groups: { gid: number; name: string | null }[];
     home: string;
   };
+  /**
+   * "site": installed by root for every user; "user": `install.sh --user`,
+   * the user's own files and no helper; "checkout": run from a clone.
+   */
+  install: { kind: "site" | "user" | "checkout"; prefix: string };
   subuid: SubidRange[];
   subgid: SubidRange[];
   checks: Check[];
-  /** The way this user's containers run: kernel squashfs through the helper, or squashfuse. */
+  /** Every identity and repository, the plain `shoal run IMAGE` first. */
+  runs: RunVerdict[];
+  /** The plain `shoal run IMAGE`'s path (runs[0]), or null when it fails. */
   runPath: RunPath | null;
-  /** Why that path (or why none). */
   runPathReason: string;
   canRun: boolean;
 }

@@ -1,19 +1,21 @@
 /**
  * Which way one run goes: path A (the setuid helper: kernel squashfs, idmapped)
- * or path B (squashfuse and overlay in a user namespace). The decision is
- * doctor's (mod/doctor/runpath.ts), fed with the checks that cost no child
- * process, plus one rule doctor cannot know: whether the helper may mount this
- * particular image (root's images always; the user's own only where the site
- * sets helper.kernelMountUserImages, since the kernel's squashfs parser then
- * reads data the user wrote).
+ * or path B (squashfuse and overlay in a user namespace), or none and why. The
+ * rule is host/runpath.ts's, which doctor predicts with, fed here with the
+ * checks that cost no child process, plus what only a run knows: whether the
+ * helper will mount this image (root's images always; the user's own only
+ * where the site sets helper.kernelMountUserImages, since the kernel's
+ * squashfs parser then reads data the user wrote), the size of the writable
+ * layer asked for, and the identity (own ids or --root).
  */
 import { join } from "../path.ts";
 import { expand, type LoadedConfig } from "../config/load.ts";
 import { getpwuid } from "../sys/user.ts";
 import { ShoalError } from "../errors.ts";
 import { kernelVersion } from "../sys/kernel.ts";
-import { idmapToolCheck, privilegesCheck } from "../doctor/ids.ts";
-import { helperCheck, securityCheck } from "../doctor/install.ts";
+import { rootOnlyProblems } from "../config/security.ts";
+import { idmapToolCheck, privilegesCheck } from "../host/ids.ts";
+import { helperCheck, securityCheck } from "../host/install.ts";
 import {
   idmappedCheck,
   kernelCheck,
@@ -21,10 +23,11 @@ import {
   squashfsKernelCheck,
   usernsLimitsCheck,
   usernsSysctls,
-} from "../doctor/kernel.ts";
-import type { Check, RunPath } from "../doctor/report.ts";
-import { chooseRunPath } from "../doctor/runpath.ts";
-import { fuseCheck, squashfuseCheck } from "../doctor/tools.ts";
+} from "../host/kernel.ts";
+import type { Check, RunPath } from "../host/check.ts";
+import { chooseRunPath, EVERY_RUN, identityCheck, type IdentityRequest } from "../host/runpath.ts";
+import { runDirCheck } from "../host/rundir.ts";
+import { fuseCheck, squashfuseCheck } from "../host/tools.ts";
 
 export interface PathChoice {
   path: RunPath;
@@ -51,38 +54,66 @@ function canonical(path: string): boolean {
 /** Where the helper takes images from, as it names them (helperRepositories). */
 export interface HelperRepositories {
   centralized?: string;
-  /** Absent when the helper would refuse the walk to it (see localRepositoryWalkable). */
   local?: string;
+  /** Why the helper would refuse the walk to `local` (localRepositoryRefusal). */
+  localRefused?: string;
 }
 
 /**
- * Whether the helper will mount this image (helper/main.c's header, "Image"):
- * the path is literally REPO/images/<algorithm>-<hex>.sqsh; in the centralized
- * repository the file is root's, in the local one the user's and only where
- * the site sets helper.kernelMountUserImages; never writable by group or others.
+ * Why the helper will not mount this image (helper/main.c's header, "Image"),
+ * or undefined when it will: the path is literally
+ * REPO/images/<algorithm>-<hex>.sqsh; in the centralized repository the file
+ * is root's, on a path only root can change; in the local one the user's,
+ * and only where the site sets helper.kernelMountUserImages; never writable
+ * by group or others.
  */
+export function imageRefusal(
+  image: ImageFileInfo,
+  uid: number,
+  kernelMountUserImages: boolean,
+  repositories: HelperRepositories,
+): string | undefined {
+  const inRepository = (repo: string | undefined) =>
+    repo !== undefined && canonical(image.path) && image.path.startsWith(`${repo}/images/`) &&
+    STORED_IMAGE.test(image.path.slice(repo.length + "/images/".length));
+  if ((image.mode & 0o022) !== 0) return `${image.path} is writable by group or others`;
+  const { centralized, local } = repositories;
+  if (inRepository(centralized)) {
+    const [problem] = rootOnlyProblems(`${centralized}/images`);
+    if (problem !== undefined) return `the centralized repository: ${problem.message}`;
+    return image.uid === 0 ? undefined : `${image.path} is not root's`;
+  }
+  if (inRepository(local)) {
+    if (!kernelMountUserImages) {
+      return "helper.kernelMountUserImages is false: the helper mounts root's images only, " +
+        "so yours are mounted with squashfuse";
+    }
+    if (repositories.localRefused !== undefined) return repositories.localRefused;
+    return image.uid === uid ? undefined : `${image.path} is not yours`;
+  }
+  const where = image.path.replace(/\/images\/[^/]*$/, "");
+  return `${where} is not a repository the helper takes images from (` +
+    [centralized, local].filter((r) => r !== undefined).join(", ") + ")";
+}
+
+/** Whether the helper will mount this image (imageRefusal finds none). */
 export function helperMayMount(
   image: ImageFileInfo,
   uid: number,
   kernelMountUserImages: boolean,
   repositories: HelperRepositories,
 ): boolean {
-  const inRepository = (repo: string | undefined) =>
-    repo !== undefined && canonical(image.path) && image.path.startsWith(`${repo}/images/`) &&
-    STORED_IMAGE.test(image.path.slice(repo.length + "/images/".length));
-  if ((image.mode & 0o022) !== 0) return false;
-  if (inRepository(repositories.centralized)) return image.uid === 0;
-  if (inRepository(repositories.local)) return kernelMountUserImages && image.uid === uid;
-  return false;
+  return imageRefusal(image, uid, kernelMountUserImages, repositories) === undefined;
 }
 
 /**
- * Whether the helper's walk to `<local>/images` passes: no symlink, every
- * directory root's or the user's and not writable by group or others unless
- * root's and sticky (like /tmp). lstat only: nothing is resolved.
+ * Why the helper's walk to `<local>/images` fails, or undefined where it
+ * passes: no symlink, every directory root's or the user's and not writable
+ * by group or others unless root's and sticky (like /tmp). lstat only:
+ * nothing is resolved.
  */
-export function localRepositoryWalkable(local: string, uid: number): boolean {
-  if (!canonical(local)) return false;
+function localRepositoryRefusal(local: string, uid: number): string | undefined {
+  if (!canonical(local)) return `${local} is not written as the helper compares paths`;
   let path = "";
   for (const part of [...local.slice(1).split("/"), "images"]) {
     if (part === "") continue;
@@ -90,14 +121,22 @@ export function localRepositoryWalkable(local: string, uid: number): boolean {
     let st: Deno.FileInfo;
     try {
       st = Deno.lstatSync(path);
-    } catch {
-      return false;
+    } catch (err) {
+      return `the helper cannot walk to ${path}: ${(err as Error).message}`;
     }
     const mode = st.mode ?? 0;
-    if (!st.isDirectory || (st.uid !== 0 && st.uid !== uid)) return false;
-    if ((mode & 0o022) !== 0 && !((mode & 0o1000) !== 0 && st.uid === 0)) return false;
+    if (!st.isDirectory) return `${path} is not a directory (the helper follows no symlink)`;
+    if (st.uid !== 0 && st.uid !== uid) return `${path} belongs to another user`;
+    if ((mode & 0o022) !== 0 && !((mode & 0o1000) !== 0 && st.uid === 0)) {
+      return `${path} may be written by others`;
+    }
   }
-  return true;
+  return undefined;
+}
+
+/** Whether the helper's walk to `<local>/images` passes (see localRepositoryRefusal). */
+export function localRepositoryWalkable(local: string, uid: number): boolean {
+  return localRepositoryRefusal(local, uid) === undefined;
 }
 
 /**
@@ -119,45 +158,99 @@ export function helperRepositories(loaded: LoadedConfig, uid: number): HelperRep
     const local = configured === undefined
       ? join(user.home, ".local", "share", "shoal")
       : expand(configured, { home: user.home, user: user.name }, loaded.layout.configFile, "local");
-    if (localRepositoryWalkable(local, uid)) repos.local = local;
+    repos.local = local;
+    const refused = localRepositoryRefusal(local, uid);
+    if (refused !== undefined) repos.localRefused = refused;
   }
   return repos;
 }
 
-/** The checks of the helper path (and of both), from probes that start no program. */
+/** What one run asks for that decides its path: the identity and the writable layer's size. */
+export interface RunAsk {
+  root: boolean;
+  /** `--writable-tmpfs-size` in bytes. */
+  tmpfsSize?: number;
+}
+
+/** Whether the helper will mount this image for `uid` (imageRefusal), as a check. */
+export function imageCheck(loaded: LoadedConfig, uid: number, image: ImageFileInfo): Check {
+  const base = { id: "image", title: "the helper mounts the image" };
+  const refused = imageRefusal(
+    image,
+    uid,
+    loaded.config.helper.kernelMountUserImages,
+    helperRepositories(loaded, uid),
+  );
+  if (refused === undefined) return { ...base, status: "ok", detail: image.path };
+  const config = loaded.file ?? loaded.layout.configFile;
+  const userImage = refused.startsWith("helper.kernelMountUserImages");
+  return {
+    ...base,
+    status: "warn",
+    detail: refused,
+    fix: userImage
+      ? `an admin may set "helper": {"kernelMountUserImages": true} in ${config} (the kernel ` +
+        "then parses images users wrote), or pull the image into the centralized repository"
+      : "an admin keeps the repository where only root (the centralized one) or you (your own) " +
+        `can change it, as named in ${config}`,
+  };
+}
+
+const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** A helper.writableTmpfsSize in bytes, as the helper reads it (tmpfs_bytes, helper/config.c). */
+function tmpfsBytes(size: string): number {
+  const [, digits, unit] = size.match(/^([0-9]+)([kmg%]?)$/)!;
+  if (unit !== "%") return Number(digits) * UNITS[unit!]!;
+  const total = Deno.readTextFileSync("/proc/meminfo").match(/^MemTotal:\s+(\d+) kB$/m);
+  return Math.floor(Number(total?.[1] ?? 0) * 1024 / 100) * Number(digits);
+}
+
+/**
+ * Whether the helper takes the writable layer's size asked for: at most the
+ * site's helper.writableTmpfsSize (it is given whole KiB).
+ */
+export function tmpfsCheck(loaded: LoadedConfig, size: number | undefined): Check {
+  const base = { id: "tmpfs", title: "writable layer size" };
+  const limit = loaded.config.helper.writableTmpfsSize;
+  if (size === undefined || Math.ceil(size / 1024) * 1024 <= tmpfsBytes(limit)) {
+    return { ...base, status: "ok", detail: `up to ${limit} through the helper` };
+  }
+  return {
+    ...base,
+    status: "warn",
+    detail: `--writable-tmpfs-size ${Math.ceil(size / 1024)}k is more than the helper's ` +
+      `writable layers may hold (helper.writableTmpfsSize ${limit})`,
+    fix: "ask for less, or ask your admin to raise helper.writableTmpfsSize",
+  };
+}
+
+/**
+ * What stops every run, and the helper path's checks, from probes that
+ * start no program: what `choosePath` decides by before it needs path B's.
+ */
 function helperPathChecks(
   loaded: LoadedConfig,
-  uid: number,
+  who: IdentityRequest["user"],
   image: ImageFileInfo,
+  ask: RunAsk,
   k: KernelFacts,
 ): Check[] {
   const paths = loaded.paths;
-  const helper = helperCheck(loaded);
   return [
     { id: "config", title: "configuration", status: "ok", detail: "loaded" },
+    securityCheck(loaded, who),
+    runDirCheck(loaded.runBase),
+    identityCheck({ root: ask.root, user: who }),
     paths.runc === undefined
       ? { id: "runc", title: "runc", status: "fail", detail: "not found", fix: "install runc" }
       : { id: "runc", title: "runc", status: "ok", detail: paths.runc },
-    helper.status === "ok" &&
-      !helperMayMount(
-        image,
-        uid,
-        loaded.config.helper.kernelMountUserImages,
-        helperRepositories(loaded, uid),
-      )
-      ? {
-        ...helper,
-        status: "warn",
-        detail: `the site does not let it mount this image (${image.path}): it mounts root's ` +
-          "images, yours only where the site allows, and only from the repositories it knows",
-        fix: "an admin sets helper.kernelMountUserImages and repositories.local, or pulls the " +
-          "image into the centralized repository",
-      }
-      : helper,
-    securityCheck(loaded),
+    helperCheck(loaded),
+    imageCheck(loaded, who.uid, image),
+    tmpfsCheck(loaded, ask.tmpfsSize),
     squashfsKernelCheck(k),
     idmappedCheck(k),
-    privilegesCheck(uid),
+    privilegesCheck(who.uid),
   ];
 }
 
@@ -180,19 +273,30 @@ function kernel(): KernelFacts {
 }
 
 /**
- * The path for this run, or one error naming what is missing: the first
- * blocker of path B (what a user without the helper must get fixed) with its
- * fix, or installing the helper. Path B's checks are made only when the
- * helper path is blocked: a run's start is measured in milliseconds.
+ * The path for this run, or one error naming what is missing: what stops
+ * every run (the run directory, the identity), else the first blocker of path
+ * B (what a user without the helper must get fixed) with its fix. Path B's
+ * checks are made only when the helper path is blocked: a run's start is
+ * measured in milliseconds.
  */
-export function choosePath(loaded: LoadedConfig, uid: number, image: ImageFileInfo): PathChoice {
+export function choosePath(
+  loaded: LoadedConfig,
+  who: IdentityRequest["user"],
+  image: ImageFileInfo,
+  ask: RunAsk,
+): PathChoice {
   const k = kernel();
-  const helperChecks = helperPathChecks(loaded, uid, image, k);
-  const first = chooseRunPath(helperChecks, uid === 0);
+  const isRoot = who.uid === 0;
+  const helperChecks = helperPathChecks(loaded, who, image, ask, k);
+  const first = chooseRunPath(helperChecks, isRoot);
   if (first.runPath === "helper") return { path: "helper", reason: first.reason };
   const checks = [...helperChecks, ...unprivilegedPathChecks(loaded, k)];
-  const { runPath, reason } = chooseRunPath(checks, uid === 0);
+  const { runPath, reason, blockers } = chooseRunPath(checks, isRoot);
   if (runPath !== null) return { path: runPath, reason };
+  const [stop] = blockers;
+  if (stop !== undefined && EVERY_RUN.includes(stop.id)) {
+    throw new ShoalError(stop.detail, stop.fix === undefined ? {} : { hint: stop.fix });
+  }
   throw noPathError(checks, reason);
 }
 
@@ -210,7 +314,10 @@ export function noPathError(checks: Check[], reason: string): ShoalError {
   const what = blocker.id === "userns"
     ? `unprivileged user namespaces are disabled (${blocker.detail})`
     : `${blocker.title}: ${blocker.detail}`;
+  // Installed but refusing this run (the image, the layer's size): installing it is no fix.
+  const helperInstalled = checks.some((c) => c.id === "helper" && c.status === "ok");
+  const fix = blocker.fix ? `${helperInstalled ? "" : " or"} to run: ${blocker.fix}` : "";
   return new ShoalError(what, {
-    hint: `ask your admin to install shoal-mount${blocker.fix ? ` or to run: ${blocker.fix}` : ""}`,
+    hint: `ask your admin${helperInstalled ? "" : " to install shoal-mount"}${fix}`,
   });
 }

@@ -27,7 +27,7 @@ import {
   type RunBase,
   runBaseFor,
 } from "./rundir.ts";
-import { buildBundleSpec, type RunRequest, type UserInfo } from "./spec.ts";
+import { buildBundleSpec, type RunRequest } from "./spec.ts";
 import { liveRuns, processStartTime, writeState } from "./state.ts";
 import { supervise } from "./supervise.ts";
 import { startGuard } from "./guard.ts";
@@ -72,14 +72,13 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   logger.debug(`image ${image.reference} found (${now()})`);
   // Sync file calls throughout: each async one costs ~0.5 ms in a fresh process.
   const imageFile = Deno.statSync(image.squashfsPath);
-  const choice = choosePath(loaded, user.uid, {
+  const choice = choosePath(loaded, user, {
     // The helper judges the file by where it really is.
     path: Deno.realPathSync(image.squashfsPath),
     uid: imageFile.uid ?? -1,
     mode: imageFile.mode ?? 0,
-  });
+  }, { root: request.root, tmpfsSize: request.writableTmpfsSize });
   logger.debug(`run path: ${choice.path}: ${choice.reason} (${now()})`);
-  checkIdentity(request, user);
   const extraFds = preservedFds(opts.preserveFds, user.env.PMI_FD);
 
   // Path B: the user namespace is made while the bundle is claimed and written.
@@ -199,25 +198,6 @@ function readLog(path: string): string {
   } catch {
     return ""; // runc wrote no log
   }
-}
-
-/**
- * runc 1.1 becomes root of the container's user namespace to set it up, and
- * with the default identity the user's own id maps to itself: without a
- * subordinate range no id is left for root. `--root` maps root to the user.
- */
-function checkIdentity(request: RunRequest, user: UserInfo): void {
-  if (request.root || user.uid === 0) return;
-  const missing = [
-    ...(user.subuid.length === 0 ? ["/etc/subuid"] : []),
-    ...(user.subgid.length === 0 ? ["/etc/subgid"] : []),
-  ];
-  if (missing.length === 0) return;
-  throw new ShoalError(
-    `without a ${missing.join(" and ")} range for ${user.name}, only --root runs ` +
-      "(your own id is the only one the container can map)",
-    { hint: "use --root, or ask your admin for a subordinate id range" },
-  );
 }
 
 /** Claims the run's name by creating its bundle dir; `--name` must be free among live runs. */

@@ -1,6 +1,6 @@
 /** Probes of the programs and devices a run uses: runc, squashfuse, FUSE. */
 import { failure, output } from "../sys/process.ts";
-import type { Check } from "./report.ts";
+import type { Check } from "./check.ts";
 
 export async function runcCheck(path: string | undefined): Promise<Check> {
   const base = { id: "runc", title: "runc" };

@@ -6,7 +6,7 @@
 import { Cap, capName, fileCaps, processCaps } from "../sys/caps.ts";
 import { MountFlag, statfs } from "../sys/fs.ts";
 import { nextFreeRange, type SubidEntry, type SubidRange } from "../sys/subid.ts";
-import type { Check } from "./report.ts";
+import type { Check } from "./check.ts";
 
 function describeRanges(ranges: SubidRange[]): string {
   const total = ranges.reduce((n, r) => n + r.count, 0);

@@ -8,7 +8,7 @@ import { join } from "../path.ts";
 import { FsMagic, statfs } from "../sys/fs.ts";
 import { atLeast } from "../sys/kernel.ts";
 import { failure, output } from "../sys/process.ts";
-import type { Check } from "./report.ts";
+import type { Check } from "./check.ts";
 
 export interface KernelFacts {
   release: string;

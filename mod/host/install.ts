@@ -1,17 +1,44 @@
 /** Probes of the installation: the setuid helper and the security checks of trusted files. */
-import { installationProblems } from "../config/security.ts";
+import {
+  helperTrustProblems,
+  isUserInstall,
+  type SecurityProblem,
+  trustProblems,
+} from "../config/security.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { MountFlag, statfs } from "../sys/fs.ts";
-import type { Check } from "./report.ts";
+import type { Check } from "./check.ts";
 
 function octal(mode: number): string {
   return (mode & 0o7777).toString(8).padStart(4, "0");
 }
 
-/** The helper: installed, root-owned, setuid, not writable by others, on a suid mount. */
+/** One check's failure from security problems: the first, a count of the rest, every fix once. */
+function problemsFailure(problems: SecurityProblem[]): Pick<Check, "status" | "detail" | "fix"> {
+  const [first, ...more] = problems;
+  const others = more.length === 0 ? "" : ` (and ${more.length} more)`;
+  return {
+    status: "fail",
+    detail: `${first!.message}${others}`,
+    fix: [...new Set(problems.map((p) => p.hint))].join("; "),
+  };
+}
+
+/**
+ * The helper: installed, root-owned, setuid, not writable by others, on a
+ * suid mount, and trusting its installation (its own rule: helperTrustProblems).
+ */
 export function helperCheck(loaded: LoadedConfig): Check {
   const base = { id: "helper", title: "shoal-mount helper" };
   const path = loaded.paths.helper;
+  if (isUserInstall(loaded)) {
+    return {
+      ...base,
+      status: "warn",
+      detail: "none in a user install: your containers run on the unprivileged path (squashfuse)",
+      fix: "nothing to do for you; kernel-mounted images need your admin's site install of shoal",
+    };
+  }
   let info: Deno.FileInfo;
   try {
     info = Deno.statSync(path);
@@ -56,15 +83,19 @@ export function helperCheck(loaded: LoadedConfig): Check {
       fix: `install shoal under a prefix on a filesystem mounted without nosuid`,
     };
   }
+  // With the installation checked as it loaded, the helper's own rule has passed too.
+  const distrusted = loaded.installationChecked ? [] : helperTrustProblems(loaded);
+  if (distrusted.length > 0) return { ...base, ...problemsFailure(distrusted) };
   return { ...base, status: "ok", detail: `${detail}, setuid root` };
 }
 
 /**
- * The installation's security checks (as every shoal command runs them),
- * collected instead of thrown. The site config file is checked even when it
- * failed to load: a tampered file is the first thing an admin should hear of.
+ * The installation's security checks, as every shoal command runs them for
+ * `user` (trustProblems), collected instead of thrown: a failure stops every
+ * run. The site config file is checked even when it failed to load: a
+ * tampered file is the first thing an admin should hear of.
  */
-export function securityCheck(loaded: LoadedConfig): Check {
+export function securityCheck(loaded: LoadedConfig, user: { uid: number; name: string }): Check {
   const base = { id: "security", title: "installation security" };
   const file = loaded.file ?? loaded.layout.configFile;
   let problems;
@@ -72,7 +103,7 @@ export function securityCheck(loaded: LoadedConfig): Check {
     // Checked moments ago (the run path): walking every parent again costs ~0.5 ms.
     problems = loaded.installationChecked
       ? []
-      : installationProblems({ file, layout: loaded.layout, paths: loaded.paths });
+      : trustProblems({ ...loaded, file: loaded.file ?? file }, user);
   } catch (err) {
     return {
       ...base,
@@ -81,14 +112,13 @@ export function securityCheck(loaded: LoadedConfig): Check {
       fix: `make ${loaded.paths.hooksDir} readable`,
     };
   }
-  const [first, ...more] = problems;
-  if (first !== undefined) {
-    const others = more.length === 0 ? "" : ` (and ${more.length} more)`;
+  if (problems.length > 0) return { ...base, ...problemsFailure(problems) };
+  if (isUserInstall(loaded)) {
     return {
       ...base,
-      status: "fail",
-      detail: `${first.message}${others}`,
-      fix: [...new Set(problems.map((p) => p.hint))].join("; "),
+      status: "ok",
+      detail: `a user install: ${file} and every directory above it are yours or root's, ` +
+        "and not writable by others",
     };
   }
   const checked =
@@ -97,7 +127,7 @@ export function securityCheck(loaded: LoadedConfig): Check {
     return {
       ...base,
       status: "warn",
-      detail: `${checked}, but the site config turns the checks off`,
+      detail: "the site config turns the checks off (the helper still applies its own)",
       fix: `remove "securityChecks": false from ${file}`,
     };
   }
