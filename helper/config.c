@@ -20,23 +20,30 @@ static void parent_of(char *p) {
   else if (s) *s = 0;
 }
 
+/*
+ * The hints never send an admin to change a directory above the file: /tmp,
+ * /home or a user's home is not shoal's to chown or chmod; the installation
+ * moves instead.
+ */
 void check_chain(const char *path) {
   char p[PATH_MAX];
   fmt_path(p, "%s", path);
   for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--) p[n - 1] = 0;
-  for (;;) {
+  for (int above = 0;; above = 1) {
     struct stat st;
     if (lstat(p, &st))
       refuse("make it and every directory above it root-owned, or ask your admin",
              "\"%s\" cannot be checked: %s", p, ERR);
-    char hint[PATH_MAX + 64];
+    char hint[PATH_MAX + 128];
     if (st.st_uid != 0) {
-      snprintf(hint, sizeof hint, "ask your admin to run: chown root:root \"%s\"", p);
+      if (above) snprintf(hint, sizeof hint, "ask your admin to install shoal where only root can change the directories above it");
+      else snprintf(hint, sizeof hint, "ask your admin to run: chown root:root \"%s\"", p);
       refuse(hint, "\"%s\" must be owned by root", p);
     }
     /* A symlink's own mode bits are never consulted by Linux. */
     if (!S_ISLNK(st.st_mode) && (st.st_mode & 022)) {
-      snprintf(hint, sizeof hint, "ask your admin to run: chmod go-w \"%s\"", p);
+      if (above) snprintf(hint, sizeof hint, "ask your admin to install shoal where only root can change the directories above it");
+      else snprintf(hint, sizeof hint, "ask your admin to run: chmod go-w \"%s\"", p);
       refuse(hint, "\"%s\" must not be writable by group or others", p);
     }
     if (strcmp(p, "/") == 0) return;

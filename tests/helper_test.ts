@@ -768,6 +768,9 @@ Deno.test("refuses a tampered installation", async () => {
   await Deno.chmod(`${evil}/libexec/shoal/shoal-mount`, 0o4755);
   const r = await runAs(user, `${evil}/libexec/shoal/shoal-mount`, ["check"]);
   assertRefused(r, /evil-prefix\/libexec\/shoal" must be owned by root/);
+  // A directory above the file is not the admin's to chown: the installation moves.
+  assert(!r.stderr.includes("chown"), r.stderr);
+  assertMatch(r.stderr, /install shoal where only root can change the directories above it/);
   await Deno.remove(evil, { recursive: true });
 });
 
