@@ -344,7 +344,7 @@ Deno.test("kernelMountUserImages false: doctor and run --debug name it as why yo
     );
     assertMatch(
       table.stdout,
-      /^  as yourself, your repository; with --root, your repository: an admin may set "helper": \{"kernelMountUserImages": true\}/m,
+      /^ {2}as yourself, your repository; with --root, your repository: an admin may set "helper": \{"kernelMountUserImages": true\}/m,
     );
     assertEquals(verdict(report, "self", "centralized").runPath, "helper");
     assertEquals(report.canRun, true);
