@@ -15,7 +15,7 @@
 import { join } from "../path.ts";
 import { compareStrings } from "../compare.ts";
 import { ConfigError, SecurityError, type ShoalError } from "../errors.ts";
-import { pathProblems } from "../config/security.ts";
+import { rootOnlyProblems } from "../config/security.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import {
   array,
@@ -158,8 +158,9 @@ export interface HookListing {
 
 /**
  * Reads the `.json` files of `dir` (other names are not hooks, as for
- * Podman); a missing dir has none. With `checked`, each file and each hook's
- * program must pass the installation's security checks (config/security.ts).
+ * Podman); a missing dir has none. With `checked`, each hook's program must
+ * pass the installation's security checks (config/security.ts), which have
+ * examined the dir and its files as the config was loaded.
  */
 export function readHooks(dir: string, checked: boolean): HookListing {
   let names: string[];
@@ -176,10 +177,9 @@ export function readHooks(dir: string, checked: boolean): HookListing {
   // oci-hooks(5): by the lower-cased names' code points.
   names.sort((a, b) => compareStrings(a.toLowerCase(), b.toLowerCase()) || compareStrings(a, b));
   const listing: HookListing = { hooks: [], errors: [] };
-  const seen = new Set<string>();
   for (const name of names) {
     try {
-      listing.hooks.push(readHook(dir, name, checked ? seen : undefined));
+      listing.hooks.push(readHook(dir, name, checked));
     } catch (err) {
       if (!(err instanceof ConfigError || err instanceof SecurityError)) throw err;
       listing.errors.push(err);
@@ -188,11 +188,10 @@ export function readHooks(dir: string, checked: boolean): HookListing {
   return listing;
 }
 
-function readHook(dir: string, name: string, seen: Set<string> | undefined): InstalledHook {
+function readHook(dir: string, name: string, checked: boolean): InstalledHook {
   const file = join(dir, name);
   const fail = (why: string, hint = "fix or remove it; every run refuses to start until then") =>
     new ConfigError(`hook "${file}": ${why}`, { hint });
-  if (seen !== undefined) securityCheck(file, seen);
   let json: unknown;
   try {
     json = JSON.parse(Deno.readTextFileSync(file));
@@ -210,13 +209,9 @@ function readHook(dir: string, name: string, seen: Set<string> | undefined): Ins
     throw fail(`hook.path: ${hook.path} ${why}`, "install it, or remove the hook file");
   }
   if (!program.isFile) throw fail(`hook.path: ${hook.path} is not a file`);
-  if (seen !== undefined) securityCheck(hook.path, seen);
+  const [unsafe] = checked ? rootOnlyProblems(hook.path) : [];
+  if (unsafe) throw new SecurityError(`hook "${file}": ${unsafe.message}`, { hint: unsafe.hint });
   return { name, hook, when, stages };
-}
-
-function securityCheck(path: string, seen: Set<string>): void {
-  const [first] = pathProblems(path, seen);
-  if (first) throw new SecurityError(first.message, { hint: first.hint });
 }
 
 /** The installation's hooks for a run; throws the first unusable file's error. */
