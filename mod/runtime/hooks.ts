@@ -22,7 +22,6 @@ import {
   type Check,
   dictionary,
   integer,
-  nonEmpty,
   object,
   optional,
   type Out,
@@ -86,12 +85,9 @@ function exact<S extends Parameters<typeof object>[0]>(
   const check = object(shape, refine);
   return (v, at) => {
     if (typeof v === "object" && v !== null && !Array.isArray(v)) {
-      const extra = Object.keys(v).find((k) => !(k in shape));
+      const extra = Object.keys(v).find((k) => !Object.hasOwn(shape, k));
       if (extra !== undefined) {
-        throw new ShapeError(
-          at ? `${at}.${extra}` : extra,
-          `no such key (${at || "the file"} takes ${Object.keys(shape).join(", ")})`,
-        );
+        throw new ShapeError(at, `only the keys ${Object.keys(shape).join(", ")}, not "${extra}"`);
       }
     }
     return check(v, at);
@@ -100,7 +96,7 @@ function exact<S extends Parameters<typeof object>[0]>(
 
 /** A regular expression, as Go's regexp (which Podman uses) takes most of them. */
 function pattern(v: unknown, at: string): string {
-  const s = nonEmpty(v, at);
+  const s = string()(v, at);
   try {
     new RegExp(s);
   } catch (err) {
