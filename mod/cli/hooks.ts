@@ -47,12 +47,13 @@ export const hooksCommand = defineCommand({
     format: formatOption(),
   },
   more: `
-Lists the OCI hooks installed in the hooks dir (<prefix>/etc/hooks.d), in the
-order runc gets them, with the stages they run at and the conditions of their
-'when'. Given the options, IMAGE and COMMAND of a 'shoal run' line, it also
-says which of them that run would get, and why not the others. A hook file
-that is broken, or fails the installation's security checks, is reported and
-makes every 'shoal run' fail until it is fixed; this command then exits 1.
+Lists the OCI hooks of the site's hooks dir (hooksDir in the site config,
+default <prefix>/etc/hooks.d): its *.json files in the oci-hooks(5) 1.0.0
+format, in the order runc gets them, with their stages and the conditions of
+their 'when'. Given the options, IMAGE and COMMAND of a 'shoal run' line, it
+also says which of them that run gets, and why not the others. A hook file
+that is broken, or whose program others could change, is reported (exit
+status 1): every 'shoal run' refuses to start until it is fixed or removed.
 
 Examples:
   shoal hooks
