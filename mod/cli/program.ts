@@ -65,6 +65,11 @@ export const program: Program = {
       load: async () => (await import("./login.ts")).logoutCommand,
     },
     {
+      name: "hooks",
+      summary: "list the site's OCI hooks, and which a run would get",
+      load: async () => (await import("./hooks.ts")).hooksCommand,
+    },
+    {
       name: "doctor",
       summary: "check that this machine and user can run containers, and say what to fix",
       load: async () => (await import("./doctor.ts")).doctorCommand,

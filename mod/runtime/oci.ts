@@ -6,6 +6,7 @@
  */
 import { isAbsolute } from "../path.ts";
 import type { IdMapping } from "./idmap.ts";
+import type { OciHooks } from "./hooks.ts";
 
 export const OCI_VERSION = "1.0.2-dev";
 
@@ -61,6 +62,7 @@ export interface OciSpec {
   hostname?: string;
   mounts: OciMount[];
   annotations?: Record<string, string>;
+  hooks?: OciHooks;
   linux: OciLinux;
 }
 

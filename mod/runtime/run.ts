@@ -15,6 +15,7 @@ import { idMap } from "./idmap.ts";
 import { chainArgv, type FuseLaunch } from "./launch_fuse.ts";
 import { helperArgv, USERNS_FILE } from "./launch_helper.ts";
 import { generateName } from "./names.ts";
+import { installedHooks } from "./hooks.ts";
 import { RUNC_FATAL_PREFIX, runcFailure } from "./runc_error.ts";
 import {
   BUNDLE,
@@ -109,6 +110,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       request.init ? loaded.paths.init : undefined,
       loaded.layout.execShim,
     );
+    host.hooks = installedHooks(loaded);
     const built = await buildBundleSpec(request, image, loaded.config, user, host);
     for (const w of built.warnings) logger.warn(w);
     Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.config), JSON.stringify(built.spec));

@@ -2,7 +2,7 @@
  * runc's own failure, told apart from the container's exit status by its log
  * (JSON lines; runc exits 1 either way), and said in one line: a command that
  * is not in the image exits 127 and one that cannot be executed 126, as a
- * shell reports them.
+ * shell reports them; a failed OCI hook (hooks.ts) is said as one.
  */
 import { ShoalError } from "../errors.ts";
 
@@ -48,6 +48,25 @@ export function runcFailure(logText: string): RuncFailure | undefined {
         }),
       };
     }
+  }
+  // runc names a hook only by its place in its stage; what it printed says why.
+  const hook = message.match(
+    /error running hook #(\d+): error running hook: (.*?), stdout: ([^]*), stderr: ([^]*)$/,
+  );
+  if (hook !== null) {
+    const said = (hook[4]!.trim() || hook[3]!.trim()).replace(/\s*\n\s*/g, "; ");
+    return {
+      status: 125,
+      error: new ShoalError(
+        `the container did not start: a site hook (#${hook[1]} of its stage) failed: ${hook[2]}${
+          said ? `: ${said}` : ""
+        }`,
+        {
+          hint:
+            "`shoal hooks` with this run's options and IMAGE lists the hooks it gets; ask your admin",
+        },
+      ),
+    };
   }
   const detail = message.replace(/^runc run failed: /, "");
   return {

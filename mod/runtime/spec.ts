@@ -39,6 +39,7 @@ import { type DeviceMount, type DeviceRequest, resolveDevice } from "./devices.t
 import { OCI_VERSION, type OciLinux, type OciMount, type OciSpec, specProblems } from "./oci.ts";
 import { byteExactProcess, linkRawSources, type SourceLink } from "./raw_bytes.ts";
 import { hasRawBytes } from "../bytes.ts";
+import { type InstalledHook, selectHooks } from "./hooks.ts";
 
 /** What `shoal run` was asked to do, parsed. */
 export interface RunRequest {
@@ -135,6 +136,8 @@ export interface HostInfo {
    * (raw_bytes.ts; InstallLayout.execShim); looked at only for such a run.
    */
   execShim?: string;
+  /** The installation's hooks (hooks.ts); those whose `when` matches go into config.json. */
+  hooks?: InstalledHook[];
 }
 
 export interface BundleSpec {
@@ -210,7 +213,10 @@ export function parseAnnotationOption(spec: string): [string, string] {
  * image's ENTRYPOINT and drops its CMD ("" clears the entrypoint); a command
  * given replaces CMD.
  */
-export function containerArgs(request: RunRequest, image: ImageInfo): string[] {
+export function containerArgs(
+  request: Pick<RunRequest, "command" | "entrypoint">,
+  image: ImageInfo,
+): string[] {
   const overridden = request.entrypoint !== undefined;
   const entrypoint = overridden
     ? (request.entrypoint === "" ? [] : [request.entrypoint!])
@@ -616,6 +622,12 @@ export async function buildBundleSpec(
     },
   };
   if (Object.keys(request.annotations).length > 0) spec.annotations = { ...request.annotations };
+  const hooks = selectHooks(host.hooks ?? [], {
+    annotations: request.annotations,
+    command: command[0]!,
+    hasBindMounts: request.mounts.length > 0,
+  });
+  if (Object.keys(hooks).length > 0) spec.hooks = hooks;
   if (config.seccompProfile !== undefined) {
     spec.linux.seccomp = seccompProfile(config.seccompProfile);
   }
