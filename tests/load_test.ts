@@ -371,7 +371,8 @@ async function loadEveryLayout(asUser: boolean): Promise<void> {
       const reference = `load/mylab/tool:${tag}`;
       assertMatch(out.stdout, new RegExp(`^Loaded ${reference} \\(IMAGE ID [0-9a-f]{12}, .*\\)`));
       const format = layout.name.startsWith("oci") ? "oci-archive" : "docker-archive";
-      assertStringIncludes(out.stderr, `from ${gzip ? "a gzip-compressed" : "an"} ${format} (`);
+      const article = gzip ? "a gzip-compressed" : format === "oci-archive" ? "an" : "a";
+      assertStringIncludes(out.stderr, `from ${article} ${format} (`);
       const stored = await assertStored(r, reference, layout.image, `file:${fileName}`);
       if (layout.name === "oci") assertEquals(stored.digest, layout.image.manifest.digest);
       if (layout.name === "ocinested") {
