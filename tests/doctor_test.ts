@@ -117,8 +117,9 @@ Deno.test("doctor as root: the table lists every check and ends with the run pat
     );
   }
   const last = lines.at(-1) ?? "";
-  if (json.canRun) assertMatch(last, new RegExp(`^You can run containers: ${json.runPath} path;`));
-  else assertMatch(last, /^You cannot run containers here: .*Ask your admin/);
+  if (json.canRun) {
+    assertMatch(last, new RegExp(`^You can run containers: ${json.runPath} path, as yourself`));
+  } else assertMatch(last, /^You cannot run containers here: .*Ask your admin/);
 });
 
 Deno.test("doctor as a user reports their /etc/subuid and /etc/subgid ranges exactly", async () => {

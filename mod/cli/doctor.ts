@@ -83,7 +83,8 @@ function printReport(report: DoctorReport): void {
   printLine();
   const [plain] = report.runs;
   if (plain!.runPath !== null) {
-    printLine(`You can run containers: ${plain!.runPath} path; ${plain!.reason}.`);
+    // The table above says why; the last line is the answer alone.
+    printLine(`You can run containers: ${plain!.runPath} path, as yourself from your repository.`);
     return;
   }
   const others = report.runs.filter((r) => r.runPath !== null)

@@ -190,7 +190,10 @@ export function imageCheck(loaded: LoadedConfig, uid: number, image: ImageFileIn
     detail: refused,
     fix: userImage
       ? `an admin may set "helper": {"kernelMountUserImages": true} in ${config} (the kernel ` +
-        "then parses images users wrote), or pull the image into the centralized repository"
+        "then parses images users wrote)" +
+        (loaded.paths.centralizedRepository === undefined
+          ? ""
+          : ", or pull the image into the centralized repository")
       : "an admin keeps the repository where only root (the centralized one) or you (your own) " +
         `can change it, as named in ${config}`,
   };
