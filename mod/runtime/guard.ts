@@ -31,6 +31,14 @@ export async function startGuard(
   maps: IdMaps,
   mount?: GuardMount,
 ): Promise<Guard> {
+  // sh would say it cannot open it, and shoal that the guard ended: one line instead.
+  try {
+    Deno.statSync(script);
+  } catch {
+    throw new ShoalError(`${script} is missing: this installation of shoal is incomplete`, {
+      hint: "install shoal again (install.sh installs it)",
+    });
+  }
   // Its own session: a Ctrl-C or hangup of the terminal is not for it.
   const child = spawn(guardArgv(script, maps, mount), {
     stdin: "pipe",

@@ -154,7 +154,8 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         stdin: request.stdin || request.tty,
         tty: request.tty,
         holdPrefix: RUNC_FATAL_PREFIX,
-        bundle: dir,
+        // Watched through its descriptor, as everything of the bundle shoal reads.
+        bundle: bundleFile(bundle, "."),
         stopTimeout: loaded.config.runtime.stopTimeoutSeconds,
         end,
       }, () => writeState(bundle, state));

@@ -71,7 +71,7 @@ export interface SuperviseOptions {
   tty: boolean;
   /** Holds back stderr lines starting with this (runc's own fatal error). */
   holdPrefix: string;
-  /** The bundle, where runc writes the main process's pid (MAIN_PID_FILE). */
+  /** A path to the bundle, where runc writes the main process's pid (MAIN_PID_FILE). */
   bundle: string;
   /** Seconds the container has to end after a stop signal. */
   stopTimeout: number;
