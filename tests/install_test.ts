@@ -282,7 +282,9 @@ Deno.test("--user installs into the user's ~/.local without root, runs, and unin
     const installed = (await tree(local)).filter((e) => !before.some((b) => b.path === e.path));
     assert(installed.length > 0);
     for (const e of installed) assertEquals(e.uid, user.uid, `${e.path} is not the user's`);
-    assert(!installed.some((e) => e.path.startsWith("libexec")), "a user install has no helper");
+    assert(!installed.some((e) => e.path.endsWith("shoal-mount")), "a user install has no helper");
+    // Path B's guard, which its runs need.
+    assert(installed.some((e) => e.path === "libexec/shoal/shoal-guard"), "no guard script");
     const config = JSON.parse(await Deno.readTextFile(`${local}/etc/shoal.json`));
     assertEquals(siteConfigSchema.parse(config).securityChecks, false);
     // A config only the user can write passes the checks meant for it.
