@@ -191,7 +191,10 @@ for (const helper of [true, false]) {
       await child.status;
       await child.stderr.cancel();
     }
-    const gone = async () => (await processesMentioning(marker)).length === 0;
+    // shoal was killed: the guard cleans up after it, in its own time.
+    const gone = async () =>
+      (await processesMentioning(marker)).length === 0 &&
+      (await processesMentioning(s.dir)).length === 0;
     for (let i = 0; i < 100 && !await gone(); i++) await new Promise((r) => setTimeout(r, 100));
     assertEquals(await processesMentioning(s.dir), [], "squashfuse or the guard left");
   });

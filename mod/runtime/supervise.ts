@@ -106,7 +106,8 @@ export async function supervise(
     if (ended) return;
     ended = true;
     opts.end(child.pid);
-    // runc itself stuck: the last resort, which the helper's watchdog and the guard survive.
+    // A child that does not exit even then (runc stuck) is killed: the run must end. The
+    // container is gone by then, and path B's guard cleans up after runc as always.
     statusWithin(child, END_MS).then((status) => {
       if (status === undefined) libc().kill(child.pid, SIGKILL);
     });
