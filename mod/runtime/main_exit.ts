@@ -7,14 +7,15 @@
  * for as long as it runs. So shoal watches the main process itself, to have
  * what is left killed (supervise.ts): runc writes its pid with `--pid-file`
  * into the bundle once the container runs (a rename into place, seen with
- * inotify, set up before runc starts), and a pidfd of that pid becomes
- * readable when it exits. The file is the user's own, so a forged pid can
+ * inotify, or there already), and a pidfd of that pid becomes readable when
+ * it exits. The file is the user's own, so a forged pid can
  * only end the user's own run early.
  *
  * Everything waits in poll(2) on a thread of Deno's pool, with a pipe whose
  * closing (stop()) ends the wait; no timer, no Deno.watchFs (its thread).
  */
 import { check, cString, libc, O, ptr } from "../sys/libc.ts";
+import { type ChildProcess, statusWithin } from "../sys/spawn.ts";
 
 /** The pid file's name in the bundle (runc's `--pid-file`). */
 export const MAIN_PID_FILE = "main.pid";
@@ -31,22 +32,37 @@ export interface MainExit {
   stop(): void;
 }
 
-/** Watches `dir` (the bundle, as a path) for MAIN_PID_FILE, then its process. */
-export function watchMainExit(dir: string): MainExit {
+/**
+ * A run that ends within this time is not watched: most runs do, and the
+ * watch (inotify, pidfd, the wake-ups of Deno's threads) costs them ~10 ms.
+ */
+const QUIET_MS = 100;
+
+/**
+ * Watches `dir` (the bundle, as a path) for MAIN_PID_FILE, then its process,
+ * from QUIET_MS after `child` (runc's launcher) started, until it ends.
+ */
+export function watchMainExit(dir: string, child: ChildProcess): MainExit {
   const c = libc();
-  const stop = new Int32Array(2);
-  check("pipe2", c.pipe2(ptr(stop), O.CLOEXEC));
-  const inotify = check("inotify_init1", c.inotify_init1(O.CLOEXEC | IN_NONBLOCK));
-  check("inotify_add_watch", c.inotify_add_watch(inotify, ptr(cString(dir)), IN_MOVED_TO), dir);
-  /** Waits until `fd` is readable (true) or stop() (false). */
-  const readable = async (fd: number): Promise<boolean> => {
-    const fds = new Int32Array([fd, POLLIN, stop[0]!, POLLIN]);
-    while (await c.poll(fds, 2n, -1) < 0) { /* EINTR */ }
-    return fds[3]! >>> 16 === 0;
-  };
+  const file = `${dir}/${MAIN_PID_FILE}`;
+  let stopped = false;
+  let stop: Int32Array<ArrayBuffer> | undefined;
   const exited = (async () => {
+    if (await statusWithin(child, QUIET_MS) !== undefined || stopped) return false;
+    stop = new Int32Array(2);
+    check("pipe2", c.pipe2(ptr(stop), O.CLOEXEC));
+    const wake = stop[0]!;
+    /** Waits until `fd` is readable (true) or stop() (false). */
+    const readable = async (fd: number): Promise<boolean> => {
+      const fds = new Int32Array([fd, POLLIN, wake, POLLIN]);
+      while (await c.poll(fds, 2n, -1) < 0) { /* EINTR */ }
+      return fds[3]! >>> 16 === 0;
+    };
+    const inotify = check("inotify_init1", c.inotify_init1(O.CLOEXEC | IN_NONBLOCK));
     try {
-      const pid = await pidWritten(inotify, readable, `${dir}/${MAIN_PID_FILE}`);
+      check("inotify_add_watch", c.inotify_add_watch(inotify, ptr(cString(dir)), IN_MOVED_TO), dir);
+      // runc may have written it before the watch began: it stays until the run is over.
+      const pid = readPid(file) ?? await pidWritten(inotify, readable, file);
       if (pid === undefined) return false;
       // Gone already (reaped by runc): it has exited.
       const pidfd = c.pidfd_open === null ? -1 : await c.pidfd_open(pid, 0);
@@ -58,14 +74,13 @@ export function watchMainExit(dir: string): MainExit {
       }
     } finally {
       c.close(inotify);
-      c.close(stop[0]!);
+      c.close(wake);
     }
   })();
-  let stopped = false;
   return {
     exited,
     stop: () => {
-      if (!stopped) c.close(stop[1]!);
+      if (!stopped && stop !== undefined) c.close(stop[1]!);
       stopped = true;
     },
   };

@@ -94,13 +94,12 @@ export async function supervise(
   onStart: (pid: number) => Promise<void> = async () => {},
 ): Promise<Supervised> {
   const ownsTerminal = opts.tty || (opts.stdin && Deno.stdin.isTerminal());
-  // Before runc starts: its pid file must not come before the watch.
-  const main = watchMainExit(opts.bundle);
   const child = spawn(opts.argv, {
     stdin: opts.stdin ? "inherit" : "null",
     stderr: "pipe",
     newSession: !ownsTerminal,
   });
+  const main = watchMainExit(opts.bundle, child);
   let ended = false;
   const end = () => {
     if (ended) return;
