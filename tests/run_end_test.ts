@@ -7,7 +7,11 @@
  * squashfuse stays a child of shoal's guard, whose command line is short.
  * Each run must leave no process and no run directory.
  */
-import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { assert, assertEquals, assertMatch, assertRejects } from "./support/assert.ts";
+import { ShoalError } from "../mod/errors.ts";
+import { installLayout } from "../mod/config/layout.ts";
+import { startGuard } from "../mod/runtime/guard.ts";
+import { guardScript } from "../mod/runtime/launch_fuse.ts";
 import { processesMentioning, type RunSite, runSite } from "./support/run.ts";
 import { runAs } from "./support/users.ts";
 
@@ -199,3 +203,31 @@ for (const helper of [true, false]) {
     assertEquals(await processesMentioning(s.dir), [], "squashfuse or the guard left");
   });
 }
+
+Deno.test("path B: an image squashfuse cannot serve is one line, and the guard leaves nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-guard-mount-" });
+  const bundle = `${dir}/b`;
+  try {
+    for (const sub of ["", "/rootfs", "/.mnt"]) {
+      await Deno.mkdir(`${bundle}${sub}`, { mode: 0o700 });
+    }
+    // Root maps its own id (tests run as root); not a squashfs file.
+    const root = [{ containerID: 0, hostID: 0, size: 1 }];
+    const err = await assertRejects(
+      () =>
+        startGuard(guardScript(installLayout().prefix), {
+          uidMappings: root,
+          gidMappings: root,
+          setgroups: "allow",
+        }, { bundle, image: "/etc/hostname", squashfuse: "squashfuse_ll", rootIsUser: true }),
+      ShoalError,
+    );
+    assertMatch(
+      err.message,
+      /^cannot mount the image \/etc\/hostname \(is it a squashfs file\?\): [^\n]+$/,
+    );
+    assertEquals(await processesMentioning(bundle), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
