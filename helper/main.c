@@ -162,16 +162,19 @@
  * business (it owns the terminal). Its parent-death signal is SIGRTMIN+1,
  * which shoal never sends; it counts only when the helper was reparented (the
  * kernel also sends it when just the caller's thread that started the helper
- * ends). When runc exits, or the caller dies, it kills every process left in
- * the container: each process whose /proc/PID/ns/user is the container's user
+ * ends). SIGRTMIN+2 from the caller asks it to end the container: shoal
+ * sends it when the container's main process has exited while others still
+ * run (runc then waits for them to close their output) and when a stop
+ * signal's grace period is over. When runc exits, the caller dies or asks
+ * so, it kills every process left in the container: each process whose /proc/PID/ns/user is the container's user
  * namespace, and each child of its own (runc; orphans of the container, which
  * reparent to the subreaper, also from namespaces nested in the container's),
  * by /proc/PID descriptor (pidfd_send_signal: a recycled pid is never hit),
  * round after round until none is left (at most a second), reaping them. The
  * caller may kill processes running as subordinate ids because it owns the
- * namespace (NS_GET_OWNER_UID is checked). When the caller died, the
- * container goes first so that runc sees it end and removes its state dir,
- * then runc. So neither a container that exits nor a killed shoal leaves a
+ * namespace (NS_GET_OWNER_UID is checked). When the caller died or asked,
+ * the container goes first so that runc sees it end, removes its state dir
+ * and exits with the container's status, then runc. So neither a container that exits nor a killed shoal leaves a
  * process, and with the last process the mount namespace ends: no mount, no
  * loop device. Only SIGKILL of the helper itself leaves the container's
  * processes running (runc dies with it; they keep the namespace alive).

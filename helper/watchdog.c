@@ -19,6 +19,8 @@
 
 /* shoal never sends it, so it can only be the parent-death signal. */
 #define DEATH_SIGNAL (SIGRTMIN + 1)
+/* shoal's request to end the container (main.c's header: "The watchdog"). */
+#define END_SIGNAL (SIGRTMIN + 2)
 /* Kill passes and the pause between them: at most a second of waiting for
  * killed processes to go (one stuck in the kernel, e.g. on a dead NFS server,
  * is left to die of its pending SIGKILL). */
@@ -133,6 +135,7 @@ void watch(const char *runc, char **args, char **envp, pid_t caller, int nsfd) {
   for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaddset(&set, forwarded[i]);
   sigaddset(&set, SIGCHLD);
   sigaddset(&set, DEATH_SIGNAL);
+  sigaddset(&set, END_SIGNAL);
   struct stat ns;
   /* Set before the fork: a process orphaned the moment after must find it. */
   if (fstat(nsfd, &ns) || sigprocmask(SIG_BLOCK, &set, &old) || prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
@@ -157,8 +160,8 @@ void watch(const char *runc, char **args, char **envp, pid_t caller, int nsfd) {
   /* The caller may have died before the death signal was armed. */
   if (getppid() != caller) kill(self, DEATH_SIGNAL);
 
-  int orphaned = 0;
-  while (status == -1 && !orphaned) {
+  int ending = 0;
+  while (status == -1 && !ending) {
     struct signalfd_siginfo si;
     ssize_t n = read(sfd, &si, sizeof si);
     if (n < 0 && errno == EINTR) continue;
@@ -167,14 +170,16 @@ void watch(const char *runc, char **args, char **envp, pid_t caller, int nsfd) {
     if (sig == SIGCHLD) reap(pid, &status);
     /* The signal comes when the caller's thread that started the helper
      * ends; the caller is gone only when the helper was reparented. */
-    else if (sig == DEATH_SIGNAL) orphaned = getppid() != caller;
+    else if (sig == DEATH_SIGNAL) ending = getppid() != caller;
+    /* Only the caller (or root) can send it: the helper has the caller's ids. */
+    else if (sig == END_SIGNAL) ending = 1;
     /* A terminal's signals (SI_KERNEL) reach runc itself, in the same
      * process group; forwarding them as well would deliver them twice. */
     else if (si.ssi_code <= 0) kill(pid, sig);
   }
   if (status == -1) {
     /* The container first, so that runc sees it end, removes its state
-     * and exits by itself; then runc if it does not. */
+     * and exits by itself with its status; then runc if it does not. */
     for (int i = 0; i < SWEEP_ROUNDS / 2 && status == -1; i++) {
       kill_pass(&ns, 0);
       reap(pid, &status);

@@ -6,8 +6,9 @@
 #include <sys/types.h>
 
 /* Runs runc in a child and stays as its watchdog, holding no privilege, until
- * runc exits (then its status is the helper's) or the caller dies (then the
- * container is killed). Either way every process left in the container (the
+ * runc exits (then its status is the helper's), the caller dies (then the
+ * container is killed) or asks with SIGRTMIN+2 (then the container is killed
+ * and runc's status is the helper's). Either way every process left in the container (the
  * user namespace nsfd) is killed and reaped before the helper exits: the
  * container's mount namespace, its mounts and the loop device go with the
  * last of them. Never returns. */

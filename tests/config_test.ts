@@ -239,7 +239,7 @@ Deno.test("each kind of invalid site config gets its own one-line message", asyn
     assertEquals(
       unknown.hint,
       "valid keys in runtime: runc, tar2sqfs, mksquashfs, squashfuse, fusermount, newuidmap, " +
-        "newgidmap, helper, init",
+        "newgidmap, helper, init, stopTimeoutSeconds",
     );
     t.file(t.layout.configFile, '{"squashfs": {"level": 0}, "pull": {"retries": -1}}');
     const two = await assertRejects(() => load(t.layout), ConfigError);

@@ -306,6 +306,8 @@ Deno.test("--user installs into the user's ~/.local without root, runs, and unin
     // The exec shim (not setuid) carries commands that are not UTF-8 on path B too.
     const shim = installed.find((e) => e.path === "libexec/shoal/shoal-exec");
     assertEquals(shim?.mode, 0o755, "a user install has the exec shim");
+    // Path B's guard, which its runs need.
+    assert(installed.some((e) => e.path === "libexec/shoal/shoal-guard"), "no guard script");
     const config = JSON.parse(await Deno.readTextFile(`${local}/etc/shoal.json`));
     assertEquals(siteConfigSchema.parse(config).securityChecks, false);
     // A config only the user can write passes the checks meant for it.

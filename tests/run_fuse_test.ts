@@ -9,6 +9,10 @@ import { registerRunTests } from "./support/run_cases.ts";
 import { processesMentioning, runSite } from "./support/run.ts";
 import { ShoalError } from "../mod/errors.ts";
 import { startGuard } from "../mod/runtime/guard.ts";
+import { guardScript } from "../mod/runtime/launch_fuse.ts";
+import { installLayout } from "../mod/config/layout.ts";
+
+const GUARD = guardScript(installLayout().prefix);
 
 registerRunTests(false);
 
@@ -39,7 +43,7 @@ function killAll(pids: number[]) {
 const ROOT_ONLY = [{ containerID: 0, hostID: 0, size: 1 }];
 
 Deno.test("path B guard: a user namespace with the mapping; at finish nothing in it survives", async () => {
-  const guard = await startGuard({
+  const guard = await startGuard(GUARD, {
     uidMappings: ROOT_ONLY,
     gidMappings: ROOT_ONLY,
     setgroups: "allow",
@@ -103,7 +107,7 @@ Deno.test("path B guard: a failed id map is one line saying why, and leaves no h
     );
     const err = await assertRejects(
       () =>
-        startGuard({
+        startGuard(GUARD, {
           uidMappings: ROOT_ONLY,
           gidMappings: ROOT_ONLY,
           newuidmap: refusing,

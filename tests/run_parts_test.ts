@@ -24,7 +24,7 @@ import {
 import { generateName } from "../mod/runtime/names.ts";
 import { preservedFds } from "../mod/runtime/run.ts";
 import { supervise } from "../mod/runtime/supervise.ts";
-import { chainArgv, mapArgument } from "../mod/runtime/launch_fuse.ts";
+import { chainArgv, mapArgument, rootIsUser } from "../mod/runtime/launch_fuse.ts";
 import { helperArgv } from "../mod/runtime/launch_helper.ts";
 
 const log = (level: string, msg: string) => JSON.stringify({ level, msg, time: "t" });
@@ -249,14 +249,9 @@ Deno.test("launch command lines: the helper's, and nsenter's credentials by who 
   );
   const launch = {
     bundle: "/run/b",
-    image: "/r/i.sqsh",
-    squashfuse: "/usr/bin/squashfuse_ll",
     runc: "/usr/sbin/runc",
     id: "b",
-    uid: 1001,
-    gid: 1001,
-    runcOptions: [],
-    setgroups: "deny" as const,
+    runcOptions: ["--pid-file", "/run/b/main.pid"],
   };
   const root = [{ containerID: 0, hostID: 1001, size: 1 }, {
     containerID: 1,
@@ -269,19 +264,16 @@ Deno.test("launch command lines: the helper's, and nsenter's credentials by who 
   ];
   assertEquals(mapArgument(keep), "0 100000 1001 1001 1001 1");
   // The caller's supplementary groups go along in both modes; only keep-id has to become root.
-  const nsenter = (mappings: typeof keep) =>
-    chainArgv({ ...launch, uidMappings: mappings, gidMappings: mappings }, 7).slice(0, 8);
-  assertEquals(nsenter(root), [
-    "nsenter",
-    "--target=7",
-    "--user",
-    "--mount",
-    "--preserve-credentials",
-    "--",
-    "sh",
-    "-c",
-  ]);
-  assertEquals(nsenter(keep), [
+  const maps = (m: typeof keep) => ({ uidMappings: m, gidMappings: m, setgroups: "deny" as const });
+  assertEquals(rootIsUser(maps(root), 1001, 1001), true);
+  assertEquals(rootIsUser(maps(keep), 1001, 1001), false);
+  assertEquals(
+    chainArgv({ ...launch, rootIsUser: true }, 7).join(" "),
+    "nsenter --target=7 --user --mount --preserve-credentials -- /usr/sbin/runc " +
+      "--log /run/b/runc.log --log-format json --root /run/b/.mnt/state run " +
+      "--pid-file /run/b/main.pid --bundle /run/b b",
+  );
+  assertEquals(chainArgv({ ...launch, rootIsUser: false }, 7).slice(0, 8), [
     "nsenter",
     "--target=7",
     "--user",
@@ -294,6 +286,8 @@ Deno.test("launch command lines: the helper's, and nsenter's credentials by who 
 });
 
 Deno.test("the supervisor passes stderr through and holds back runc's fatal line", async () => {
+  // No runc: no pid file comes, and nothing is to be ended.
+  const NO_CONTAINER = { bundle: await Deno.makeTempDir(), stopTimeout: 10, end: () => {} };
   const r = await supervise({
     argv: [
       "sh",
@@ -303,6 +297,7 @@ Deno.test("the supervisor passes stderr through and holds back runc's fatal line
     stdin: false,
     tty: false,
     holdPrefix: "runc run failed: ",
+    ...NO_CONTAINER,
   });
   assertEquals(r.status, 3);
   assertEquals(r.held, ["runc run failed: boom\n"]);
@@ -311,6 +306,8 @@ Deno.test("the supervisor passes stderr through and holds back runc's fatal line
     stdin: false,
     tty: false,
     holdPrefix: "runc run failed: ",
+    ...NO_CONTAINER,
   });
   assertEquals(killed.status, 128 + 15);
+  await Deno.remove(NO_CONTAINER.bundle);
 });

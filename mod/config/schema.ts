@@ -83,6 +83,11 @@ export const siteConfigSchema = z.strictObject({
       helper: z.optional(absPath),
       /** Init process for `run --init` (catatonit or tini). */
       init: z.optional(absPath),
+      /**
+       * Seconds a container has to end after shoal gets SIGTERM, SIGINT or SIGHUP
+       * before everything in it is killed (`docker stop`'s 10, Slurm's KillWait).
+       */
+      stopTimeoutSeconds: z._default(z.number().check(z.minimum(0), z.maximum(3600)), 10),
     }),
     {},
   ),

@@ -12,7 +12,7 @@ import { readerFor } from "../image/store/reader.ts";
 import { callerInfo, hostInfo } from "./caller.ts";
 import { choosePath } from "./choose.ts";
 import { idMap } from "./idmap.ts";
-import { chainArgv, type FuseLaunch } from "./launch_fuse.ts";
+import { chainArgv, guardScript, rootIsUser } from "./launch_fuse.ts";
 import { helperArgv, USERNS_FILE } from "./launch_helper.ts";
 import { generateName } from "./names.ts";
 import { installedHooks } from "./hooks.ts";
@@ -31,7 +31,9 @@ import {
 import { buildBundleSpec, type RunRequest } from "./spec.ts";
 import { liveRuns, processStartTime, writeState } from "./state.ts";
 import { supervise } from "./supervise.ts";
-import { startGuard } from "./guard.ts";
+import { type Guard, startGuard } from "./guard.ts";
+import { MAIN_PID_FILE } from "./main_exit.ts";
+import { libc } from "../sys/libc.ts";
 import { symlinkAtRaw } from "../sys/raw_path.ts";
 
 export interface RunOptions {
@@ -52,6 +54,8 @@ export interface RunOutcome {
 }
 
 const NAME_TRIES = 20;
+/** The helper's request to end the container: SIGRTMIN+2, glibc's SIGRTMIN being 34. */
+const HELPER_END_SIGNAL = 36;
 
 export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Promise<RunOutcome> {
   const { request, logger } = opts;
@@ -70,6 +74,9 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   const image = await store.lookup(opts.image);
   if (image === undefined) throw store.notFound(opts.image);
   const user = await callerInfo();
+  // The container gets the caller's umask (spec.ts); the run's own files, and what runc and
+  // the helper create, need one that lets their owner use them (under 0777 nothing could).
+  Deno.umask(0o022);
   logger.debug(`image ${image.reference} found (${now()})`);
   // Sync file calls throughout: each async one costs ~0.5 ms in a fresh process.
   const imageFile = Deno.statSync(image.squashfsPath);
@@ -82,19 +89,9 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   logger.debug(`run path: ${choice.path}: ${choice.reason} (${now()})`);
   const extraFds = preservedFds(opts.preserveFds, user.env.PMI_FD);
 
-  // Path B: the user namespace is made while the bundle is claimed and written.
-  const fuseIds = choice.path === "helper" ? undefined : {
-    uidMappings: idMap(user.uid, user.subuid, request.root).mappings,
-    gidMappings: idMap(user.gid, user.subgid, request.root).mappings,
-    newuidmap: loaded.paths.newuidmap,
-    newgidmap: loaded.paths.newgidmap,
-    setgroups: request.root ? "allow" as const : "deny" as const,
-  };
-  const guardStart = fuseIds && startGuard(fuseIds);
-  // Its failure surfaces where the run awaits it; it is finished below in any case.
-  guardStart?.catch(() => {});
   let base: RunBase | undefined;
   let claimed: Bundle | undefined;
+  let guardStart: Promise<Guard> | undefined;
   try {
     base = runBaseFor(loaded.runBase, true)!;
     if (base.notice !== undefined) logger.warn(base.notice);
@@ -102,6 +99,24 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     const { name, path: dir } = claimed;
     const bundle = claimed;
     logger.debug(`bundle: ${dir} (${now()})`);
+    // Path B: the user namespace is made and the image mounted while the bundle is written.
+    const fuseIds = choice.path === "helper" ? undefined : {
+      uidMappings: idMap(user.uid, user.subuid, request.root).mappings,
+      gidMappings: idMap(user.gid, user.subgid, request.root).mappings,
+      newuidmap: loaded.paths.newuidmap,
+      newgidmap: loaded.paths.newgidmap,
+      setgroups: request.root ? "allow" as const : "deny" as const,
+    };
+    const asRoot = fuseIds !== undefined && rootIsUser(fuseIds, user.uid, user.gid);
+    guardStart = fuseIds && startGuard(guardScript(loaded.layout.prefix), fuseIds, {
+      bundle: dir,
+      image: image.squashfsPath,
+      tmpfsSize: request.writableTmpfsSize,
+      squashfuse: loaded.paths.squashfuse!,
+      rootIsUser: asRoot,
+    });
+    // Its failure surfaces where the run awaits it; it is finished below in any case.
+    guardStart?.catch(() => {});
     const host = hostInfo(
       choice.path === "helper"
         ? { kind: "join", path: join(dir, USERNS_FILE) }
@@ -121,7 +136,11 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.group), built.group, { mode: 0o644 });
     }
     logger.debug(`config.json written (${now()})`);
-    const runcOptions = extraFds.length > 0 ? ["--preserve-fds", String(extraFds.length)] : [];
+    const runcOptions = [
+      "--pid-file",
+      join(dir, MAIN_PID_FILE),
+      ...(extraFds.length > 0 ? ["--preserve-fds", String(extraFds.length)] : []),
+    ];
     const state = {
       name,
       image: image.reference,
@@ -133,42 +152,46 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       runPath: choice.path,
       command: built.command,
     };
-    const superviseRun = (argv: string[]) =>
+    const superviseRun = (argv: string[], end: (child: number) => void) =>
       supervise({
         argv,
         stdin: request.stdin || request.tty,
         tty: request.tty,
         holdPrefix: RUNC_FATAL_PREFIX,
+        // Watched through its descriptor, as everything of the bundle shoal reads.
+        bundle: bundleFile(bundle, "."),
+        stopTimeout: loaded.config.runtime.stopTimeoutSeconds,
+        end,
       }, () => writeState(bundle, state));
 
     let result;
     if (choice.path === "helper") {
-      result = await superviseRun(helperArgv({
-        helper: loaded.paths.helper,
-        bundle: dir,
-        image: image.squashfsPath,
-        root: request.root,
-        tmpfsSize: request.writableTmpfsSize,
-        id: name,
-        runcOptions,
-      }));
+      result = await superviseRun(
+        helperArgv({
+          helper: loaded.paths.helper,
+          bundle: dir,
+          image: image.squashfsPath,
+          root: request.root,
+          tmpfsSize: request.writableTmpfsSize,
+          id: name,
+          runcOptions,
+        }),
+        (helper) => libc().kill(helper, HELPER_END_SIGNAL),
+      );
     } else {
-      const launch: FuseLaunch = {
-        ...fuseIds!,
-        bundle: dir,
-        image: image.squashfsPath,
-        tmpfsSize: request.writableTmpfsSize,
-        squashfuse: loaded.paths.squashfuse!,
-        runc: loaded.paths.runc!,
-        id: name,
-        uid: user.uid,
-        gid: user.gid,
-        runcOptions,
-      };
       const guard = await guardStart!;
-      logger.debug(`user namespace ready (${now()})`);
+      logger.debug(`user namespace ready, image mounted (${now()})`);
       try {
-        result = await superviseRun(chainArgv(launch, guard.holder));
+        result = await superviseRun(
+          chainArgv({
+            bundle: dir,
+            runc: loaded.paths.runc!,
+            id: name,
+            runcOptions,
+            rootIsUser: asRoot,
+          }, guard.holder),
+          () => guard.end(),
+        );
         logger.debug(`runc exited; the guard cleans up (${now()})`);
       } finally {
         await guard.finish();

@@ -14,13 +14,27 @@
  * terminal's foreground group to read from it and set its modes; Ctrl-C is
  * then a byte on runc's pseudo-terminal (raw mode), not a signal.
  *
+ * The end: when the container's main process exits while other processes of
+ * the container still run (a `cmd &`), runc would wait for them to close its
+ * output; shoal sees the main process exit (main_exit.ts) and, when runc has
+ * not exited soon after, asks for the rest to be killed (`end`: the helper's
+ * watchdog or the guard), so that runc returns the main process's status.
+ * A stop signal (SIGINT, SIGTERM, SIGHUP) is forwarded like the others and
+ * gives the container a grace period (the site's runtime.stopTimeoutSeconds,
+ * as `docker stop` and Slurm's KillWait); when it is over, or at a second
+ * Ctrl-C (SIGINT), everything in the container is killed and the run's
+ * status is 128 + the first signal's number, as a shell reports a job it
+ * killed.
+ *
  * runc prints its own fatal error on stderr as well as in its log; stderr is
  * passed through line by line, except such a line, which is held until the
  * end: when runc's log confirms it as runc's failure, shoal says it in one
  * line of its own instead.
  */
-import { type PipeReader, spawn } from "../sys/spawn.ts";
+import { type PipeReader, spawn, statusWithin } from "../sys/spawn.ts";
 import { forwardHeldSignals, signalsHeld } from "../sys/signals.ts";
+import { libc } from "../sys/libc.ts";
+import { watchMainExit } from "./main_exit.ts";
 
 /** Signals shoal passes on to the container. */
 export const FORWARDED_SIGNALS: Deno.Signal[] = [
@@ -32,6 +46,24 @@ export const FORWARDED_SIGNALS: Deno.Signal[] = [
   "SIGUSR2",
 ];
 
+/** The signals that stop a container, with their numbers. */
+const STOP_SIGNALS: Partial<Record<Deno.Signal, number>> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
+
+/**
+ * How long runc may take to exit by itself after the main process (a few
+ * ms when nothing holds the container's output) before the rest is killed.
+ */
+const LINGER_MS = 200;
+/** How long the child may take to exit once the container was ended, before it is killed. */
+const END_MS = 5000;
+const SIGKILL = 9;
+/**
+ * A SIGINT this long after the first stop signal is a second Ctrl-C, which
+ * kills at once; sooner, it is the same signal sent twice (`timeout` signals
+ * its child and then its process group, shoal included).
+ */
+const AGAIN_MS = 300;
+
 export interface SuperviseOptions {
   argv: string[];
   /** Pass shoal's stdin (`-i`, `-t`); otherwise the child reads /dev/null. */
@@ -39,6 +71,12 @@ export interface SuperviseOptions {
   tty: boolean;
   /** Holds back stderr lines starting with this (runc's own fatal error). */
   holdPrefix: string;
+  /** A path to the bundle, where runc writes the main process's pid (MAIN_PID_FILE). */
+  bundle: string;
+  /** Seconds the container has to end after a stop signal. */
+  stopTimeout: number;
+  /** Kills the container's processes, not runc, which then exits with the main one's status. */
+  end(child: number): void;
 }
 
 export interface Supervised {
@@ -61,6 +99,39 @@ export async function supervise(
     stderr: "pipe",
     newSession: !ownsTerminal,
   });
+  const main = watchMainExit(opts.bundle, child);
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    opts.end(child.pid);
+    // A child that does not exit even then (runc stuck) is killed: the run must end. The
+    // container is gone by then, and path B's guard cleans up after runc as always.
+    statusWithin(child, END_MS).then((status) => {
+      if (status === undefined) libc().kill(child.pid, SIGKILL);
+    });
+  };
+  main.exited.then(async (exited) => {
+    if (exited && await statusWithin(child, LINGER_MS) === undefined) end();
+  }).catch(() => {/* no watch: runc ends the run as before */});
+  /** The first stop signal's number, when it came, and whether the container was killed for it. */
+  let stopped: { number: number; at: number } | undefined;
+  let killed = false;
+  let grace: ReturnType<typeof setTimeout> | undefined;
+  const kill = () => {
+    killed = true;
+    end();
+  };
+  const stop = (sig: Deno.Signal) => {
+    const number = STOP_SIGNALS[sig];
+    if (number === undefined) return;
+    if (stopped === undefined) {
+      stopped = { number, at: performance.now() };
+      grace = setTimeout(kill, opts.stopTimeout * 1000);
+    } else if (sig === "SIGINT" && performance.now() - stopped.at >= AGAIN_MS) {
+      kill();
+    }
+  };
   // SIGUSR1 and SIGUSR2 are held blocked, away from Deno (sys/signals.ts), and
   // come through a signalfd; the others through Deno's listeners.
   const usr = signalsHeld();
@@ -73,6 +144,7 @@ export async function supervise(
       try {
         Deno.kill(child.pid, sig);
       } catch { /* already gone */ }
+      stop(sig);
     };
     Deno.addSignalListener(sig, handler);
     return () => Deno.removeSignalListener(sig, handler);
@@ -84,13 +156,15 @@ export async function supervise(
     const status = await child.status;
     await copied;
     return {
-      status,
+      status: killed ? 128 + stopped!.number : status,
       held,
       release: () => {
         for (const line of held) writeAll(Deno.stderr, line);
       },
     };
   } finally {
+    main.stop();
+    clearTimeout(grace);
     for (const stop of forward) stop();
     await stopHeld();
   }

@@ -41,6 +41,11 @@ const symbols = {
   posix_spawn_file_actions_destroy: { parameters: ["pointer"], result: "i32" },
   // signals.ts
   signalfd: { parameters: ["i32", "pointer", "i32"], result: "i32" },
+  // Signals Deno.kill cannot name (the helper's SIGRTMIN+2).
+  kill: { parameters: ["i32", "i32"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  inotify_init1: { parameters: ["i32"], result: "i32" },
+  inotify_add_watch: { parameters: ["i32", "pointer", "u32"], result: "i32" },
   // Blocking calls run on a thread of Deno's pool, so the event loop goes on.
   read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
   waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32", nonblocking: true },

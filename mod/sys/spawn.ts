@@ -208,6 +208,16 @@ export class PipeWriter {
   constructor(fd: number) {
     this.#fd = fd;
   }
+  /**
+   * Writes a short line (at most PIPE_BUF bytes: whole, at once, and without
+   * blocking while the pipe has room); false when the child is gone.
+   */
+  write(line: string): boolean {
+    const bytes = new TextEncoder().encode(line);
+    return this.#fd !== undefined &&
+      libc().write(this.#fd, bytes, BigInt(bytes.length)) === BigInt(bytes.length);
+  }
+
   /** The child reads to its end. */
   close(): void {
     if (this.#fd !== undefined) libc().close(this.#fd);
