@@ -437,7 +437,7 @@ hooks_existed=no
 ensure_dir etc/hooks.d
 [ "$hooks_existed" = no ] || act "up to date" "$prefix/etc/hooks.d/"
 # Run with sh by every run without the helper (mod/runtime/launch_fuse.ts).
-install_file "$ROOT/libexec/shoal/shoal-guard" libexec/shoal/shoal-guard 644 "path B's guard"
+install_file "$ROOT/mod/runtime/shoal-guard.sh" libexec/shoal/shoal-guard 644 "path B's guard"
 if [ "$HELPER" = yes ]; then
   install_file "$STAGE/helper/shoal-mount" libexec/shoal/shoal-mount 4755 "setuid root helper"
 else

@@ -84,6 +84,7 @@ Deno.test("layout: a compiled binary's prefix is the parent of its bin directory
     helper: "/opt/shoal/libexec/shoal/shoal-mount",
     execShim: "/opt/shoal/libexec/shoal/shoal-exec",
     hooksDir: "/opt/shoal/etc/hooks.d",
+    guardScript: "/opt/shoal/libexec/shoal/shoal-guard",
   });
 });
 
@@ -101,6 +102,7 @@ Deno.test("layout: a checkout's prefix is the directory holding main.ts", () => 
   assertEquals(fromMain.prefix, repoRoot);
   assertEquals(fromMain.configFile, `${repoRoot}/etc/shoal.json`);
   assertEquals(fromMain.hooksDir, `${repoRoot}/etc/hooks.d`);
+  assertEquals(fromMain.guardScript, `${repoRoot}/mod/runtime/shoal-guard.sh`);
   // Under `deno test` the main module is a test file inside the checkout.
   assertEquals(installLayout(Deno.execPath(), import.meta.url).prefix, repoRoot);
   assertThrows(() => installLayout("/usr/bin/deno", "file:///nowhere/x.ts"), ConfigError);
@@ -625,4 +627,32 @@ Deno.test("config cache: an edit takes effect at once; a cache others could writ
     t.file(t.layout.configFile, '{ "environment": { "set": { "1X": "y" } } }');
     await assertRejects(() => load(t.layout, { env: me, cacheDir }), ConfigError);
   });
+});
+
+Deno.test("a checkout runs from anywhere its user keeps it, /tmp included: it has nothing the installation checks refuse there", async () => {
+  // The installation checks (security.ts) look at <prefix>/bin, libexec and etc, with every
+  // directory above them; a checkout's prefix is its root, which may lie in /tmp or a home.
+  const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "shoal-checkout-" });
+  try {
+    const listed = new Deno.Command("git", { args: ["ls-files", "-z"], cwd: repoRoot })
+      .outputSync();
+    const files = new TextDecoder().decode(listed.stdout).split("\0")
+      .filter((f) => f !== "" && !f.startsWith("tests/"));
+    for (const f of files) {
+      await Deno.mkdir(dirname(`${dir}/${f}`), { recursive: true });
+      await Deno.copyFile(`${repoRoot}/${f}`, `${dir}/${f}`);
+    }
+    await Deno.symlink(`${repoRoot}/.tools`, `${dir}/.tools`);
+    const r = new Deno.Command("sh", {
+      args: [`${dir}/scripts/shoal`, "images"],
+      env: { XDG_DATA_HOME: `${dir}/data`, XDG_CACHE_HOME: `${dir}/cache` },
+      stdout: "piped",
+      stderr: "piped",
+    }).outputSync();
+    const err = new TextDecoder().decode(r.stderr);
+    assertEquals(r.code, 0, err);
+    assert(new TextDecoder().decode(r.stdout).startsWith("REPOSITORY"), err);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -11,7 +11,6 @@ import { assert, assertEquals, assertMatch, assertRejects } from "./support/asse
 import { ShoalError } from "../mod/errors.ts";
 import { installLayout } from "../mod/config/layout.ts";
 import { startGuard } from "../mod/runtime/guard.ts";
-import { guardScript } from "../mod/runtime/launch_fuse.ts";
 import { processesMentioning, type RunSite, runSite } from "./support/run.ts";
 import { runAs } from "./support/users.ts";
 
@@ -215,7 +214,7 @@ Deno.test("path B: an image squashfuse cannot serve is one line, and the guard l
     const root = [{ containerID: 0, hostID: 0, size: 1 }];
     const err = await assertRejects(
       () =>
-        startGuard(guardScript(installLayout().prefix), {
+        startGuard(installLayout().guardScript, {
           uidMappings: root,
           gidMappings: root,
           setgroups: "allow",

@@ -9,10 +9,9 @@ import { registerRunTests } from "./support/run_cases.ts";
 import { processesMentioning, runSite } from "./support/run.ts";
 import { ShoalError } from "../mod/errors.ts";
 import { startGuard } from "../mod/runtime/guard.ts";
-import { guardScript } from "../mod/runtime/launch_fuse.ts";
 import { installLayout } from "../mod/config/layout.ts";
 
-const GUARD = guardScript(installLayout().prefix);
+const GUARD = installLayout().guardScript;
 
 registerRunTests(false);
 

@@ -17,7 +17,6 @@ import { DEFAULT_PATH, mergeEnvironment, parseEnvOption } from "../mod/runtime/e
 import { containerGroup, containerPasswd, containerShell } from "../mod/runtime/passwd.ts";
 import { parseDeviceOption, resolveDevice } from "../mod/runtime/devices.ts";
 import { callerInfo, hostInfo } from "../mod/runtime/caller.ts";
-import { guardScript } from "../mod/runtime/launch_fuse.ts";
 import { installLayout } from "../mod/config/layout.ts";
 import { runCommand } from "./support/shoal.ts";
 
@@ -428,6 +427,6 @@ Deno.test("callerInfo and hostInfo read who runs shoal and where", async () => {
 });
 
 Deno.test("the guard script of the unprivileged path passes shellcheck", async () => {
-  const r = await runCommand("shellcheck", ["--shell=sh", guardScript(installLayout().prefix)]);
+  const r = await runCommand("shellcheck", ["--shell=sh", installLayout().guardScript]);
   assertEquals([r.code, r.stdout], [0, ""]);
 });

@@ -23,6 +23,12 @@ export interface InstallLayout {
   execShim: string;
   /** OCI hook definitions, `<prefix>/etc/hooks.d`. */
   hooksDir: string;
+  /**
+   * Path B's guard script, `<prefix>/libexec/shoal/shoal-guard`; in a checkout
+   * the source, mod/runtime/shoal-guard.sh: a checkout has no libexec/, whose
+   * chain the security checks would refuse in a home directory or /tmp.
+   */
+  guardScript: string;
 }
 
 const BUNDLE_SUFFIX = "/lib/shoal/shoal.js";
@@ -64,6 +70,9 @@ function layoutAt(kind: InstallLayout["kind"], prefix: string): InstallLayout {
     helper: join(prefix, "libexec", "shoal", "shoal-mount"),
     execShim: join(prefix, "libexec", "shoal", "shoal-exec"),
     hooksDir: join(prefix, "etc", "hooks.d"),
+    guardScript: kind === "checkout"
+      ? join(prefix, "mod", "runtime", "shoal-guard.sh")
+      : join(prefix, "libexec", "shoal", "shoal-guard"),
   };
 }
 

@@ -25,7 +25,7 @@ export interface Guard {
 /** How long the guard may take to clean up before shoal stops waiting for it. */
 const FINISH_TIMEOUT_MS = 10_000;
 
-/** Starts the guard's `script` (guardScript); with `mount`, it also mounts the image. */
+/** Starts the guard's `script` (layout.guardScript); with `mount`, it also mounts the image. */
 export async function startGuard(
   script: string,
   maps: IdMaps,

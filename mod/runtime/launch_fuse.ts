@@ -104,11 +104,6 @@ export interface FuseLaunch {
   rootIsUser: boolean;
 }
 
-/** Where the guard's script is, under an installation or a checkout (`layout.prefix`). */
-export function guardScript(prefix: string): string {
-  return join(prefix, "libexec", "shoal", "shoal-guard");
-}
-
 /** What the guard mounts, and how it enters U to do it. */
 export interface GuardMount {
   bundle: string;

@@ -12,7 +12,7 @@ import { readerFor } from "../image/store/reader.ts";
 import { callerInfo, hostInfo } from "./caller.ts";
 import { choosePath } from "./choose.ts";
 import { idMap } from "./idmap.ts";
-import { chainArgv, guardScript, rootIsUser } from "./launch_fuse.ts";
+import { chainArgv, rootIsUser } from "./launch_fuse.ts";
 import { helperArgv, USERNS_FILE } from "./launch_helper.ts";
 import { generateName } from "./names.ts";
 import { installedHooks } from "./hooks.ts";
@@ -108,7 +108,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       setgroups: request.root ? "allow" as const : "deny" as const,
     };
     const asRoot = fuseIds !== undefined && rootIsUser(fuseIds, user.uid, user.gid);
-    guardStart = fuseIds && startGuard(guardScript(loaded.layout.prefix), fuseIds, {
+    guardStart = fuseIds && startGuard(loaded.layout.guardScript, fuseIds, {
       bundle: dir,
       image: image.squashfsPath,
       tmpfsSize: request.writableTmpfsSize,
