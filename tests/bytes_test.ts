@@ -3,6 +3,7 @@
  * are not UTF-8 reach the container byte for byte, on both run paths; and the
  * lossless string form shoal carries them in.
  */
+import { runRequest } from "./support/request.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { runSite } from "./support/run.ts";
 import { userArgv } from "./support/users.ts";
@@ -85,19 +86,7 @@ Deno.test("bytes: a container path that is not UTF-8 is refused in one line", ()
 
 function spec(request: Partial<RunRequest>, host: Partial<HostInfo>, env = {}) {
   return buildBundleSpec(
-    {
-      command: ["true"],
-      mounts: [],
-      env: [],
-      tty: false,
-      stdin: false,
-      init: false,
-      pid: "host",
-      annotations: {},
-      devices: [],
-      root: false,
-      ...request,
-    },
+    runRequest({ command: ["true"], ...request }),
     { env: ["PATH=/bin"], entrypoint: [], cmd: [], workdir: "", user: "", passwd: "", group: "" },
     siteConfigSchema.parse({}),
     {

@@ -4,6 +4,7 @@
  * writable, --rm, --env-file, -u, --entrypoint, an empty command name, and
  * the caller's supplementary groups kept, on both run paths, as real users.
  */
+import { exists } from "./support/fs.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
 import { type RunSite, runSite } from "./support/run.ts";
 import { runCommand } from "./support/shoal.ts";
@@ -289,13 +290,4 @@ for (const helper of [true, false]) {
       await Deno.remove(dir, { recursive: true });
     }
   });
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -1,3 +1,4 @@
+import { exists } from "./support/fs.ts";
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import { startRegistry } from "./support/registry.ts";
 import { installedShoal } from "./support/install.ts";
@@ -9,15 +10,6 @@ function oneLineError(stderr: string, pattern: RegExp) {
   assertEquals(lines.length, 1, stderr);
   assertMatch(lines[0] ?? "", /^shoal: error: /);
   assertMatch(lines[0] ?? "", pattern);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 Deno.test("login as a user: checked against the registry, stored 0600, trusted through the site's CA", async () => {

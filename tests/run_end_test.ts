@@ -7,6 +7,7 @@
  * squashfuse stays a child of shoal's guard, whose command line is short.
  * Each run must leave no process and no run directory.
  */
+import { exists } from "./support/fs.ts";
 import { assert, assertEquals, assertMatch, assertRejects } from "./support/assert.ts";
 import { ShoalError } from "../mod/errors.ts";
 import { installLayout } from "../mod/config/layout.ts";
@@ -19,15 +20,6 @@ function bundleOf(stderr: string): string {
   const m = stderr.match(/debug: bundle: (\S+) /);
   assert(m !== null, `no bundle line in: ${stderr}`);
   return m[1]!;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Asserts that nothing of a run is left: no process mentioning `marker`, no bundle. */

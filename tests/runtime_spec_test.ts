@@ -3,6 +3,7 @@
  * field by field, against `runc spec --rootless`, and by running it with real
  * runc as the unprivileged test user.
  */
+import { runRequest } from "./support/request.ts";
 import {
   assert,
   assertEquals,
@@ -63,21 +64,7 @@ const HOST: HostInfo = {
   bundle: "/tmp",
 };
 
-function request(over: Partial<RunRequest> = {}): RunRequest {
-  return {
-    command: [],
-    mounts: [],
-    env: [],
-    tty: false,
-    stdin: false,
-    init: false,
-    pid: "host",
-    annotations: {},
-    devices: [],
-    root: false,
-    ...over,
-  };
-}
+const request = runRequest;
 
 function config(file: Record<string, unknown> = {}): SiteConfig {
   return siteConfigSchema.parse(file);
