@@ -32,6 +32,7 @@ import { liveRuns, processStartTime, writeState } from "./state.ts";
 import { supervise } from "./supervise.ts";
 import { startGuard } from "./guard.ts";
 import { symlinkAtRaw } from "../sys/raw_path.ts";
+import { launcherPassthrough } from "./pmi.ts";
 
 export interface RunOptions {
   /** The image reference or IMAGE ID as the user gave it. */
@@ -80,7 +81,8 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   });
   logger.debug(`run path: ${choice.path}: ${choice.reason} (${now()})`);
   checkIdentity(request, user);
-  const extraFds = preservedFds(opts.preserveFds, user.env.PMI_FD);
+  const launcher = launcherPassthrough(opts.preserveFds, user.env, request.mounts);
+  for (const w of launcher.warnings) logger.warn(w);
 
   // Path B: the user namespace is made while the bundle is claimed and written.
   const fuseIds = choice.path === "helper" ? undefined : {
@@ -110,7 +112,13 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       request.init ? loaded.paths.init : undefined,
       loaded.layout.execShim,
     );
-    const built = await buildBundleSpec(request, image, loaded.config, user, host);
+    const built = await buildBundleSpec(
+      { ...request, mounts: [...request.mounts, ...launcher.mounts] },
+      image,
+      loaded.config,
+      { ...user, env: launcher.env },
+      host,
+    );
     for (const w of built.warnings) logger.warn(w);
     Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.config), JSON.stringify(built.spec));
     for (const link of built.links) symlinkAtRaw(link.target, bundle.fd, link.name);
@@ -120,7 +128,9 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.group), built.group, { mode: 0o644 });
     }
     logger.debug(`config.json written (${now()})`);
-    const runcOptions = extraFds.length > 0 ? ["--preserve-fds", String(extraFds.length)] : [];
+    const runcOptions = launcher.preserveFds > 0
+      ? ["--preserve-fds", String(launcher.preserveFds)]
+      : [];
     const state = {
       name,
       image: image.reference,
@@ -138,6 +148,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         stdin: request.stdin || request.tty,
         tty: request.tty,
         holdPrefix: RUNC_FATAL_PREFIX,
+        moves: launcher.moves,
       }, () => writeState(bundle, state));
 
     let result;
@@ -239,43 +250,4 @@ function claimName(base: RunBase, wanted: string | undefined): Bundle {
     if (bundle !== false) return bundle;
   }
   throw new ShoalError(`no free container name in ${base.path}`, { hint: "give one with --name" });
-}
-
-/**
- * The descriptors to hand on: 3..3+N-1 for `--preserve-fds N`, extended to
- * reach PMI_FD (MPI launchers pass the PMI socket's number there). Each must
- * be open in shoal.
- */
-export function preservedFds(n: number, pmiFd: string | undefined): number[] {
-  let count = n;
-  if (pmiFd !== undefined && /^\d+$/.test(pmiFd) && Number(pmiFd) >= 3) {
-    count = Math.max(count, Number(pmiFd) - 2);
-  }
-  const fds = Array.from({ length: count }, (_, i) => 3 + i);
-  for (const fd of fds) {
-    if (!inherited(fd)) {
-      throw new UsageError(
-        `file descriptor ${fd} is not open, so it cannot be passed to the container` +
-          (n > 0 ? ` (--preserve-fds ${n})` : ` (PMI_FD=${pmiFd})`),
-      );
-    }
-  }
-  return fds;
-}
-
-/** O_CLOEXEC in /proc/PID/fdinfo's octal "flags". */
-const O_CLOEXEC = 0o2000000;
-
-/**
- * Whether `fd` is open and came from shoal's parent: Deno's own descriptors
- * (event loop, files it opened) are all close-on-exec and are not the user's.
- */
-function inherited(fd: number): boolean {
-  try {
-    const info = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`);
-    const flags = info.match(/^flags:\s+([0-7]+)$/m);
-    return flags !== null && (parseInt(flags[1]!, 8) & O_CLOEXEC) === 0;
-  } catch {
-    return false;
-  }
 }

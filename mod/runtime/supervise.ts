@@ -39,6 +39,8 @@ export interface SuperviseOptions {
   tty: boolean;
   /** Holds back stderr lines starting with this (runc's own fatal error). */
   holdPrefix: string;
+  /** Descriptors given to the child at other numbers (the PMI socket, pmi.ts). */
+  moves?: { from: number; to: number }[];
 }
 
 export interface Supervised {
@@ -60,6 +62,7 @@ export async function supervise(
     stdin: opts.stdin ? "inherit" : "null",
     stderr: "pipe",
     newSession: !ownsTerminal,
+    moves: opts.moves,
   });
   // SIGUSR1 and SIGUSR2 are held blocked, away from Deno (sys/signals.ts), and
   // come through a signalfd; the others through Deno's listeners.
