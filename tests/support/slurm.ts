@@ -59,6 +59,8 @@ export interface TestSlurm {
   ): Promise<Result>;
   /** The live processes in the cluster's network namespace (daemons, steps, tasks): "PID ARGS". */
   processes(): string[];
+  /** The same without Slurm's and munge's daemons: what jobs left (slurmstepd included). */
+  jobProcesses(): string[];
   /** Ends everything in the namespace (TERM, then KILL), removes it and the temp dir; idempotent. */
   stop(): Promise<{ stopMs: number }>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -105,6 +107,17 @@ function describe(pid: number): string {
     return `${pid} ${args}`;
   } catch {
     return `${pid} (gone)`;
+  }
+}
+
+/** The daemons' command names (slurmscriptd is slurmctld's helper). */
+const DAEMONS = new Set(["munged", "slurmctld", "slurmd", "slurmscriptd"]);
+
+function comm(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/comm`).trim();
+  } catch {
+    return "";
   }
 }
 
@@ -258,6 +271,7 @@ export async function startSlurm(): Promise<TestSlurm> {
         return runCommand(first!, rest, { cwd: user?.home ?? dir });
       },
       processes: () => pidsInNetns(netns).map(describe),
+      jobProcesses: () => pidsInNetns(netns).filter((pid) => !DAEMONS.has(comm(pid))).map(describe),
       stop,
       [Symbol.asyncDispose]: async () => {
         await stop();
