@@ -6,6 +6,7 @@
  */
 import { assert, assertEquals } from "./support/assert.ts";
 import { eventually, runSite } from "./support/run.ts";
+import type { Result } from "./support/shoal.ts";
 import { startSlurm, type TestSlurm } from "./support/slurm.ts";
 import type { TestUser } from "./support/users.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
@@ -15,13 +16,40 @@ const sorted = (text: string) => text.trim().split("\n").map((l) => l.trimEnd())
 
 /**
  * A PMI-1 exchange over the descriptor, as MPICH's PMI client starts one:
- * init, a barrier both ranks must reach, finalize.
+ * init, a barrier both ranks must reach, finalize; the replies' commands
+ * printed after the rank, the descriptor and its socket, then `more`.
  */
-const PMI_EXCHANGE =
-  'pmi() { printf "cmd=$1\\n" >&"$PMI_FD"; read -r reply <&"$PMI_FD"; echo "$reply"; }; ' +
-  'a=$(pmi "init pmi_version=1 pmi_subversion=1"); b=$(pmi barrier_in); c=$(pmi finalize); ' +
-  'echo "rank $PMI_RANK of $PMI_SIZE fd $PMI_FD $(readlink /proc/self/fd/$PMI_FD) step $SLURM_STEP_ID ' +
-  '$OMPI_T $MPICH_T $UCX_T $FI_T / $a / $b / $c"';
+function pmiExchange(more = ""): string {
+  return 'pmi() { printf "cmd=$1\\n" >&"$PMI_FD"; read -r reply <&"$PMI_FD"; echo "${reply%% *}"; }; ' +
+    'a=$(pmi "init pmi_version=1 pmi_subversion=1"); b=$(pmi barrier_in); c=$(pmi finalize); ' +
+    `echo "rank $PMI_RANK of $PMI_SIZE fd $PMI_FD $(readlink /proc/self/fd/$PMI_FD) $a $b $c${more}"`;
+}
+
+/** The task prints its PMI socket, then runs pmiExchange(more) in the container. */
+function pmiRanks(bin: string, image: string, more = ""): string[] {
+  return wrapped(
+    'echo "outer $PMI_RANK $(readlink /proc/self/fd/$PMI_FD)"',
+    bin,
+    image,
+    pmiExchange(more),
+  );
+}
+
+/** Both ranks got their own socket at fd 3 and completed the exchange. */
+function assertPmi(r: Result, more = ""): void {
+  assertEquals(r.code, 0, r.stderr);
+  const lines = sorted(r.stdout);
+  assertEquals(lines.length, 4, r.stdout + r.stderr);
+  for (const rank of [0, 1]) {
+    const outer = lines.find((l) => l.startsWith(`outer ${rank} socket:[`));
+    assert(outer !== undefined, r.stdout);
+    assertEquals(
+      lines.find((l) => l.startsWith(`rank ${rank} `)),
+      `rank ${rank} of 2 fd 3 ${outer.split(" ").at(-1)} ` +
+        `cmd=response_to_init cmd=barrier_out cmd=finalize_ack${more}`,
+    );
+  }
+}
 
 /** Runs `outer` in the task, then execs `shoal run IMAGE sh -c INNER` ($0 shoal, $1 image, $2 inner). */
 function wrapped(outer: string, bin: string, image: string, inner: string): string[] {
@@ -39,34 +67,21 @@ for (const helper of [true, false]) {
       await t.step(
         "--mpi=pmi2: the PMI socket moves to fd 3, the same socket, and PMI works",
         async () => {
-          const r = await slurm.run(user, "srun", [
-            "-n",
-            "2",
-            "--mpi=pmi2",
-            "--label",
-            ...wrapped(
-              'echo "outer $PMI_RANK $(readlink /proc/self/fd/$PMI_FD)"',
-              site.bin,
-              image,
-              PMI_EXCHANGE,
-            ),
-          ], { OMPI_T: "o", MPICH_T: "m", UCX_T: "u", FI_T: "f" });
-          assertEquals(r.code, 0, r.stderr);
-          const lines = sorted(r.stdout);
-          assertEquals(lines.length, 4, r.stdout + r.stderr);
-          for (const rank of [0, 1]) {
-            const outer = lines.find((l) => l.startsWith(`${rank}: outer ${rank} socket:[`));
-            assert(outer !== undefined, r.stdout);
-            const socket = outer.split(" ").at(-1);
-            assertEquals(
-              lines.find((l) => l.startsWith(`${rank}: rank`)),
-              `${rank}: rank ${rank} of 2 fd 3 ${socket} step 0 o m u f / ` +
-                "cmd=response_to_init rc=0 pmi_version=1 pmi_subversion=1 / cmd=barrier_out rc=0 / " +
-                "cmd=finalize_ack rc=0",
-            );
-          }
+          const more = " step $SLURM_STEP_ID $OMPI_T $MPICH_T $UCX_T $FI_T";
+          const r = await slurm.run(
+            user,
+            "srun",
+            ["-n", "2", "--mpi=pmi2", ...pmiRanks(site.bin, image, more)],
+            { OMPI_T: "o", MPICH_T: "m", UCX_T: "u", FI_T: "f" },
+          );
+          assertPmi(r, " step 0 o m u f");
         },
       );
+
+      await t.step("hydra's mpiexec: each rank's PMI socket moves to fd 3", async () => {
+        const r = await slurm.run(user, "mpiexec", ["-n", "2", ...pmiRanks(site.bin, image)]);
+        assertPmi(r);
+      });
 
       await t.step(
         "--mpi=pmix: PMIX_SERVER_TMPDIR is there inside, with the server's files",
