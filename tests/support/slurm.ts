@@ -68,9 +68,11 @@ export interface TestSlurm {
 
 /** Clusters not yet stopped, for the exit-time safety net. */
 const live = new Map<string, { dir: string; netnsName: string }>();
+let unloadHandlerInstalled = false;
 
 function installUnloadHandler(): void {
-  if (live.size > 0) return;
+  if (unloadHandlerInstalled) return;
+  unloadHandlerInstalled = true;
   globalThis.addEventListener("unload", () => {
     for (const { dir, netnsName } of live.values()) {
       for (const pid of pidsInNetns(`/run/netns/${netnsName}`)) signal(pid, "SIGKILL");
