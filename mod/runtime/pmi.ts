@@ -21,7 +21,7 @@ import { UsageError } from "../errors.ts";
 import type { MountRequest } from "./mounts.ts";
 
 /** Variables that name a descriptor the rank inherits (MPICH's PMI-1 and PMI-2 wire protocols). */
-export const DESCRIPTOR_VARIABLES = ["PMI_FD"];
+const DESCRIPTOR_VARIABLES = ["PMI_FD"];
 
 /** A PMIx server's directories: its own, and its stores', which may lie elsewhere. */
 const DIRECTORY_VARIABLE = /^PMIX_(SERVER_TMPDIR|\w+_BASE_PATH)$/;
