@@ -22,7 +22,7 @@ import {
   openRunBase,
 } from "../mod/runtime/rundir.ts";
 import { generateName } from "../mod/runtime/names.ts";
-import { preservedFds } from "../mod/runtime/run.ts";
+import { launcherPassthrough } from "../mod/runtime/pmi.ts";
 import { supervise } from "../mod/runtime/supervise.ts";
 import { chainArgv, mapArgument, rootIsUser } from "../mod/runtime/launch_fuse.ts";
 import { helperArgv } from "../mod/runtime/launch_helper.ts";
@@ -222,15 +222,57 @@ Deno.test("generated names are valid run names", () => {
 });
 
 Deno.test("--preserve-fds and PMI_FD: descriptors from shoal's parent only", () => {
-  assertEquals(preservedFds(0, undefined), []);
+  const none = launcherPassthrough(0, {}, []);
+  assertEquals([none.preserveFds, none.moves, none.env], [0, [], {}]);
   // Deno's own descriptors (close-on-exec) are not the user's to hand on; 1000 are never all open.
   assertThrows(
-    () => preservedFds(1000, undefined),
+    () => launcherPassthrough(1000, {}, []),
     UsageError,
     "is not open, so it cannot be passed to the container (--preserve-fds 1000)",
   );
-  assertThrows(() => preservedFds(0, "1000"), UsageError, "(PMI_FD=1000)");
-  assertEquals(preservedFds(0, "2"), [], "stdio needs no preserving");
+  const stdio = launcherPassthrough(0, { PMI_FD: "2" }, []);
+  assertEquals([stdio.preserveFds, stdio.env.PMI_FD], [0, "2"], "stdio needs no preserving");
+});
+
+Deno.test("PMI_FD moves to the first descriptor after --preserve-fds; the ones between need not be open", () => {
+  const open = (fds: number[]) => (fd: number) => fds.includes(fd);
+  // Slurm's pmi2: 3..10 closed, the socket at 13.
+  const slurm = launcherPassthrough(0, { PMI_FD: "13", PMI_RANK: "1" }, [], open([13]));
+  assertEquals(slurm.moves, [{ from: 13, to: 3 }]);
+  assertEquals(slurm.preserveFds, 1);
+  assertEquals(slurm.env, { PMI_FD: "3", PMI_RANK: "1" });
+  const after = launcherPassthrough(2, { PMI_FD: "13" }, [], open([3, 4, 13]));
+  assertEquals([after.moves, after.preserveFds, after.env.PMI_FD], [[{ from: 13, to: 5 }], 3, "5"]);
+  const within = launcherPassthrough(2, { PMI_FD: "4" }, [], open([3, 4]));
+  assertEquals([within.moves, within.preserveFds, within.env.PMI_FD], [[], 2, "4"]);
+  const dangling = launcherPassthrough(0, { PMI_FD: "13" }, [], open([]));
+  assertEquals([dangling.moves, dangling.env.PMI_FD], [[], "13"]);
+  assertEquals(dangling.warnings, [
+    "PMI_FD=13 names no descriptor shoal was given; the container gets it unchanged",
+  ]);
+});
+
+Deno.test("PMIx's directories are bound at their paths, outermost only, unless the user mounts them", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${dir}/pmix.1.0/pmix_dstor_ds21_1`, { recursive: true });
+    const env = {
+      PMIX_SERVER_TMPDIR: `${dir}/pmix.1.0/`,
+      PMIX_DSTORE_21_BASE_PATH: `${dir}/pmix.1.0//pmix_dstor_ds21_1`,
+      PMIX_SYSTEM_TMPDIR: "/tmp",
+      PMIX_DSTORE_ESH_BASE_PATH: `${dir}/missing`,
+    };
+    assertEquals(launcherPassthrough(0, env, []).mounts, [{
+      source: `${dir}/pmix.1.0`,
+      destination: `${dir}/pmix.1.0`,
+      readonly: false,
+      option: `PMIX_SERVER_TMPDIR=${dir}/pmix.1.0`,
+    }]);
+    const own = { source: dir, destination: dir, readonly: true, option: `-v ${dir}:${dir}:ro` };
+    assertEquals(launcherPassthrough(0, env, [own]).mounts, []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("launch command lines: the helper's, and nsenter's credentials by who is root", () => {

@@ -35,6 +35,7 @@ import { type Guard, startGuard } from "./guard.ts";
 import { MAIN_PID_FILE } from "./main_exit.ts";
 import { libc } from "../sys/libc.ts";
 import { symlinkAtRaw } from "../sys/raw_path.ts";
+import { launcherPassthrough } from "./pmi.ts";
 
 export interface RunOptions {
   /** The image reference or IMAGE ID as the user gave it. */
@@ -87,7 +88,8 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     mode: imageFile.mode ?? 0,
   }, { root: request.root, tmpfsSize: request.writableTmpfsSize });
   logger.debug(`run path: ${choice.path}: ${choice.reason} (${now()})`);
-  const extraFds = preservedFds(opts.preserveFds, user.env.PMI_FD);
+  const launcher = launcherPassthrough(opts.preserveFds, user.env, request.mounts);
+  for (const w of launcher.warnings) logger.warn(w);
 
   let base: RunBase | undefined;
   let claimed: Bundle | undefined;
@@ -126,7 +128,13 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       loaded.layout.execShim,
     );
     host.hooks = installedHooks(loaded);
-    const built = await buildBundleSpec(request, image, loaded.config, user, host);
+    const built = await buildBundleSpec(
+      { ...request, mounts: [...request.mounts, ...launcher.mounts] },
+      image,
+      loaded.config,
+      { ...user, env: launcher.env },
+      host,
+    );
     for (const w of built.warnings) logger.warn(w);
     Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.config), JSON.stringify(built.spec));
     for (const link of built.links) symlinkAtRaw(link.target, bundle.fd, link.name);
@@ -139,7 +147,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     const runcOptions = [
       "--pid-file",
       join(dir, MAIN_PID_FILE),
-      ...(extraFds.length > 0 ? ["--preserve-fds", String(extraFds.length)] : []),
+      ...(launcher.preserveFds > 0 ? ["--preserve-fds", String(launcher.preserveFds)] : []),
     ];
     const state = {
       name,
@@ -162,6 +170,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         bundle: bundleFile(bundle, "."),
         stopTimeout: loaded.config.runtime.stopTimeoutSeconds,
         end,
+        moves: launcher.moves,
       }, () => writeState(bundle, state));
 
     let result;
@@ -244,43 +253,4 @@ function claimName(base: RunBase, wanted: string | undefined): Bundle {
     if (bundle !== false) return bundle;
   }
   throw new ShoalError(`no free container name in ${base.path}`, { hint: "give one with --name" });
-}
-
-/**
- * The descriptors to hand on: 3..3+N-1 for `--preserve-fds N`, extended to
- * reach PMI_FD (MPI launchers pass the PMI socket's number there). Each must
- * be open in shoal.
- */
-export function preservedFds(n: number, pmiFd: string | undefined): number[] {
-  let count = n;
-  if (pmiFd !== undefined && /^\d+$/.test(pmiFd) && Number(pmiFd) >= 3) {
-    count = Math.max(count, Number(pmiFd) - 2);
-  }
-  const fds = Array.from({ length: count }, (_, i) => 3 + i);
-  for (const fd of fds) {
-    if (!inherited(fd)) {
-      throw new UsageError(
-        `file descriptor ${fd} is not open, so it cannot be passed to the container` +
-          (n > 0 ? ` (--preserve-fds ${n})` : ` (PMI_FD=${pmiFd})`),
-      );
-    }
-  }
-  return fds;
-}
-
-/** O_CLOEXEC in /proc/PID/fdinfo's octal "flags". */
-const O_CLOEXEC = 0o2000000;
-
-/**
- * Whether `fd` is open and came from shoal's parent: Deno's own descriptors
- * (event loop, files it opened) are all close-on-exec and are not the user's.
- */
-function inherited(fd: number): boolean {
-  try {
-    const info = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`);
-    const flags = info.match(/^flags:\s+([0-7]+)$/m);
-    return flags !== null && (parseInt(flags[1]!, 8) & O_CLOEXEC) === 0;
-  } catch {
-    return false;
-  }
 }

@@ -77,6 +77,8 @@ export interface SuperviseOptions {
   stopTimeout: number;
   /** Kills the container's processes, not runc, which then exits with the main one's status. */
   end(child: number): void;
+  /** Descriptors given to the child at other numbers (the PMI socket, pmi.ts). */
+  moves?: { from: number; to: number }[];
 }
 
 export interface Supervised {
@@ -98,6 +100,7 @@ export async function supervise(
     stdin: opts.stdin ? "inherit" : "null",
     stderr: "pipe",
     newSession: !ownsTerminal,
+    moves: opts.moves,
   });
   const main = watchMainExit(opts.bundle, child);
   let ended = false;

@@ -27,6 +27,11 @@ export interface SpawnOptions {
   stderr?: Stdio;
   /** Start the child in a session of its own (setsid), away from the terminal's signals. */
   newSession?: boolean;
+  /**
+   * Descriptors of shoal's to give the child at other numbers (dup2), in
+   * order: a later one's `from` must not be an earlier one's `to`.
+   */
+  moves?: { from: number; to: number }[];
 }
 
 export interface ChildProcess {
@@ -97,6 +102,12 @@ export function spawn(argv: string[], opts: SpawnOptions = {}): ChildProcess {
         );
       }
     });
+    for (const { from, to } of opts.moves ?? []) {
+      must(
+        "posix_spawn_file_actions_adddup2",
+        c.posix_spawn_file_actions_adddup2(ptr(actions), from, to),
+      );
+    }
     const attr = spawnAttributes(opts.newSession ?? false);
     const pid = new Int32Array(1);
     // glibc reports a failed exec (no such program, not executable) here, not in the child.

@@ -485,12 +485,18 @@ export function registerRunTests(helper: boolean): void {
     try {
       await Deno.writeTextFile(`${dir}/three`, "fd three\n", { mode: 0o644 });
       await Deno.writeTextFile(`${dir}/four`, "fd four\n", { mode: 0o644 });
-      const inner = 'cat <&3; cat <&4; echo \\"PMI_FD=\\$PMI_FD\\"';
+      // The PMI socket moves to the first descriptor after the --preserve-fds ones, whatever is open.
+      const inner = 'cat <&3; echo \\"PMI_FD=\\$PMI_FD\\"; cat <&4 2>/dev/null || echo no 4';
       const pmi = await runAs(user, "sh", [
         "-c",
-        `exec 3<${dir}/three 4<${dir}/four; PMI_FD=4 ${s.bin} run ${image} sh -c "${inner}"`,
+        `exec 8<${dir}/four; PMI_FD=8 ${s.bin} run ${image} sh -c "${inner}"`,
       ]);
-      assertEquals(pmi.stdout, "fd three\nfd four\nPMI_FD=4\n", pmi.stderr);
+      assertEquals(pmi.stdout, "fd four\nPMI_FD=3\nno 4\n", pmi.stderr);
+      const after = await runAs(user, "sh", [
+        "-c",
+        `exec 3<${dir}/three 9<${dir}/four; PMI_FD=9 ${s.bin} run --preserve-fds 1 ${image} sh -c "${inner}"`,
+      ]);
+      assertEquals(after.stdout, "fd three\nPMI_FD=4\nfd four\n", after.stderr);
       const preserve = await runAs(user, "sh", [
         "-c",
         `exec 3<${dir}/three; ${s.bin} run --preserve-fds 1 ${image} sh -c 'cat <&3'`,

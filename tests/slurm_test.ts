@@ -1,0 +1,212 @@
+/**
+ * `srun ... shoal run` under a real Slurm (tests/support/slurm.ts), as an
+ * unprivileged user, on both run paths: the PMI socket and PMIx's directory
+ * reach the ranks, Slurm's variables and CPU binding survive, sbatch works,
+ * and scancel leaves nothing behind.
+ */
+import { assert, assertEquals } from "./support/assert.ts";
+import { eventually, runSite } from "./support/run.ts";
+import type { Result } from "./support/shoal.ts";
+import { startSlurm, type TestSlurm } from "./support/slurm.ts";
+import type { TestUser } from "./support/users.ts";
+import { openRunBase } from "../mod/runtime/rundir.ts";
+
+/** Output lines sorted (ranks print in any order). */
+const sorted = (text: string) => text.trim().split("\n").map((l) => l.trimEnd()).sort();
+
+/**
+ * A PMI-1 exchange over the descriptor, as MPICH's PMI client starts one:
+ * init, a barrier both ranks must reach, finalize; the replies' commands
+ * printed after the rank, the descriptor and its socket, then `more`.
+ */
+function pmiExchange(more = ""): string {
+  return 'pmi() { printf "cmd=$1\\n" >&"$PMI_FD"; read -r reply <&"$PMI_FD"; echo "${reply%% *}"; }; ' +
+    'a=$(pmi "init pmi_version=1 pmi_subversion=1"); b=$(pmi barrier_in); c=$(pmi finalize); ' +
+    `echo "rank $PMI_RANK of $PMI_SIZE fd $PMI_FD $(readlink /proc/self/fd/$PMI_FD) $a $b $c${more}"`;
+}
+
+/** The task prints its PMI socket, then runs pmiExchange(more) in the container. */
+function pmiRanks(bin: string, image: string, more = ""): string[] {
+  return wrapped(
+    'echo "outer $PMI_RANK $(readlink /proc/self/fd/$PMI_FD)"',
+    bin,
+    image,
+    pmiExchange(more),
+  );
+}
+
+/** Both ranks got their own socket at fd 3 and completed the exchange. */
+function assertPmi(r: Result, more = ""): void {
+  assertEquals(r.code, 0, r.stderr);
+  const lines = sorted(r.stdout);
+  assertEquals(lines.length, 4, r.stdout + r.stderr);
+  for (const rank of [0, 1]) {
+    const outer = lines.find((l) => l.startsWith(`outer ${rank} socket:[`));
+    assert(outer !== undefined, r.stdout);
+    assertEquals(
+      lines.find((l) => l.startsWith(`rank ${rank} `)),
+      `rank ${rank} of 2 fd 3 ${outer.split(" ").at(-1)} ` +
+        `cmd=response_to_init cmd=barrier_out cmd=finalize_ack${more}`,
+    );
+  }
+}
+
+/** Runs `outer` in the task, then execs `shoal run IMAGE sh -c INNER` ($0 shoal, $1 image, $2 inner). */
+function wrapped(outer: string, bin: string, image: string, inner: string): string[] {
+  return ["sh", "-c", `${outer}; exec "$0" run "$1" sh -c "$2"`, bin, image, inner];
+}
+
+for (const helper of [true, false]) {
+  const tag = helper ? "path A (helper)" : "path B (squashfuse)";
+  Deno.test(`${tag}: srun shoal run under Slurm, as a user`, async (t) => {
+    const site = await runSite(helper);
+    const image = await site.image("user");
+    const user = (await site.user("user"))!;
+    const slurm = await startSlurm();
+    try {
+      await t.step(
+        "--mpi=pmi2: the PMI socket moves to fd 3, the same socket, and PMI works",
+        async () => {
+          const more = " step $SLURM_STEP_ID $OMPI_T $MPICH_T $UCX_T $FI_T";
+          const r = await slurm.run(
+            user,
+            "srun",
+            ["-n", "2", "--mpi=pmi2", ...pmiRanks(site.bin, image, more)],
+            { OMPI_T: "o", MPICH_T: "m", UCX_T: "u", FI_T: "f" },
+          );
+          assertPmi(r, " step 0 o m u f");
+        },
+      );
+
+      await t.step("hydra's mpiexec: each rank's PMI socket moves to fd 3", async () => {
+        const r = await slurm.run(user, "mpiexec", ["-n", "2", ...pmiRanks(site.bin, image)]);
+        assertPmi(r);
+      });
+
+      await t.step(
+        "--mpi=pmix: PMIX_SERVER_TMPDIR is there inside, with the server's files",
+        async () => {
+          const list = 'echo "$0 $PMIX_RANK $(ls "$PMIX_SERVER_TMPDIR" | sort | tr "\\n" " ")"';
+          const r = await slurm.run(user, "srun", [
+            "-n",
+            "2",
+            "--mpi=pmix",
+            ...wrapped(list.replace("$0", "outer"), site.bin, image, list.replace("$0", "inner")),
+          ]);
+          assertEquals(r.code, 0, r.stderr);
+          const lines = sorted(r.stdout);
+          assertEquals(lines.length, 4, r.stdout);
+          for (const rank of [0, 1]) {
+            const outer = lines.find((l) => l.startsWith(`outer ${rank} `))!;
+            assert(outer.includes("pmix_dstor"), outer);
+            assertEquals(
+              lines.find((l) => l.startsWith(`inner ${rank} `)),
+              outer.replace("outer", "inner"),
+            );
+          }
+        },
+      );
+
+      await t.step("--cpu-bind: each rank keeps its CPUs inside", async () => {
+        const last = navigator.hardwareConcurrency - 1;
+        const r = await slurm.run(user, "srun", [
+          "-n",
+          "2",
+          `--cpu-bind=map_cpu:${last},0`,
+          "--label",
+          site.bin,
+          "run",
+          image,
+          "grep",
+          "Cpus_allowed_list",
+          "/proc/self/status",
+        ]);
+        assertEquals(sorted(r.stdout), [
+          `0: Cpus_allowed_list:\t${last}`,
+          "1: Cpus_allowed_list:\t0",
+        ], r.stderr);
+      });
+
+      await t.step("sbatch: a batch script's srun runs shoal", async () => {
+        const out = `${user.home}/sbatch-${crypto.randomUUID().slice(0, 8)}.out`;
+        try {
+          const r = await slurm.run(user, "sbatch", [
+            "--wait",
+            "--quiet",
+            "-n",
+            "2",
+            `--output=${out}`,
+            `--wrap=srun ${site.bin} run ${image} sh -c 'echo rank $PMI_RANK of $PMI_SIZE fd $PMI_FD'`,
+          ]);
+          assertEquals(r.code, 0, r.stderr);
+          assertEquals(sorted(await Deno.readTextFile(out)), [
+            "rank 0 of 2 fd 3",
+            "rank 1 of 2 fd 3",
+          ]);
+        } finally {
+          await Deno.remove(out).catch(() => {});
+        }
+      });
+
+      await t.step(
+        "scancel: the step ends, nothing of it stays, its run dir is removed",
+        async () => {
+          await scancelLeavesNothing(slurm, user, site.bin, image);
+        },
+      );
+    } finally {
+      const { stopMs } = await slurm.stop();
+      console.log(
+        `slurm: started in ${slurm.startMs.toFixed(0)} ms, stopped in ${stopMs.toFixed(0)} ms`,
+      );
+    }
+  });
+}
+
+async function scancelLeavesNothing(slurm: TestSlurm, user: TestUser, bin: string, image: string) {
+  const name = `cancelled-${crypto.randomUUID().slice(0, 8)}`;
+  // srun takes options after the program for its own (--name among them): sh passes them on.
+  const [cmd, ...args] = slurm.argv(user, "srun", [
+    "-n",
+    "1",
+    `--job-name=${name}`,
+    "sh",
+    "-c",
+    'exec "$0" run --name "$1" "$2" sh -c "sleep 60"',
+    bin,
+    name,
+    image,
+  ]);
+  const srun = new Deno.Command(cmd!, { args, cwd: user.home, stdout: "null", stderr: "piped" })
+    .spawn();
+  const stderr = new Response(srun.stderr).text();
+  const base = openRunBase({ uid: user.uid }, false)?.path ?? `/tmp/shoal-${user.uid}`;
+  const bundle = `${base}/${name}`;
+  try {
+    // srun buffers the tasks' output: the run's directory says it runs.
+    assert(await eventually(() => exists(bundle), 15_000), `the run has its directory ${bundle}`);
+    const cancel = await slurm.run(user, "scancel", [`--name=${name}`]);
+    assertEquals(cancel.code, 0, cancel.stderr);
+    const gone = await eventually(
+      async () => slurm.jobProcesses().length === 0 && !(await exists(bundle)),
+      15_000,
+    );
+    assert(gone, `left: ${slurm.jobProcesses().join("; ") || `the run dir ${bundle}`}`);
+  } finally {
+    await slurm.run(user, "scancel", [`--name=${name}`]);
+    try {
+      srun.kill("SIGKILL");
+    } catch { /* ended */ }
+    await srun.status;
+    await stderr;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
