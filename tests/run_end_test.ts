@@ -14,6 +14,7 @@ import { installLayout } from "../mod/config/layout.ts";
 import { startGuard } from "../mod/runtime/guard.ts";
 import { processesMentioning, type RunSite, runSite } from "./support/run.ts";
 import { runAs } from "./support/users.ts";
+import { openRunBase } from "../mod/runtime/rundir.ts";
 
 /** The run's bundle, from `--debug`'s "bundle: DIR" line. */
 function bundleOf(stderr: string): string {
@@ -222,3 +223,29 @@ Deno.test("path B: an image squashfuse cannot serve is one line, and the guard l
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+for (const helper of [true, false]) {
+  const tag = helper ? "path A (helper)" : "path B (squashfuse)";
+  Deno.test(`${tag}: SIGTERM while the run is being set up ends it cleanly: 143, nothing left`, async () => {
+    const s = await runSite(helper);
+    const image = await s.image("user");
+    const user = (await s.user("user"))!;
+    const base = openRunBase({ uid: user.uid }, false)?.path ?? `/tmp/shoal-${user.uid}`;
+    for (let i = 0; i < 3; i++) {
+      const name = `early-${crypto.randomUUID().slice(0, 8)}`;
+      const bundle = `${base}/${name}`;
+      const child = await s.spawn("user", ["run", "--name", name, image, "sleep", "60"]);
+      // The run's directory is its first file: a scancel then comes before the container.
+      const deadline = Date.now() + 15_000;
+      while (!await exists(bundle) && Date.now() < deadline) { /* poll */ }
+      assert(await exists(bundle), `the run never made ${bundle}`);
+      child.kill("SIGTERM");
+      const out = await child.output();
+      const err = new TextDecoder().decode(out.stderr);
+      // shoal ended itself with the run's status, not Deno's default death by the signal.
+      assertEquals([out.code, out.signal], [143, null], err);
+      assert(!await exists(bundle), `${bundle} is left`);
+      assertEquals(await processesMentioning(bundle), [], "processes of the run left");
+    }
+  });
+}

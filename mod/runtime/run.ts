@@ -30,7 +30,7 @@ import {
 } from "./rundir.ts";
 import { buildBundleSpec, type RunRequest } from "./spec.ts";
 import { liveRuns, processStartTime, writeState } from "./state.ts";
-import { supervise } from "./supervise.ts";
+import { holdStopSignals, supervise } from "./supervise.ts";
 import { type Guard, startGuard } from "./guard.ts";
 import { MAIN_PID_FILE } from "./main_exit.ts";
 import { libc } from "../sys/libc.ts";
@@ -94,6 +94,8 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   let base: RunBase | undefined;
   let claimed: Bundle | undefined;
   let guardStart: Promise<Guard> | undefined;
+  // From here on a stop signal leaves files to remove: it must not end shoal before that.
+  const early = holdStopSignals();
   try {
     base = runBaseFor(loaded.runBase, true)!;
     if (base.notice !== undefined) logger.warn(base.notice);
@@ -171,6 +173,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
         stopTimeout: loaded.config.runtime.stopTimeoutSeconds,
         end,
         moves: launcher.moves,
+        early,
       }, () => writeState(bundle, state));
 
     let result;
@@ -218,6 +221,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     result.release();
     return { status: result.status };
   } finally {
+    early.release();
     await (await guardStart?.catch(() => undefined))?.finish();
     if (claimed !== undefined) {
       closeBundle(claimed);

@@ -79,6 +79,45 @@ export interface SuperviseOptions {
   end(child: number): void;
   /** Descriptors given to the child at other numbers (the PMI socket, pmi.ts). */
   moves?: { from: number; to: number }[];
+  /** Stop signals that came while the run was being prepared (holdStopSignals). */
+  early?: EarlyStop;
+}
+
+/** A stop signal shoal got before its container was started, kept for the supervisor. */
+export interface EarlyStop {
+  /** The first that came, if any. */
+  readonly signal: Deno.Signal | undefined;
+  /** Stops holding them: from then on the supervisor's own listeners get them. */
+  release(): void;
+}
+
+/**
+ * Holds SIGINT, SIGTERM and SIGHUP from the moment a run starts to make its
+ * files: Deno's default would end shoal at once and leave them (a job
+ * cancelled while it starts, scancel). A run that got one does not start its
+ * container; one that is starting it passes the signal on (supervise).
+ */
+export function holdStopSignals(): EarlyStop {
+  let signal: Deno.Signal | undefined;
+  const listeners = Object.keys(STOP_SIGNALS).map((name) => {
+    const sig = name as Deno.Signal;
+    const handler = () => {
+      signal ??= sig;
+    };
+    Deno.addSignalListener(sig, handler);
+    return () => Deno.removeSignalListener(sig, handler);
+  });
+  let held = true;
+  return {
+    get signal() {
+      return signal;
+    },
+    release() {
+      if (!held) return;
+      held = false;
+      for (const remove of listeners) remove();
+    },
+  };
 }
 
 export interface Supervised {
@@ -95,6 +134,11 @@ export async function supervise(
   opts: SuperviseOptions,
   onStart: (pid: number) => Promise<void> = async () => {},
 ): Promise<Supervised> {
+  const early = opts.early?.signal;
+  if (early !== undefined) {
+    // Stopped before it started: nothing to run, and the run's status says why.
+    return { status: 128 + STOP_SIGNALS[early]!, held: [], release: () => {} };
+  }
   const ownsTerminal = opts.tty || (opts.stdin && Deno.stdin.isTerminal());
   const child = spawn(opts.argv, {
     stdin: opts.stdin ? "inherit" : "null",
@@ -152,6 +196,7 @@ export async function supervise(
     Deno.addSignalListener(sig, handler);
     return () => Deno.removeSignalListener(sig, handler);
   });
+  opts.early?.release();
   const held: string[] = [];
   const copied = copyStderr(child.stderr!, opts.holdPrefix, held);
   try {
