@@ -117,6 +117,23 @@ export function object<S extends Shape>(
   };
 }
 
+/** An object with exactly the keys of `shape`: a misspelt key is a mistake, not a comment. */
+export function exact<S extends Shape>(
+  shape: S,
+  refine?: (value: Out<S>, at: string) => void,
+): Check<Out<S>> {
+  const check = object(shape, refine);
+  return (v, at) => {
+    if (typeof v === "object" && v !== null && !Array.isArray(v)) {
+      const extra = Object.keys(v).find((k) => !Object.hasOwn(shape, k));
+      if (extra !== undefined) {
+        throw new ShapeError(at, `only the keys ${Object.keys(shape).join(", ")}, not "${extra}"`);
+      }
+    }
+    return check(v, at);
+  };
+}
+
 function plainObject(v: unknown, at: string): Record<string, unknown> {
   if (typeof v !== "object" || v === null || Array.isArray(v)) {
     throw new ShapeError(at, "an object");

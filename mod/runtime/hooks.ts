@@ -21,10 +21,9 @@ import {
   array,
   type Check,
   dictionary,
+  exact,
   integer,
-  object,
   optional,
-  type Out,
   ShapeError,
   string,
   tryShape,
@@ -75,23 +74,6 @@ export interface HookFacts {
   command: string;
   /** Whether the user asked for bind mounts (`-v`, `--mount`). */
   hasBindMounts: boolean;
-}
-
-/** An object with exactly the keys of `shape`: a misspelt key is a mistake, not a comment. */
-function exact<S extends Parameters<typeof object>[0]>(
-  shape: S,
-  refine?: (value: Out<S>, at: string) => void,
-): Check<Out<S>> {
-  const check = object(shape, refine);
-  return (v, at) => {
-    if (typeof v === "object" && v !== null && !Array.isArray(v)) {
-      const extra = Object.keys(v).find((k) => !Object.hasOwn(shape, k));
-      if (extra !== undefined) {
-        throw new ShapeError(at, `only the keys ${Object.keys(shape).join(", ")}, not "${extra}"`);
-      }
-    }
-    return check(v, at);
-  };
 }
 
 /** A regular expression, as Go's regexp (which Podman uses) takes most of them. */
