@@ -374,5 +374,19 @@ for (const helper of [true, false]) {
       unknown.stderr,
       /--device example\.com\/gpu=7: no such CDI device .*\(the devices there: example\.com\/gpu=0\)/,
     );
+
+    // A broken spec file fails the runs that ask for CDI devices, and only those.
+    await writeSpec(cdi, "broken.json", "{");
+    const broken = await site.shoal("user", [
+      "run",
+      "--device",
+      "example.com/gpu=0",
+      image,
+      "true",
+    ]);
+    assertMatch(broken.stderr, /CDI spec .*\/cdi\/broken\.json: not valid JSON/);
+    assertEquals(broken.code, 1, broken.stderr);
+    const plain = await site.shoal("user", ["run", image, "echo", "plain"]);
+    assertEquals(plain.stdout, "plain\n", plain.stderr);
   });
 }
