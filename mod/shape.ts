@@ -51,6 +51,11 @@ export function string(test?: (s: string) => boolean, expected = "a string"): Ch
 
 export const nonEmpty: Check<string> = string((s) => s !== "", "a non-empty string");
 
+export function boolean(v: unknown, at: string): boolean {
+  if (typeof v !== "boolean") throw new ShapeError(at, "true or false");
+  return v;
+}
+
 /** An integer of at least `min`. */
 export function integer(min: number): Check<number> {
   return (v, at) => {

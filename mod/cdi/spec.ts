@@ -7,7 +7,8 @@
  */
 import {
   array,
-  type Check,
+  boolean,
+  dictionary,
   exact,
   integer,
   nonEmpty,
@@ -16,8 +17,9 @@ import {
   ShapeError,
   string,
 } from "../shape.ts";
-import { HOOK_STAGES, type HookStage } from "../runtime/hooks.ts";
+import { absolute, envEntry, HOOK_STAGES, type HookStage } from "../runtime/hooks.ts";
 import { deviceNameProblem, kindProblem } from "./name.ts";
+import { ACCESS } from "../runtime/devices.ts";
 
 export const CDI_VERSIONS = ["0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0"] as const;
 export type CdiVersion = typeof CDI_VERSIONS[number];
@@ -72,26 +74,12 @@ export interface CdiSpec {
   containerEdits?: CdiEdits;
 }
 
-const absolute = string((s) => s.startsWith("/"), "an absolute path");
-const envEntry = string((s) => s.indexOf("=") > 0, "a NAME=VALUE string");
 const uint32 = (v: unknown, at: string) => {
   const n = integer(0)(v, at);
   if (n > 0xffffffff) throw new ShapeError(at, "an integer below 2^32");
   return n;
 };
-const annotations: Check<Record<string, string>> = (v, at) => {
-  if (typeof v !== "object" || v === null || Array.isArray(v)) {
-    throw new ShapeError(at, "an object");
-  }
-  for (const [k, x] of Object.entries(v)) {
-    if (typeof x !== "string") throw new ShapeError(`${at}.${k}`, "a string");
-  }
-  return v as Record<string, string>;
-};
-const bool = (v: unknown, at: string) => {
-  if (typeof v !== "boolean") throw new ShapeError(at, "true or false");
-  return v;
-};
+const annotations = dictionary(string());
 
 const deviceNode = exact({
   path: absolute,
@@ -100,7 +88,7 @@ const deviceNode = exact({
   major: optional(integer(0)),
   minor: optional(integer(0)),
   fileMode: optional(integer(0)),
-  permissions: optional(string((s) => /^(?!.*(.).*\1)[rwm]{1,3}$/.test(s), "some of r, w, m")),
+  permissions: optional(string((s) => ACCESS.test(s), "some of r, w, m")),
   uid: optional(uint32),
   gid: optional(uint32),
 });
@@ -124,8 +112,8 @@ const intelRdt = exact({
   closID: optional(string()),
   l3CacheSchema: optional(string()),
   memBwSchema: optional(string()),
-  enableCMT: optional(bool),
-  enableMBM: optional(bool),
+  enableCMT: optional(boolean),
+  enableMBM: optional(boolean),
 });
 
 const edits = exact({

@@ -19,6 +19,7 @@ import { rootOnlyProblems } from "../config/security.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import {
   array,
+  boolean,
   type Check,
   dictionary,
   exact,
@@ -87,8 +88,8 @@ function pattern(v: unknown, at: string): string {
   return s;
 }
 
-const absolute = string((s) => s.startsWith("/"), "an absolute path");
-const envEntry = string((s) => s.indexOf("=") > 0, "a NAME=VALUE string");
+export const absolute = string((s) => s.startsWith("/"), "an absolute path");
+export const envEntry = string((s) => s.indexOf("=") > 0, "a NAME=VALUE string");
 const stage = string(
   (s) => (HOOK_STAGES as readonly string[]).includes(s),
   `one of ${HOOK_STAGES.join(", ")}`,
@@ -122,11 +123,6 @@ const hookFile = exact({
 }, (file, at) => {
   if (file.stages.length === 0) throw new ShapeError(at ? `${at}.stages` : "stages", "a stage");
 });
-
-function boolean(v: unknown, at: string): boolean {
-  if (typeof v !== "boolean") throw new ShapeError(at, "true or false");
-  return v;
-}
 
 /** The installed hooks and, separately, what is wrong with the files that are not usable. */
 export interface HookListing {
