@@ -67,7 +67,7 @@ Deno.test("CDI specs: every version reads the fields it has", () => {
       timeout: 5,
     }],
   };
-  for (const v of ["0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0"]) {
+  for (const v of ["0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0", "1.1.0"]) {
     const s = checkSpec(spec(v, [dev("gpu0", base)], { containerEdits: { env: ["B=2"] } }));
     assertEquals(s.devices[0]!.containerEdits as unknown, base);
   }
@@ -83,6 +83,14 @@ Deno.test("CDI specs: every version reads the fields it has", () => {
     annotations: { k: "v" },
   }));
   assertEquals(s.devices[0]!.containerEdits.additionalGids, [44]);
+  const latest = checkSpec(spec("1.1.0", [dev("g", {
+    netDevices: [{ hostInterfaceName: "ib0", name: "ib0" }],
+    intelRdt: { schemata: ["L3:0=f"], enableMonitoring: true },
+  })]));
+  assertEquals(latest.devices[0]!.containerEdits.netDevices, [{
+    hostInterfaceName: "ib0",
+    name: "ib0",
+  }]);
 });
 
 Deno.test("CDI specs: a field newer than the file's cdiVersion, an unknown field, bad names", () => {
@@ -137,6 +145,18 @@ Deno.test("CDI specs: a field newer than the file's cdiVersion, an unknown field
       /hostPath: expected an absolute path/,
     ],
     [spec("0.8.0", []), /^devices: expected a device/],
+    [
+      spec("1.0.0", [dev("g", { netDevices: [{ hostInterfaceName: "ib0", name: "ib0" }] })]),
+      /netDevices: expected cdiVersion 1\.1\.0 or later/,
+    ],
+    [
+      spec("1.0.0", [dev("g", { intelRdt: { enableMonitoring: true } })]),
+      /intelRdt\.enableMonitoring: expected cdiVersion 1\.1\.0 or later/,
+    ],
+    [
+      spec("1.1.0", [dev("g", { intelRdt: { enableCMT: true } })]),
+      /^devices\.0\.containerEdits\.intelRdt\.enableCMT: expected no enableCMT or enableMBM from cdiVersion 1\.1\.0 on/,
+    ],
   ];
   for (const [value, message] of bad) {
     const err = assertThrows(() => checkSpec(value), ShapeError);
@@ -254,13 +274,23 @@ Deno.test("CDI edits: env, device nodes, mounts, hooks and groups, in the spec's
     await writeSpec(
       cdi,
       "gpu.json",
-      spec("0.7.0", [
+      spec("1.1.0", [
         dev("g0", {
           env: ["A=dev", "G=0"],
+          netDevices: [{ hostInterfaceName: "ib0", name: "net0" }],
           deviceNodes: [{ path: "/dev/gpu0", hostPath: node, type: "c", major: 1, minor: 3 }],
-          mounts: [{ hostPath: root, containerPath: "/opt/lib", options: ["ro", "nosuid"] }],
+          mounts: [
+            { hostPath: root, containerPath: "/opt/lib", options: ["ro", "nosuid"] },
+            // A bind mount whose type is a dummy, as the CDI spec allows.
+            {
+              hostPath: `${root}/lib.so`,
+              containerPath: "/opt/lib.so",
+              type: "none",
+              options: ["bind"],
+            },
+          ],
           hooks: [{ hookName: "createContainer", path: "/bin/true", args: ["true", "x"] }],
-          additionalGids: [5, 900000],
+          additionalGids: [0, 5, 900000],
         }),
       ], { containerEdits: { env: ["A=spec", "S=1"] } }),
     );
@@ -276,11 +306,13 @@ Deno.test("CDI edits: env, device nodes, mounts, hooks and groups, in the spec's
     assertEquals(s.mounts.map((m) => [m.destination, m.type, m.source]), [
       ["/dev/gpu0", "bind", node],
       ["/opt/lib", "bind", root],
+      ["/opt/lib.so", "bind", `${root}/lib.so`],
     ]);
     assert(s.mounts[1]!.options!.includes("rbind") && s.mounts[1]!.options!.includes("ro"));
     assertEquals(s.hooks, { createContainer: [{ path: "/bin/true", args: ["true", "x"] }] });
     assertEquals(s.process.user.additionalGids, [5]);
     assertEquals(warnings, [
+      "CDI device example.com/gpu=g0: network interface ib0 not moved in (the container shares the host's network, where it is visible as is)",
       "CDI device example.com/gpu=g0: group 900000 is not mapped into the container, so it is not added",
     ]);
 

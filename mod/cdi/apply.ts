@@ -62,7 +62,7 @@ function deviceNode(spec: OciSpec, node: CdiDeviceNode, from: Origin): void {
   const mount = resolveDevice({
     hostPath: node.hostPath ?? node.path,
     containerPath: node.path,
-    access: node.permissions ?? "rwm",
+    access: "rwm",
     option,
   })!;
   const info = Deno.statSync(mount.source);
@@ -82,9 +82,12 @@ function deviceNode(spec: OciSpec, node: CdiDeviceNode, from: Origin): void {
 }
 
 function mount(spec: OciSpec, m: NonNullable<CdiEdits["mounts"]>[number], from: Origin): void {
-  const type = m.type ?? "bind";
   let options = m.options ?? [];
-  if (type === "bind") {
+  // A bind mount's type is often a dummy such as "none" (the CDI spec).
+  const bind = m.type === undefined || m.type === "bind" || options.includes("bind") ||
+    options.includes("rbind");
+  const type = bind ? "bind" : m.type!;
+  if (bind) {
     try {
       Deno.statSync(m.hostPath);
     } catch (err) {
@@ -138,12 +141,18 @@ function applyEdits(
   for (const n of edits.deviceNodes ?? []) deviceNode(spec, n, from);
   for (const m of edits.mounts ?? []) mount(spec, m, from);
   for (const h of edits.hooks ?? []) hook(spec, h, ctx.checked, from);
+  for (const n of edits.netDevices ?? []) {
+    warnings.push(
+      `CDI device ${from.device}: network interface ${n.hostInterfaceName} not moved in (the container shares the host's network, where it is visible as is)`,
+    );
+  }
   if (edits.intelRdt !== undefined) {
     warnings.push(
       `CDI device ${from.device}: intelRdt not applied (a rootless container cannot set it)`,
     );
   }
-  for (const gid of edits.additionalGids ?? []) {
+  // Group 0 is ignored, as the CDI spec says.
+  for (const gid of (edits.additionalGids ?? []).filter((g) => g !== 0)) {
     const mapped = ctx.gidMappings.some((m) =>
       gid >= m.containerID && gid < m.containerID + m.size
     );

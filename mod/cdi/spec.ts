@@ -3,7 +3,7 @@
  * error (a misspelt `hostpath` would silently give a container the wrong
  * node), and so is a field newer than the file's `cdiVersion` says, as the
  * reference implementation (container-device-interface, version.go) refuses
- * them. Versions 0.3.0 (the first the reference still reads) to 0.8.0.
+ * them. Versions 0.3.0 (the first the reference still reads) to 1.1.0.
  */
 import {
   array,
@@ -19,9 +19,17 @@ import {
 } from "../shape.ts";
 import { absolute, envEntry, HOOK_STAGES, type HookStage } from "../runtime/hooks.ts";
 import { deviceNameProblem, kindProblem } from "./name.ts";
-import { ACCESS } from "../runtime/devices.ts";
 
-export const CDI_VERSIONS = ["0.3.0", "0.4.0", "0.5.0", "0.6.0", "0.7.0", "0.8.0"] as const;
+export const CDI_VERSIONS = [
+  "0.3.0",
+  "0.4.0",
+  "0.5.0",
+  "0.6.0",
+  "0.7.0",
+  "0.8.0",
+  "1.0.0",
+  "1.1.0",
+] as const;
 export type CdiVersion = typeof CDI_VERSIONS[number];
 
 export interface CdiDeviceNode {
@@ -51,12 +59,30 @@ export interface CdiHook {
   timeout?: number;
 }
 
+export interface CdiNetDevice {
+  hostInterfaceName: string;
+  name: string;
+}
+
+export interface CdiIntelRdt {
+  closID?: string;
+  l3CacheSchema?: string;
+  memBwSchema?: string;
+  /** Before 1.1.0 only. */
+  enableCMT?: boolean;
+  enableMBM?: boolean;
+  /** 1.1.0 on. */
+  schemata?: string[];
+  enableMonitoring?: boolean;
+}
+
 export interface CdiEdits {
   env?: string[];
   deviceNodes?: CdiDeviceNode[];
+  netDevices?: CdiNetDevice[];
   mounts?: CdiMount[];
   hooks?: CdiHook[];
-  intelRdt?: Record<string, unknown>;
+  intelRdt?: CdiIntelRdt;
   additionalGids?: number[];
 }
 
@@ -88,7 +114,8 @@ const deviceNode = exact({
   major: optional(integer(0)),
   minor: optional(integer(0)),
   fileMode: optional(integer(0)),
-  permissions: optional(string((s) => ACCESS.test(s), "some of r, w, m")),
+  // "" means rwm, "none" no access (the CDI spec); the host's own permissions decide here.
+  permissions: optional(string((s) => /^([rwm]*|none)$/.test(s), "r, w, m letters or none")),
   uid: optional(uint32),
   gid: optional(uint32),
 });
@@ -114,11 +141,16 @@ const intelRdt = exact({
   memBwSchema: optional(string()),
   enableCMT: optional(boolean),
   enableMBM: optional(boolean),
+  schemata: optional(array(string())),
+  enableMonitoring: optional(boolean),
 });
+
+const netDevice = exact({ hostInterfaceName: nonEmpty, name: nonEmpty });
 
 const edits = exact({
   env: optional(array(envEntry)),
   deviceNodes: optional(array(deviceNode)),
+  netDevices: optional(array(netDevice)),
   mounts: optional(array(mount)),
   hooks: optional(array(hook)),
   intelRdt: optional(intelRdt),
@@ -171,10 +203,24 @@ function editNeeds(e: CdiEdits | undefined, at: string): Need[] {
   if (e.intelRdt !== undefined) {
     needs.push({ at: `${at}.intelRdt`, version: "0.7.0", what: "intelRdt" });
   }
+  for (const key of ["schemata", "enableMonitoring"] as const) {
+    if (e.intelRdt?.[key] !== undefined) {
+      needs.push({ at: `${at}.intelRdt.${key}`, version: "1.1.0", what: `intelRdt.${key}` });
+    }
+  }
+  if ((e.netDevices ?? []).length > 0) {
+    needs.push({ at: `${at}.netDevices`, version: "1.1.0", what: "netDevices" });
+  }
   if ((e.additionalGids ?? []).length > 0) {
     needs.push({ at: `${at}.additionalGids`, version: "0.7.0", what: "additionalGids" });
   }
   return needs;
+}
+
+/** Where an intelRdt field that 1.1.0 dropped is used. */
+function dropped(e: CdiEdits | undefined, at: string): string | undefined {
+  const key = (["enableCMT", "enableMBM"] as const).find((k) => e?.intelRdt?.[k] !== undefined);
+  return key && `${at}.intelRdt.${key}`;
 }
 
 function needs(spec: CdiSpec): Need[] {
@@ -211,6 +257,18 @@ export function checkSpec(value: unknown): CdiSpec {
       tooNew.at,
       `cdiVersion ${tooNew.version} or later for ${tooNew.what} (the file says ${spec.cdiVersion})`,
     );
+  }
+  if (rank(spec.cdiVersion) >= rank("1.1.0")) {
+    const at = [
+      dropped(spec.containerEdits, "containerEdits"),
+      ...spec.devices.map((d, i) => dropped(d.containerEdits, `devices.${i}.containerEdits`)),
+    ].find((a) => a !== undefined);
+    if (at !== undefined) {
+      throw new ShapeError(
+        at,
+        "no enableCMT or enableMBM from cdiVersion 1.1.0 on (use enableMonitoring)",
+      );
+    }
   }
   const seen = new Set<string>();
   for (const [i, d] of spec.devices.entries()) {

@@ -33,8 +33,7 @@ export interface CdiDeviceRequest {
   option: string;
 }
 
-/** Docker's access letters: some of r, w, m, each once. */
-export const ACCESS = /^(?!.*(.).*\1)[rwm]{1,3}$/;
+const ACCESS = /^(?!.*(.).*\1)[rwm]{1,3}$/;
 
 /** Tells `--device vendor.com/class=name` (CDI) from Docker's `HOST[:CTR][:rwm]`. */
 export function parseDeviceArgument(spec: string): DeviceRequest | CdiDeviceRequest {
