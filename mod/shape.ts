@@ -51,6 +51,11 @@ export function string(test?: (s: string) => boolean, expected = "a string"): Ch
 
 export const nonEmpty: Check<string> = string((s) => s !== "", "a non-empty string");
 
+export function boolean(v: unknown, at: string): boolean {
+  if (typeof v !== "boolean") throw new ShapeError(at, "true or false");
+  return v;
+}
+
 /** An integer of at least `min`. */
 export function integer(min: number): Check<number> {
   return (v, at) => {
@@ -114,6 +119,23 @@ export function object<S extends Shape>(
     }
     refine?.(out as Out<S>, at);
     return out as Out<S>;
+  };
+}
+
+/** An object with exactly the keys of `shape`: a misspelt key is a mistake, not a comment. */
+export function exact<S extends Shape>(
+  shape: S,
+  refine?: (value: Out<S>, at: string) => void,
+): Check<Out<S>> {
+  const check = object(shape, refine);
+  return (v, at) => {
+    if (typeof v === "object" && v !== null && !Array.isArray(v)) {
+      const extra = Object.keys(v).find((k) => !Object.hasOwn(shape, k));
+      if (extra !== undefined) {
+        throw new ShapeError(at, `only the keys ${Object.keys(shape).join(", ")}, not "${extra}"`);
+      }
+    }
+    return check(v, at);
   };
 }
 

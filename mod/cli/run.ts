@@ -1,5 +1,5 @@
 import { ExitStatus, renderError, UsageError } from "../errors.ts";
-import { parseDeviceOption } from "../runtime/devices.ts";
+import { parseDeviceArgument } from "../runtime/devices.ts";
 import { parseEnvOption, readEnvFile } from "../runtime/env.ts";
 import { type MountRequest, parseMountOption, parseVolumeOption } from "../runtime/mounts.ts";
 import { parseAnnotationOption, type RunRequest } from "../runtime/spec.ts";
@@ -137,7 +137,7 @@ Examples:
       pid: opts.pid ?? "host",
       name: opts.name,
       annotations: Object.fromEntries(opts.annotation.map(parseAnnotationOption)),
-      devices: opts.device.map(parseDeviceOption),
+      devices: opts.device.map(parseDeviceArgument),
       root: rootRequested(opts.root || opts.fakeroot, opts.user),
       writableTmpfsSize: opts.writableTmpfsSize === undefined
         ? undefined

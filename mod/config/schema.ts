@@ -149,6 +149,8 @@ export const siteConfigSchema = z.strictObject({
   seccompProfile: z.optional(absPath),
   /** OCI hook definitions; default `<prefix>/etc/hooks.d`. */
   hooksDir: z.optional(absPath),
+  /** CDI spec dirs, read in order (a later one's device wins) by runs with `--device vendor/class=name`. */
+  cdiSpecDirs: z._default(z.array(absPath), ["/etc/cdi", "/var/run/cdi"]),
   helper: z.prefault(
     z.strictObject({
       /** Whether the helper may kernel-mount squashfs images owned by users (not only root's). */

@@ -15,6 +15,8 @@
 import { normalize } from "../path.ts";
 import { UsageError } from "../errors.ts";
 import { checkDestination } from "./mounts.ts";
+import type { OciMount } from "./oci.ts";
+import { looksQualified, parseQualifiedName } from "../cdi/name.ts";
 
 export interface DeviceRequest {
   hostPath: string;
@@ -25,7 +27,26 @@ export interface DeviceRequest {
   option: string;
 }
 
+/** `--device vendor.com/class=name`: a device of the node's CDI specs (mod/cdi/). */
+export interface CdiDeviceRequest {
+  cdi: string;
+  option: string;
+}
+
 const ACCESS = /^(?!.*(.).*\1)[rwm]{1,3}$/;
+
+/** Tells `--device vendor.com/class=name` (CDI) from Docker's `HOST[:CTR][:rwm]`. */
+export function parseDeviceArgument(spec: string): DeviceRequest | CdiDeviceRequest {
+  if (!looksQualified(spec)) return parseDeviceOption(spec);
+  try {
+    parseQualifiedName(spec);
+  } catch (err) {
+    throw new UsageError(`--device ${spec}: ${(err as Error).message}`, {
+      hint: "a CDI device is named vendor.com/class=name (or =all)",
+    });
+  }
+  return { cdi: spec, option: `--device ${spec}` };
+}
 
 /** Parses Docker's `HOST[:CTR][:rwm]`; a lone second field is access when it looks like one. */
 export function parseDeviceOption(spec: string): DeviceRequest {
@@ -79,4 +100,14 @@ export function resolveDevice(req: DeviceRequest, optional = false): DeviceMount
     throw new UsageError(`${req.option}: ${req.hostPath} is not a device (use --mount for files)`);
   }
   return { source, destination: normalize(req.containerPath) };
+}
+
+/** Devices are bind-mounted (see the header); exec and dev must stay allowed on them. */
+export function deviceMount(d: DeviceMount): OciMount {
+  return {
+    destination: d.destination,
+    type: "bind",
+    source: d.source,
+    options: ["bind", "nosuid", "noexec"],
+  };
 }

@@ -19,12 +19,12 @@ import { rootOnlyProblems } from "../config/security.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import {
   array,
+  boolean,
   type Check,
   dictionary,
+  exact,
   integer,
-  object,
   optional,
-  type Out,
   ShapeError,
   string,
   tryShape,
@@ -77,23 +77,6 @@ export interface HookFacts {
   hasBindMounts: boolean;
 }
 
-/** An object with exactly the keys of `shape`: a misspelt key is a mistake, not a comment. */
-function exact<S extends Parameters<typeof object>[0]>(
-  shape: S,
-  refine?: (value: Out<S>, at: string) => void,
-): Check<Out<S>> {
-  const check = object(shape, refine);
-  return (v, at) => {
-    if (typeof v === "object" && v !== null && !Array.isArray(v)) {
-      const extra = Object.keys(v).find((k) => !Object.hasOwn(shape, k));
-      if (extra !== undefined) {
-        throw new ShapeError(at, `only the keys ${Object.keys(shape).join(", ")}, not "${extra}"`);
-      }
-    }
-    return check(v, at);
-  };
-}
-
 /** A regular expression, as Go's regexp (which Podman uses) takes most of them. */
 function pattern(v: unknown, at: string): string {
   const s = string()(v, at);
@@ -105,8 +88,8 @@ function pattern(v: unknown, at: string): string {
   return s;
 }
 
-const absolute = string((s) => s.startsWith("/"), "an absolute path");
-const envEntry = string((s) => s.indexOf("=") > 0, "a NAME=VALUE string");
+export const absolute = string((s) => s.startsWith("/"), "an absolute path");
+export const envEntry = string((s) => s.indexOf("=") > 0, "a NAME=VALUE string");
 const stage = string(
   (s) => (HOOK_STAGES as readonly string[]).includes(s),
   `one of ${HOOK_STAGES.join(", ")}`,
@@ -140,11 +123,6 @@ const hookFile = exact({
 }, (file, at) => {
   if (file.stages.length === 0) throw new ShapeError(at ? `${at}.stages` : "stages", "a stage");
 });
-
-function boolean(v: unknown, at: string): boolean {
-  if (typeof v !== "boolean") throw new ShapeError(at, "true or false");
-  return v;
-}
 
 /** The installed hooks and, separately, what is wrong with the files that are not usable. */
 export interface HookListing {

@@ -35,7 +35,13 @@ import {
 } from "./mounts.ts";
 import { type EnvOption, mergeEnvironment } from "./env.ts";
 import { containerGroup, containerPasswd, containerShell, type PasswdEntry } from "./passwd.ts";
-import { type DeviceMount, type DeviceRequest, resolveDevice } from "./devices.ts";
+import {
+  type CdiDeviceRequest,
+  type DeviceMount,
+  deviceMount,
+  type DeviceRequest,
+  resolveDevice,
+} from "./devices.ts";
 import { OCI_VERSION, type OciLinux, type OciMount, type OciSpec, specProblems } from "./oci.ts";
 import { byteExactProcess, linkRawSources, type SourceLink } from "./raw_bytes.ts";
 import { hasRawBytes } from "../bytes.ts";
@@ -64,7 +70,8 @@ export interface RunRequest {
   /** `--name`: the driver's container name; not part of the spec. */
   name?: string;
   annotations: Record<string, string>;
-  devices: DeviceRequest[];
+  /** `--device`: host devices and CDI devices, in command-line order. */
+  devices: (DeviceRequest | CdiDeviceRequest)[];
   /** `--root` / `--fakeroot`. */
   root: boolean;
   /** `--writable-tmpfs-size` in bytes: the driver's overlay size; not part of the spec. */
@@ -341,16 +348,6 @@ function bindMount(m: BindMount): OciMount {
   return { destination: m.destination, type: "bind", source: m.source, options };
 }
 
-/** Devices are bind-mounted (see devices.ts); exec and dev must stay allowed on them. */
-function deviceMount(d: DeviceMount): OciMount {
-  return {
-    destination: d.destination,
-    type: "bind",
-    source: d.source,
-    options: ["bind", "nosuid", "noexec"],
-  };
-}
-
 /**
  * Site mounts that exist; missing optional ones are reported, missing others
  * refused. `$HOME` and `$USER` in their paths are the caller's (the passwd
@@ -391,6 +388,7 @@ function devices(request: RunRequest, config: SiteConfig, warnings: string[]): D
     else out.push(mount);
   }
   for (const req of request.devices) {
+    if ("cdi" in req) continue;
     checkAllowedDestination(req.option, req.containerPath, config.forbiddenMountDestinations);
     out.push(resolveDevice(req)!);
   }
@@ -628,6 +626,17 @@ export async function buildBundleSpec(
     hasBindMounts: request.mounts.length > 0,
   });
   if (Object.keys(hooks).length > 0) spec.hooks = hooks;
+  const cdi = request.devices.flatMap((d) => "cdi" in d ? [d.cdi] : []);
+  if (cdi.length > 0) {
+    // Loaded only by runs that ask for CDI devices: others read no spec dir.
+    const { applyCdiDevices } = await import("../cdi/apply.ts");
+    const ctx = {
+      dirs: config.cdiSpecDirs,
+      checked: config.securityChecks,
+      gidMappings: gids.mappings,
+    };
+    await applyCdiDevices(spec, cdi, ctx, warnings);
+  }
   if (config.seccompProfile !== undefined) {
     spec.linux.seccomp = seccompProfile(config.seccompProfile);
   }
