@@ -89,7 +89,10 @@ export const runCommand = defineCommand({
     ),
     name: value("--name <NAME>", "name the container (for 'shoal ps' and 'shoal kill')"),
     annotation: list("--annotation <KEY=VALUE>", "OCI annotation for hooks"),
-    device: list("--device <HOST[:CTR][:rwm]>", "make a host device available"),
+    device: list(
+      "--device <HOST[:CTR][:rwm]>",
+      "make a host device available, or a CDI device vendor.com/class=name",
+    ),
     centralizedRepository: flag(
       "--centralized-repository",
       "take the image from the site's centralized repository",
