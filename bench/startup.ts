@@ -7,6 +7,12 @@
  * RSS of the shoal process. Medians of several runs. Run as root (it sets up
  * a site install and runs everything as the unprivileged test user).
  *
+ * With CDI devices too: the same run with one device and with all devices of
+ * a spec of realistic size (8 GPUs, each a device node and variables, and 60
+ * driver libraries bind-mounted for all of them), against the same path
+ * without devices (issue 13: within 10%). The nodes are /dev/null's, the
+ * libraries small files of the site's.
+ *
  *   .tools/bin/deno run -A bench/startup.ts [RUNS]
  */
 import { runAs } from "../tests/support/users.ts";
@@ -73,19 +79,64 @@ async function breakdown(args: string[]): Promise<Record<string, number>> {
 
 const paths = ["helper", "unprivileged"] as const;
 const shoalArgs = ["run", "--root", site.image, "true"];
+const cdi = { cdiSpecDirs: [await benchCdiSpec(site.prefix)] };
+const deviceCases = {
+  "one CDI device": ["run", "--root", "--device", "bench.example/gpu=gpu0", site.image, "true"],
+  "all 8 CDI devices": ["run", "--root", "--device", "bench.example/gpu=all", site.image, "true"],
+};
+
+/** A root-owned CDI spec dir under the site's prefix, as the security checks want it. */
+async function benchCdiSpec(prefix: string): Promise<string> {
+  const libs = `${prefix}/lib/cdi-bench`;
+  await Deno.mkdir(libs, { recursive: true, mode: 0o755 });
+  const mounts = [];
+  for (let i = 0; i < 60; i++) {
+    await Deno.writeTextFile(`${libs}/libbench${i}.so.1`, "", { mode: 0o644 });
+    mounts.push({
+      hostPath: `${libs}/libbench${i}.so.1`,
+      containerPath: `/usr/lib/libbench${i}.so.1`,
+      options: ["ro", "nosuid", "nodev", "bind"],
+    });
+  }
+  const devices = Array.from({ length: 8 }, (_, i) => ({
+    name: `gpu${i}`,
+    containerEdits: {
+      env: [`BENCH_GPU${i}=${i}`],
+      deviceNodes: [{ path: `/dev/benchgpu${i}`, hostPath: "/dev/null" }],
+    },
+  }));
+  const dir = `${prefix}/etc/cdi-bench`;
+  await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  const spec = {
+    cdiVersion: "0.6.0",
+    kind: "bench.example/gpu",
+    devices,
+    containerEdits: {
+      env: ["BENCH_DRIVER=1"],
+      deviceNodes: [{ path: "/dev/benchctl", hostPath: "/dev/null" }],
+      mounts,
+    },
+  };
+  await Deno.writeTextFile(`${dir}/bench.json`, JSON.stringify(spec), { mode: 0o644 });
+  return dir;
+}
 let n = 0;
 const floorRun = () => timed(RUNC, runcArgs(site, `bench-${Deno.pid}-${n++}`));
 
 // Rounds take one of each in turn, so that a machine that slows down or speeds up
 // during the benchmark (a VM) shifts the floor and shoal alike.
 const times: Record<string, number[]> = { floor: [], version: [], helper: [], unprivileged: [] };
+const deviceTimes: Record<string, number[]> = {};
 const parts: Record<string, Record<string, number>[]> = { helper: [], unprivileged: [] };
 const usable: Record<string, string | undefined> = {};
 for (const path of paths) {
-  await site.usePath(path);
+  await site.usePath(path, cdi);
   const probe = await site.run(site.bin, shoalArgs);
   usable[path] = probe.code === 0 ? undefined : probe.stderr.trim();
   if (usable[path] === undefined) await timed(site.bin, shoalArgs); // warm Deno's code cache
+  for (const args of Object.values(deviceCases)) {
+    if (usable[path] === undefined) await timed(site.bin, args); // and the CDI module's
+  }
 }
 await floorRun();
 for (let round = 0; round < runs; round++) {
@@ -93,9 +144,12 @@ for (let round = 0; round < runs; round++) {
   times.version!.push(await timed(site.bin, ["version"]));
   for (const path of paths) {
     if (usable[path] !== undefined) continue;
-    await site.usePath(path);
+    await site.usePath(path, cdi);
     times[path]!.push(await timed(site.bin, shoalArgs));
     parts[path]!.push(await breakdown(shoalArgs));
+    for (const [name, args] of Object.entries(deviceCases)) {
+      (deviceTimes[`${path}: ${name}`] ??= []).push(await timed(site.bin, args));
+    }
   }
 }
 
@@ -115,7 +169,15 @@ for (const path of paths) {
     `    where it goes: before shoal's code ${part("before")} ms, shoal ${part("shoal")} ms, ` +
       `container ${part("container")} ms, after ${part("after")} ms`,
   );
-  await site.usePath(path);
+  const plain = median(times[path]!);
+  for (const name of Object.keys(deviceCases)) {
+    const ms = median(deviceTimes[`${path}: ${name}`]!);
+    console.log(
+      `    with ${name.padEnd(26)} ${ms.toFixed(1).padStart(7)} ms   ` +
+        `${(ms / plain).toFixed(2)}x the run without devices`,
+    );
+  }
+  await site.usePath(path, cdi);
   console.log(`    peak RSS of shoal: ${((await peakRss(shoalArgs)) / 1e6).toFixed(1)} MB`);
 }
 row("  for comparison: shoal version", median(times.version!));

@@ -174,3 +174,40 @@ for (const helper of [true, false]) {
     }
   });
 }
+
+/** The files a bundle's entry loads before any of its code runs: its static imports, transitively. */
+function bundleClosure(dir: string, entry: string): string[] {
+  const seen = new Set<string>();
+  const todo = [entry];
+  while (todo.length > 0) {
+    const file = todo.pop()!;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    const text = Deno.readTextFileSync(`${dir}/${file}`);
+    for (const m of text.matchAll(/^import\s+(?:[^;]*?\s+from\s+)?"([^"]+)"/gms)) {
+      if (m[1]!.startsWith("./")) todo.push(m[1]!.slice(2));
+      else seen.add(m[1]!);
+    }
+  }
+  return [...seen].sort();
+}
+
+Deno.test("the installed bundle, as install.sh builds it, loads no node: module at start either", async () => {
+  // The bundler may hoist what one lazily loaded module needs (a CommonJS package's require()
+  // shim, node:module) into a chunk every start loads: the source graph above cannot see that.
+  const dir = await Deno.makeTempDir({ prefix: "shoal-bundle-" });
+  try {
+    const out = await new Deno.Command(DENO, {
+      args: ["bundle", "--quiet", "--code-splitting", "--outdir", dir, "main.ts"],
+      cwd: ROOT.pathname,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert(out.success, new TextDecoder().decode(out.stderr));
+    const loaded = bundleClosure(dir, "main.js");
+    assert(loaded.length > 1, `the bundle's entry imports nothing: ${loaded}`);
+    assertEquals(loaded.filter((f) => !f.endsWith(".js")), []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -20,8 +20,8 @@ export interface RunSite extends AsyncDisposable {
   image: string;
   /** A bundle of the image for bare `runc run` (--root mapping, host PID namespace). */
   bundle: string;
-  /** Selects the run path through the site config: "helper" or "unprivileged". */
-  usePath(path: "helper" | "unprivileged"): Promise<void>;
+  /** Selects the run path through the site config: "helper" or "unprivileged"; `extra` keys too. */
+  usePath(path: "helper" | "unprivileged", extra?: Record<string, unknown>): Promise<void>;
   /** Runs as the test user in its home, with a private data dir. */
   run(cmd: string, args: string[]): Promise<Result>;
   env: Record<string, string>;
@@ -50,9 +50,9 @@ export async function runSite(name = "shoal-bench"): Promise<RunSite> {
   const config = async (extra: Record<string, unknown>) => {
     await Deno.writeTextFile(`${prefix}/etc/shoal.json`, JSON.stringify(extra));
   };
-  const usePath = (path: "helper" | "unprivileged") =>
-    config(
-      path === "helper"
+  const usePath = (path: "helper" | "unprivileged", extra: Record<string, unknown> = {}) =>
+    config({
+      ...(path === "helper"
         ? {
           registries: { insecure: [registry.host] },
           // The helper takes images only from repositories the site names.
@@ -60,8 +60,9 @@ export async function runSite(name = "shoal-bench"): Promise<RunSite> {
           helper: { kernelMountUserImages: true },
         }
         // A helper path that does not exist leaves the unprivileged path.
-        : { registries: { insecure: [registry.host] }, runtime: { helper: `${prefix}/none` } },
-    );
+        : { registries: { insecure: [registry.host] }, runtime: { helper: `${prefix}/none` } }),
+      ...extra,
+    });
   await usePath("helper");
   must(await run(bin, ["pull", "-q", image]), "shoal pull");
 
