@@ -26,6 +26,7 @@ const CHECK_IDS = [
   "fusermount",
   "cgroup",
   "helper",
+  "exec-shim",
   "security",
   "rundir",
 ];
@@ -515,5 +516,26 @@ Deno.test("a centralized repository others could change: doctor and run take the
   } finally {
     await s.writeConfig();
     await Deno.remove(shared, { recursive: true });
+  }
+});
+
+Deno.test("doctor says whether shoal-exec is installed, which only runs with bytes that are not UTF-8 need", async () => {
+  const s = await helperSite();
+  const shim = `${s.dir}/prefix/libexec/shoal/shoal-exec`;
+  const installed = await doctorOn(s, "user");
+  assertEquals(check(installed, "exec-shim").status, "ok", check(installed, "exec-shim").detail);
+  await Deno.rename(shim, `${shim}.away`);
+  try {
+    const missing = await doctorOn(s, "user");
+    const c = check(missing, "exec-shim");
+    assertEquals([c.status, c.detail], [
+      "warn",
+      `not installed at ${shim}: a run whose command or environment is not UTF-8 is refused`,
+    ]);
+    assertStringIncludes(c.fix ?? "", "libc6-dev");
+    // Every other run goes as before.
+    assertEquals(missing.canRun, installed.canRun);
+  } finally {
+    await Deno.rename(`${shim}.away`, shim);
   }
 });

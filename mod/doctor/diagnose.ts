@@ -21,7 +21,7 @@ import type { ConfigProblem } from "./config.ts";
 import { configCheck } from "./config.ts";
 import type { Check } from "../host/check.ts";
 import { idmapToolCheck, privilegesCheck, subidCheck } from "../host/ids.ts";
-import { helperCheck, securityCheck } from "../host/install.ts";
+import { execShimCheck, helperCheck, securityCheck } from "../host/install.ts";
 import {
   cgroupCheck,
   idmappedCheck,
@@ -119,6 +119,7 @@ export async function diagnose(
     fusermountCheck(paths.fusermount),
     cgroupCheck(),
     helperCheck(loaded),
+    execShimCheck(loaded),
     securityCheck(loaded, user),
     runDirCheck(loaded.runBase),
   ];

@@ -25,6 +25,36 @@ function problemsFailure(problems: SecurityProblem[]): Pick<Check, "status" | "d
 }
 
 /**
+ * The exec shim that carries a command or environment that is not UTF-8 into
+ * the container (runtime/raw_bytes.ts): without it only such runs are refused.
+ */
+export function execShimCheck(loaded: LoadedConfig): Check {
+  const base = { id: "exec-shim", title: "shoal-exec shim" };
+  const path = loaded.layout.execShim;
+  let info: Deno.FileInfo | undefined;
+  try {
+    info = Deno.statSync(path);
+  } catch {
+    // Missing, or not to be looked at: either way runs cannot use it.
+  }
+  if (info?.isFile && ((info.mode ?? 0) & 0o111) !== 0) {
+    return {
+      ...base,
+      status: "ok",
+      detail: `${path}: commands and environments that are not UTF-8 pass byte for byte`,
+    };
+  }
+  return {
+    ...base,
+    status: "warn",
+    detail: `not installed at ${path}: a run whose command or environment is not UTF-8 is refused`,
+    fix: loaded.layout.kind === "checkout"
+      ? "run shoal from an installation (./install.sh builds shoal-exec)"
+      : "install gcc, make and libc6-dev, then run ./install.sh again (it builds shoal-exec)",
+  };
+}
+
+/**
  * The helper: installed, root-owned, setuid, not writable by others, on a
  * suid mount, and trusting its installation (its own rule: helperTrustProblems).
  */
