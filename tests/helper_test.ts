@@ -665,6 +665,9 @@ Deno.test("a path swapped between check and use never mounts the wrong thing", a
          ln -f race-mine race.tmp && mv -f race.tmp "$3"
          mv "$2/rp" "$2/rp-dir" && mv "$2/rp-link" "$2/rp"
          mv "$2/rp" "$2/rp-link" && mv "$2/rp-dir" "$2/rp"
+         # A moment in the good state (own image, real bundle): on a loaded machine the
+         # flips alone left no run that could win, and the test needs both sides.
+         sleep 0.005
        done`,
       "swapper",
       images,
