@@ -4,6 +4,7 @@
  * and path B's guard, which makes that namespace and empties it when the run
  * ends.
  */
+import { pidsInNamespace } from "./support/proc.ts";
 import { assert, assertEquals, assertRejects } from "./support/assert.ts";
 import { registerRunTests } from "./support/run_cases.ts";
 import { processesMentioning, runSite } from "./support/run.ts";
@@ -14,21 +15,6 @@ import { installLayout } from "../mod/config/layout.ts";
 const GUARD = installLayout().guardScript;
 
 registerRunTests(false);
-
-/** The pids whose user namespace is `ns` (a /proc/PID/ns/user link), zombies left out. */
-function inNamespace(ns: string): number[] {
-  const pids: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const state = Deno.readTextFileSync(`/proc/${entry.name}/stat`).replace(/^.*\) /s, "");
-      if (Deno.readLinkSync(`/proc/${entry.name}/ns/user`) === ns && !/^[ZX]/.test(state)) {
-        pids.push(Number(entry.name));
-      }
-    } catch { /* gone meanwhile */ }
-  }
-  return pids;
-}
 
 function killAll(pids: number[]) {
   for (const pid of pids) {
@@ -81,14 +67,18 @@ Deno.test("path B guard: a user namespace with the mapping; at finish nothing in
     assertEquals(new TextDecoder().decode(said.value).trim(), "started");
     assertEquals((await processesMentioning(marker)).length, 3, "the script and what it left run");
     await guard.finish();
-    assertEquals(inNamespace(ns), [], "nothing runs in the namespace once finish() returns");
+    assertEquals(
+      pidsInNamespace("user", ns),
+      [],
+      "nothing runs in the namespace once finish() returns",
+    );
     assertEquals(await processesMentioning(marker), []);
     assertEquals((await child.status).signal, "SIGKILL");
     // finish() again is the same wait, done.
     await guard.finish();
   } finally {
     await guard.finish();
-    killAll(inNamespace(ns));
+    killAll(pidsInNamespace("user", ns));
     await child?.stdout.cancel().catch(() => {});
   }
 });

@@ -20,6 +20,7 @@
  * An unload handler kills what is left and removes the namespace and the
  * temp dir if the test process ends first.
  */
+import { pidsInNamespace } from "./proc.ts";
 import { type Result, runCommand } from "./shoal.ts";
 import { type TestUser, userArgv } from "./users.ts";
 
@@ -90,17 +91,7 @@ function pidsInNetns(netns: string): number[] {
   } catch {
     return [];
   }
-  const pids: number[] = [];
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const state = Deno.readTextFileSync(`/proc/${entry.name}/stat`).replace(/^.*\) /s, "");
-      if (Deno.readLinkSync(`/proc/${entry.name}/ns/net`) === ns && !/^[ZX]/.test(state)) {
-        pids.push(Number(entry.name));
-      }
-    } catch { /* gone meanwhile */ }
-  }
-  return pids;
+  return pidsInNamespace("net", ns);
 }
 
 function describe(pid: number): string {
