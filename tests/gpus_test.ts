@@ -7,7 +7,7 @@
  * RSMI) to start, so the jobs here get their GPU variables the way the plugin
  * would pass them: in the environment srun gives the task.
  */
-import { assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
+import { assert, assertEquals, assertMatch, assertThrows } from "./support/assert.ts";
 import { runSite } from "./support/run.ts";
 import { rootOwnedTempDir } from "./support/install.ts";
 import { fakeNode, writeSpec } from "./support/cdi.ts";
@@ -215,5 +215,124 @@ Deno.test("--gpus chooses among the node's GPUs or the job's, numbered from 0 in
     assertMatch(nothing.hint!, /shoal cdi generate/);
   } finally {
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+/** What the container sees: its GPU nodes and visibility variables, on one line. */
+const SHOW = "echo $(cd /dev && ls -d nvidia* kfd dri/* 2>/dev/null) " +
+  '"CVD=$CUDA_VISIBLE_DEVICES NVD=$NVIDIA_VISIBLE_DEVICES ROCR=$ROCR_VISIBLE_DEVICES HIP=$HIP_VISIBLE_DEVICES"';
+
+/** A site whose spec dir is `cdi` (empty), with 4 fake GPUs' nodes. */
+async function gpuSite(helper: boolean) {
+  const site = await runSite(helper);
+  const nodes = `${site.dir}/dev`;
+  await fakeGpuNodes(nodes, 4);
+  const cdi = `${site.dir}/cdi`;
+  await Deno.mkdir(cdi, { mode: 0o755 });
+  await site.writeConfig({ cdiSpecDirs: [cdi] });
+  return { site, nodes, cdi, image: await site.image("user") };
+}
+
+for (const helper of [true, false]) {
+  const tag = helper ? "helper path" : "path B";
+  Deno.test(`${tag}: --gpus gives a user's container its GPUs' nodes only, renumbered`, async () => {
+    const { site, nodes, cdi, image } = await gpuSite(helper);
+    const run = (gpus: string, env: Record<string, string> = {}, options: string[] = []) =>
+      site.shoal("user", ["run", "--gpus", gpus, ...options, image, "sh", "-c", SHOW], { env });
+
+    const none = await run("all");
+    assertEquals(none.code, 1, none.stderr);
+    assertMatch(
+      none.stderr,
+      /--gpus all: no GPU CDI spec \(nvidia\.com\/gpu or amd\.com\/gpu\) is installed in .*\/cdi .*shoal cdi generate/,
+    );
+
+    await writeSpec(cdi, "nvidia.json", nvidiaSpec(nodes, 4));
+    const out = async (gpus: string, env: Record<string, string> = {}, options: string[] = []) => {
+      const r = await run(gpus, env, options);
+      assertEquals(r.code, 0, r.stderr);
+      return r.stdout;
+    };
+    assertEquals(await out("2"), "nvidia0 nvidia1 nvidiactl CVD=0,1 NVD=0,1 ROCR= HIP=\n");
+    assertEquals(await out("device=3,1"), "nvidia1 nvidia3 nvidiactl CVD=1,0 NVD=3,1 ROCR= HIP=\n");
+    assertEquals(await out(`device=${uuid(2)}`), "nvidia2 nvidiactl CVD=0 NVD=2 ROCR= HIP=\n");
+    // GPUs given to this process (by a batch system): all is those, numbered from 0.
+    const given = { CUDA_VISIBLE_DEVICES: "1,3" };
+    assertEquals(await out("all", given), "nvidia1 nvidia3 nvidiactl CVD=0,1 NVD=1,3 ROCR= HIP=\n");
+    assertEquals(
+      await out("all", given, ["-e", "CUDA_VISIBLE_DEVICES=1"]),
+      "nvidia1 nvidia3 nvidiactl CVD=1 NVD=1,3 ROCR= HIP=\n",
+    );
+
+    const many = await run("5");
+    assertEquals(many.code, 2, many.stderr);
+    assertMatch(many.stderr, /--gpus 5: only 4 GPUs on this node: 0, 1, 2, 3/);
+    const outside = await run("device=0", given);
+    assertEquals(outside.code, 2, outside.stderr);
+    assertMatch(
+      outside.stderr,
+      /--gpus device=0: GPU 0 is not one of this job's GPUs .*this job may use 1, 3 \(CUDA_VISIBLE_DEVICES=1,3\)/,
+    );
+
+    await Deno.remove(`${cdi}/nvidia.json`);
+    await writeSpec(cdi, "amd.json", amdSpec(nodes, 4));
+    assertEquals(
+      await out("all", { ROCR_VISIBLE_DEVICES: "2,1", HIP_VISIBLE_DEVICES: "2,1" }),
+      "dri/renderD129 dri/renderD130 kfd CVD= NVD= ROCR=1,0 HIP=0,1\n",
+    );
+    await writeSpec(cdi, "nvidia.json", nvidiaSpec(nodes, 4));
+    const both = await run("all");
+    assertEquals(both.code, 1, both.stderr);
+    assertMatch(
+      both.stderr,
+      /CDI specs for both NVIDIA and AMD GPUs.*--device nvidia\.com\/gpu=all/,
+    );
+  });
+}
+
+Deno.test("under Slurm: a job step's --gpus gets the job's GPUs only, renumbered, on both run paths", async (t) => {
+  const slurm = await startSlurm();
+  try {
+    for (const helper of [true, false]) {
+      await t.step(helper ? "helper path" : "path B", async () => {
+        const { site, nodes, cdi, image } = await gpuSite(helper);
+        await writeSpec(cdi, "nvidia.json", nvidiaSpec(nodes, 4));
+        const user = (await site.user("user"))!;
+        const srun = (gpus: string, env: Record<string, string>) =>
+          slurm.run(user, "srun", [
+            "-n",
+            "1",
+            site.bin,
+            "run",
+            "--gpus",
+            gpus,
+            image,
+            "sh",
+            "-c",
+            SHOW,
+          ], env);
+        // As the gres/gpu plugin passes them under ConstrainDevices: CUDA's relative to the job.
+        const job = {
+          SLURM_JOB_GPUS: "1,3",
+          CUDA_VISIBLE_DEVICES: "0,1",
+          GPU_DEVICE_ORDINAL: "0,1",
+        };
+        const all = await srun("all", job);
+        assertEquals(
+          all.stdout,
+          "nvidia1 nvidia3 nvidiactl CVD=0,1 NVD=1,3 ROCR= HIP=\n",
+          all.stderr,
+        );
+        const one = await srun("device=3", job);
+        assertEquals(one.stdout, "nvidia3 nvidiactl CVD=0 NVD=3 ROCR= HIP=\n", one.stderr);
+        const step = await srun("all", { ...job, SLURM_STEP_GPUS: "2" });
+        assertEquals(step.stdout, "nvidia2 nvidiactl CVD=0 NVD=2 ROCR= HIP=\n", step.stderr);
+        const outside = await srun("device=0", job);
+        assert(outside.code !== 0, outside.stdout);
+        assertMatch(outside.stderr, /--gpus device=0: GPU 0 is not one of this job's GPUs/);
+      });
+    }
+  } finally {
+    await slurm.stop();
   }
 });
