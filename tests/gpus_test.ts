@@ -169,6 +169,10 @@ Deno.test("--gpus chooses among the node's GPUs or the job's, numbered from 0 in
     const outside = assertThrows(() => pick("device=0", job), UsageError);
     assertEquals(outside.message, "--gpus device=0: GPU 0 is not one of this job's GPUs");
     assertEquals(outside.hint, "this job may use 1, 3 (SLURM_JOB_GPUS=1,3)");
+    assertEquals(
+      assertThrows(() => pick("device=7", job), UsageError).message,
+      "--gpus device=7: no GPU 7 on this node",
+    );
     const tooMany = assertThrows(() => pick("3", job), UsageError);
     assertEquals(tooMany.message, "--gpus 3: only 2 GPUs in this job (SLURM_JOB_GPUS=1,3): 1, 3");
     const none = assertThrows(

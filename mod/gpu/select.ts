@@ -113,7 +113,7 @@ export function selectGpus(
     host = [];
     for (const name of request.devices) {
       if (!gpus.has(name)) {
-        throw new UsageError(`${request.option}: no GPU ${name} ${where}`, {
+        throw new UsageError(`${request.option}: no GPU ${name} on this node`, {
           hint: `the GPUs there: ${listed([...gpus.keys()])}`,
         });
       }
