@@ -55,6 +55,11 @@ export const program: Program = {
       load: async () => (await import("./system.ts")).systemCommand,
     },
     {
+      name: "store",
+      summary: "the cluster image store's commands (the converter)",
+      load: async () => (await import("./store.ts")).storeCommand,
+    },
+    {
       name: "login",
       summary: "log in to a registry and keep the credentials for pulls",
       load: async () => (await import("./login.ts")).loginCommand,

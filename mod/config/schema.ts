@@ -171,6 +171,18 @@ export const siteConfigSchema = z.strictObject({
    * pulled or run; the most specific scope covering an image decides (signature/policy.ts).
    */
   signatures: z._default(z.array(signatureRule), []),
+  /** The cluster image store (docs/design/store.md); none when absent. */
+  store: z.optional(z.strictObject({
+    /** Its directory, on a filesystem every node mounts, owned by `owner` (not writable by others). */
+    path: absPath,
+    /** The account that owns the store: the converter runs as it. */
+    owner: z._default(nonEmpty, "shoal"),
+    /**
+     * A publish whose claim nobody touched for this long died or hangs: the next publisher of
+     * the image takes it over. Its holder touches it every twelfth of this.
+     */
+    claimStaleSeconds: z._default(z.number().check(z.minimum(1), z.maximum(86400)), 60),
+  })),
   /** CDI spec dirs, read in order (a later one's device wins) by runs with `--device vendor/class=name`. */
   cdiSpecDirs: z._default(z.array(absPath), ["/etc/cdi", "/var/run/cdi"]),
   helper: z.prefault(

@@ -213,7 +213,7 @@ async function syncAndRename(tmp: string, dest: string): Promise<void> {
 }
 
 /** Reads a stream to its end, keeping the last 16 KiB of text. */
-async function collectTail(stream: ReadableStream<Uint8Array>): Promise<string> {
+export async function collectTail(stream: ReadableStream<Uint8Array>): Promise<string> {
   const decoder = new TextDecoder();
   let text = "";
   for await (const chunk of stream) {

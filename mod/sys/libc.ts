@@ -13,6 +13,7 @@ const symbols = {
   statfs: { parameters: ["pointer", "pointer"], result: "i32" },
   getxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
   getpwuid_r: { parameters: ["u32", "pointer", "pointer", "usize", "pointer"], result: "i32" },
+  getpwnam_r: { parameters: ["pointer", "pointer", "pointer", "usize", "pointer"], result: "i32" },
   getgrgid_r: { parameters: ["u32", "pointer", "pointer", "usize", "pointer"], result: "i32" },
   // dirfd.ts: directories held by descriptor, never re-resolved by name.
   openat: { parameters: ["i32", "pointer", "i32", "u32"], result: "i32" },

@@ -3,7 +3,7 @@
  * (getpwuid_r/getgrgid_r), so users and groups from LDAP or SSSD resolve as
  * they do for `id`; /etc/passwd alone misses them on most clusters.
  */
-import { Errno, ErrnoError, libc, ptr, readCStringPointer, readPointer } from "./libc.ts";
+import { cString, Errno, ErrnoError, libc, ptr, readCStringPointer, readPointer } from "./libc.ts";
 import { processStatus } from "./status.ts";
 
 export interface Credentials {
@@ -52,8 +52,8 @@ const GROUP_SIZE = 32;
  * the id has no entry.
  */
 function withEntry<T>(
-  call: "getpwuid_r" | "getgrgid_r",
-  id: number,
+  call: "getpwuid_r" | "getgrgid_r" | "getpwnam_r",
+  id: number | string,
   structSize: number,
   read: (struct: Uint8Array<ArrayBuffer>) => T,
 ): T | null {
@@ -61,7 +61,15 @@ function withEntry<T>(
   const result = new Uint8Array(8);
   for (let size = 1024; size <= 1 << 22; size *= 4) {
     const strings = new Uint8Array(size);
-    const rc = libc()[call](id, ptr(struct), ptr(strings), BigInt(size), ptr(result));
+    const rc = typeof id === "string"
+      ? libc().getpwnam_r(ptr(cString(id)), ptr(struct), ptr(strings), BigInt(size), ptr(result))
+      : libc()[call as "getpwuid_r" | "getgrgid_r"](
+        id,
+        ptr(struct),
+        ptr(strings),
+        BigInt(size),
+        ptr(result),
+      );
     if (rc === Errno.ERANGE) continue;
     if (rc !== 0) throw new ErrnoError(call, rc, String(id));
     if (readPointer(result, 0) === null) return null;
@@ -103,8 +111,13 @@ export function getgrgid(gid: number): Group | null {
   return remembered(groups, gid, lookupGroup);
 }
 
-function lookupUser(uid: number): Passwd | null {
-  return withEntry("getpwuid_r", uid, PASSWD_SIZE, (s) => {
+/** The user database entry of the account `name`, or null when NSS knows none. */
+export function getpwnam(name: string): Passwd | null {
+  return lookupUser(name);
+}
+
+function lookupUser(key: number | string): Passwd | null {
+  return withEntry(typeof key === "string" ? "getpwnam_r" : "getpwuid_r", key, PASSWD_SIZE, (s) => {
     const view = new DataView(s.buffer);
     return {
       name: readCStringPointer(s, 0) ?? "",

@@ -10,7 +10,7 @@ import type { LoadedConfig } from "../../config/load.ts";
 import type { Logger } from "../../log.ts";
 import type { ImageReference } from "../reference.ts";
 import type { RegistryClient } from "../registry/client.ts";
-import { payloadClaims, verifySignature } from "./cosign.ts";
+import { payloadClaims, type SignedPayload, verifySignature } from "./cosign.ts";
 import { readSiteKey, type SiteKey } from "./keys.ts";
 import { ruleFor, type SignatureRule } from "./policy.ts";
 
@@ -31,7 +31,7 @@ export function requiringRule(
   return rule?.policy === "require" ? rule : undefined;
 }
 
-async function siteKeys(loaded: LoadedConfig, rule: SignatureRule): Promise<SiteKey[]> {
+export async function siteKeys(loaded: LoadedConfig, rule: SignatureRule): Promise<SiteKey[]> {
   return await Promise.all(rule.keys.map((k) => readSiteKey(k, loaded.config.securityChecks)));
 }
 
@@ -56,39 +56,52 @@ export async function verifyPulledImage(
   const ref = image.reference;
   const rule = requiringRule(loaded, ref);
   if (rule === undefined) return undefined;
-  const keys = await siteKeys(loaded, rule);
-  const name = `${ref.registry}/${ref.repository}`;
-  const seen: string[] = [];
   // cosign signs what it was pointed at: the index of a multi-platform image, or one manifest.
-  for (const digest of new Set([image.digest, image.manifestDigest])) {
-    for (const signed of await client.fetchSignatures(ref, digest)) {
-      const claims = payloadClaims(signed.payload);
-      if (typeof claims === "string") {
-        seen.push(`a signature whose payload is unusable: ${claims}`);
-        continue;
-      }
-      if (claims.digest !== digest) {
-        seen.push(`a signature of another digest (${claims.digest})`);
-        continue;
-      }
-      if (!sameRepository(claims.reference, ref)) {
-        seen.push(`a signature made for ${claims.reference}`);
-        continue;
-      }
-      for (const k of keys) {
-        if (await verifySignature(k.key, signed)) {
-          logger.verbose(`${name}@${digest}: signature verified with ${k.path}`);
-          return { digest, key: k.fingerprint };
-        }
-      }
-      seen.push("a signature by a key the site does not list");
+  const digests = [...new Set([image.digest, image.manifestDigest])];
+  const signed = [];
+  for (const digest of digests) signed.push(...await client.fetchSignatures(ref, digest));
+  const record = await checkSignatures(await siteKeys(loaded, rule), rule, ref, digests, signed);
+  logger.verbose(`${ref.registry}/${ref.repository}@${record.digest}: signature verified`);
+  return record;
+}
+
+/**
+ * The first of `signed` that names one of `digests` and the image's own
+ * repository and verifies with one of `keys`; else an error saying what was
+ * found.
+ */
+export async function checkSignatures(
+  keys: SiteKey[],
+  rule: SignatureRule,
+  ref: Pick<ImageReference, "registry" | "repository">,
+  digests: string[],
+  signed: SignedPayload[],
+): Promise<SignatureRecord> {
+  const seen: string[] = [];
+  for (const s of signed) {
+    const claims = payloadClaims(s.payload);
+    if (typeof claims === "string") {
+      seen.push(`a signature whose payload is unusable: ${claims}`);
+      continue;
     }
+    if (!digests.includes(claims.digest)) {
+      seen.push(`a signature of another digest (${claims.digest})`);
+      continue;
+    }
+    if (!sameRepository(claims.reference, ref)) {
+      seen.push(`a signature made for ${claims.reference}`);
+      continue;
+    }
+    for (const k of keys) {
+      if (await verifySignature(k.key, s)) return { digest: claims.digest, key: k.fingerprint };
+    }
+    seen.push("a signature by a key the site does not list");
   }
   const found = seen.length === 0
     ? "it has no cosign signature"
     : `found ${[...new Set(seen)].join("; ")}`;
   throw new ShoalError(
-    `image ${name}: the site requires a signature by ${
+    `image ${ref.registry}/${ref.repository}: the site requires a signature by ${
       rule.keys.join(", ")
     } (rule '${rule.scope}'), and ${found}`,
     { hint: "ask the image's publisher to sign it (cosign sign --key), or ask your admin" },

@@ -18,7 +18,7 @@ import {
 import { isDigest, parseDigest } from "../registry/digest.ts";
 import type { ImageReference } from "../reference.ts";
 
-const digest = string(isDigest, "a digest (sha256:<64 hex>)");
+export const digest = string(isDigest, "a digest (sha256:<64 hex>)");
 
 const platformShape = object({
   os: nonEmpty,
@@ -58,9 +58,8 @@ export type IndexEntry = Out<typeof originShape>;
 
 export const METADATA_VERSION = 1;
 
-const metadataShape = {
-  schemaVersion: oneOf([METADATA_VERSION]),
-  ...originShape,
+/** What a run needs of an image's config and tree (config_fields.ts), in every store. */
+export const runFieldsShape = {
   platform: platformShape,
   env: array(string()),
   entrypoint: array(string()),
@@ -75,10 +74,16 @@ const metadataShape = {
   created: optional(string()),
   /** Bytes of the squashfs file. */
   size: integer(0),
+  /** Digests of the layer blobs the image was built from. */
+  layers: array(digest),
+};
+
+const metadataShape = {
+  schemaVersion: oneOf([METADATA_VERSION]),
+  ...originShape,
+  ...runFieldsShape,
   /** The squashfs file's name in the images directory. */
   squashfs: string((s) => /^[a-z0-9]+-[a-f0-9]+\.sqsh$/.test(s), "a squashfs file name"),
-  /** Digests of the layer blobs the image was built from: what blob gc keeps. */
-  layers: array(digest),
 };
 
 /**

@@ -1,0 +1,56 @@
+/**
+ * `shoal store`: the cluster image store's own commands (docs/design/store.md).
+ * `convert DIGEST` is the converter: the setuid helper runs it as the store's
+ * owner for a user's publish, with the image on standard input; the owner
+ * may run it directly.
+ */
+import { UsageError } from "../errors.ts";
+import { isDigest } from "../image/registry/digest.ts";
+import { commandContext } from "./context.ts";
+import { defineCommand, value } from "./parser.ts";
+
+const ACTIONS = ["convert"] as const;
+
+export const storeCommand = defineCommand({
+  name: "store",
+  usage: "ACTION [DIGEST]",
+  args: [
+    { name: "ACTION", help: "convert: store the image sent on standard input (the converter)" },
+    { name: "DIGEST", help: "the platform manifest's digest to store", optional: true },
+  ],
+  options: {
+    caller: value("--caller <UID>", "the user the publish is for (set by the helper)"),
+  },
+  more: `
+'convert' reads the publish stream (manifest, config, signatures, then the
+layers) and stores the image in the site's store only when every byte
+matches DIGEST; it answers on standard output. It runs as the store's owner:
+'shoal pull' starts it through the setuid helper.`,
+  async action({ args: [action, digest], options: opts, verbosity }) {
+    if (!(ACTIONS as readonly string[]).includes(action!)) {
+      throw new UsageError(`store takes ${ACTIONS.join(" or ")}, not '${action}'`);
+    }
+    if (digest === undefined || !isDigest(digest)) {
+      throw new UsageError("store convert takes the manifest's digest, sha256:<64 hex digits>");
+    }
+    const caller = opts.caller === undefined ? Deno.uid() ?? -1 : Number(opts.caller);
+    if (!Number.isSafeInteger(caller) || caller < 0) {
+      throw new UsageError(`--caller takes a uid, not '${opts.caller}'`);
+    }
+    const { loaded, logger } = await commandContext(verbosity);
+    const { convertAsOwner } = await import("../image/cluster/converter_main.ts");
+    const out = Deno.stdout.writable.getWriter();
+    const encoder = new TextEncoder();
+    try {
+      await convertAsOwner(loaded, {
+        digest,
+        caller,
+        input: Deno.stdin.readable,
+        answer: (line) => out.write(encoder.encode(`${line}\n`)),
+        logger,
+      });
+    } finally {
+      out.releaseLock();
+    }
+  },
+});

@@ -1,0 +1,125 @@
+/**
+ * The untrusted side of a publish: hands an image to the converter
+ * (convert.ts, started as the store's owner by the helper) over its standard
+ * input, and downloads the layers only when the converter says the store
+ * does not have the image and this publish holds the claim.
+ */
+import { ShoalError } from "../../errors.ts";
+import type { Logger } from "../../log.ts";
+import type { SignedPayload } from "../signature/cosign.ts";
+import { collectTail } from "../squashfs.ts";
+import { PROTOCOL_LINE } from "./convert.ts";
+
+export interface PublishSource {
+  registry: string;
+  repository: string;
+  /** The platform manifest's digest: what the store keys the image by. */
+  digest: string;
+  /** The index the reference named, when it named one (its signatures may be the index's). */
+  indexBytes?: Uint8Array;
+  manifestBytes: Uint8Array;
+  configBytes: Uint8Array;
+  signatures: SignedPayload[];
+  /** The layer blobs, in manifest order, fetched when the converter asks for them. */
+  layers(): Promise<{ path: string; size: number }[]>;
+}
+
+export type PublishOutcome = { outcome: "exists" } | { outcome: "published"; size: number };
+
+const encoder = new TextEncoder();
+
+function part(keyword: string, bytes: Uint8Array): Uint8Array[] {
+  return [encoder.encode(`${keyword} ${bytes.length}\n`), bytes];
+}
+
+/** Answer lines of the converter, one at a time. */
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let text = "";
+  for await (const chunk of stream) {
+    text += decoder.decode(chunk, { stream: true });
+    for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n")) {
+      yield text.slice(0, nl);
+      text = text.slice(nl + 1);
+    }
+  }
+}
+
+/** Runs `argv` (the helper's publish, or the converter itself) and feeds it the image. */
+export async function publishImage(
+  argv: string[],
+  src: PublishSource,
+  logger: Logger,
+): Promise<PublishOutcome> {
+  const child = new Deno.Command(argv[0]!, {
+    args: argv.slice(1),
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = collectTail(child.stderr);
+  const input = child.stdin.getWriter();
+  const answers = lines(child.stdout);
+  let outcome: PublishOutcome | undefined;
+  try {
+    const header = [
+      encoder.encode(`${PROTOCOL_LINE}\nname ${src.registry}/${src.repository}\n`),
+      ...part("index", src.indexBytes ?? new Uint8Array()),
+      ...part("manifest", src.manifestBytes),
+      ...part("config", src.configBytes),
+      encoder.encode(`signatures ${src.signatures.length}\n`),
+      ...src.signatures.flatMap((s) => [
+        encoder.encode(`${s.payload.length} ${s.signature}\n`),
+        s.payload,
+      ]),
+    ];
+    for (const chunk of header) await input.write(chunk);
+    for await (const line of answers) {
+      if (line.startsWith("wait ")) {
+        logger.info(`waiting for another publish of this image (${line.slice(5)})`);
+      } else if (line === "exists") {
+        outcome = { outcome: "exists" };
+        break;
+      } else if (line === "send") {
+        for (const layer of await src.layers()) await sendFile(input, layer);
+        await input.close();
+      } else if (line.startsWith("published ")) {
+        outcome = { outcome: "published", size: Number(line.slice(10)) };
+        break;
+      }
+    }
+  } catch (err) {
+    // The converter's own error says more than a broken pipe.
+    if (!(err instanceof ShoalError)) logger.debug(`publish: ${(err as Error).message}`);
+    else throw err;
+  } finally {
+    await input.close().catch(() => {});
+  }
+  const status = await child.status;
+  const said = (await stderr).trim().split("\n").at(-1) ?? "";
+  if (outcome === undefined || !status.success) {
+    throw new ShoalError(
+      `publishing to the cluster store failed: ${
+        said.replace(/^shoal: error: /, "") || `exit ${status.code}`
+      }`,
+    );
+  }
+  return outcome;
+}
+
+/** Writes the whole file to the converter; it must have the size the manifest says. */
+async function sendFile(
+  input: WritableStreamDefaultWriter<Uint8Array>,
+  layer: { path: string; size: number },
+): Promise<void> {
+  using file = await Deno.open(layer.path, { read: true });
+  const buffer = new Uint8Array(1024 * 1024);
+  let sent = 0;
+  for (let n = await file.read(buffer); n !== null; n = await file.read(buffer)) {
+    sent += n;
+    await input.write(buffer.slice(0, n));
+  }
+  if (sent !== layer.size) {
+    throw new ShoalError(`${layer.path} has ${sent} bytes, not the ${layer.size} expected`);
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * The cluster store's converter (mod/image/cluster/): run as the store's
+ * owner, it stores an image only when every byte sent matches the digest
+ * asked for; publishers of one image on several "nodes" (mount namespaces
+ * of their own, each mounting the one shared directory) convert it once;
+ * an interrupted publish leaves nothing a reader can pick up and is taken
+ * over; nobody but the owner runs it. The publishing side is this test
+ * process, as untrusted as a user's shoal.
+ */
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { runSite } from "./support/run.ts";
+import { busyboxImage, type Image } from "./support/oci.ts";
+import { testUser, userArgv } from "./support/users.ts";
+import { publishImage, type PublishSource } from "../mod/image/cluster/publish.ts";
+import { clusterMeta } from "../mod/image/cluster/meta.ts";
+import { clusterPaths, imageDir, refFile } from "../mod/image/cluster/layout.ts";
+import { silentLogger } from "../mod/log.ts";
+import { runCommand } from "./support/shoal.ts";
+
+const OWNER = "shoal-store-t";
+
+/** The image as a publisher sends it, its layers written to files under `dir`. */
+async function source(image: Image, dir: string, tamper = false): Promise<PublishSource> {
+  const paths: { path: string; size: number }[] = [];
+  for (const [i, layer] of image.layers.entries()) {
+    const path = `${dir}/layer-${crypto.randomUUID()}-${i}`;
+    const data = new Uint8Array(layer.data); // a copy: gzipSync gives a Buffer, whose slice() is a view
+    if (tamper) data[data.length - 5]! ^= 1;
+    await Deno.writeFile(path, data);
+    paths.push({ path, size: layer.size });
+  }
+  return {
+    registry: "registry.example",
+    repository: "hpc/app",
+    digest: image.manifest.digest,
+    manifestBytes: image.manifest.data,
+    configBytes: image.config.data,
+    signatures: [],
+    layers: () => Promise.resolve(paths),
+  };
+}
+
+Deno.test("the cluster store's converter", async (t) => {
+  const site = await runSite(true);
+  const owner = await testUser(OWNER, false);
+  const user = (await site.user("user"))!;
+  // The shared directory every "node" mounts at the configured path.
+  const backing = `${site.dir}/backing`;
+  const storePath = `${site.dir}/store`;
+  for (const dir of [backing, storePath]) {
+    await Deno.mkdir(dir, { mode: 0o755 });
+    await Deno.chown(dir, owner.uid, owner.gid);
+  }
+  await site.writeConfig({ store: { path: storePath, owner: OWNER, claimStaleSeconds: 2 } });
+  const paths = clusterPaths(backing);
+  const work = await Deno.makeTempDir();
+  const image = busyboxImage();
+  const digest = image.manifest.digest;
+
+  /** `shoal store convert` as `who` on a node of its own, for `caller`. */
+  const converter = (digestArg = digest, who = owner, caller = user.uid) => [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    'mount --bind "$0" "$1" && shift && exec "$@"',
+    backing,
+    storePath,
+    ...userArgv(who, site.bin, ["store", "convert", digestArg, "--caller", String(caller)]),
+  ];
+  const committed = () => {
+    try {
+      return [...Deno.readDirSync(imageDir(paths, digest))].map((e) => e.name).sort();
+    } catch {
+      return undefined;
+    }
+  };
+
+  await t.step("bytes that do not match the digest are refused and leave nothing", async () => {
+    const other = busyboxImage({ spec: { labels: { other: "1" } } });
+    const cases: [string, () => Promise<PublishSource>, RegExp][] = [
+      ["a manifest of another digest", async () => ({
+        ...await source(image, work),
+        manifestBytes: other.manifest.data,
+      }), /the manifest sent is not sha256:/],
+      ["another config", async () => ({
+        ...await source(image, work),
+        configBytes: other.config.data,
+      }), /the config sent is not the manifest's/],
+      ["a layer changed in one byte", () => source(image, work, true), /layer 0 sent is not/],
+    ];
+    for (const [what, make, why] of cases) {
+      const err = await publishImage(converter(), await make(), silentLogger).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      assert(err !== undefined, `${what}: accepted`);
+      assertMatch(err.message, why, what);
+      assertEquals(committed(), undefined, what);
+      assertEquals([...Deno.readDirSync(paths.staging)], [], `${what}: a claim is left`);
+    }
+  });
+
+  await t.step("only the store's owner converts", async () => {
+    const err = await publishImage(converter(digest, user), await source(image, work), silentLogger)
+      .then(() => undefined, (e: Error) => e);
+    assertMatch(err?.message ?? "", /runs as the store's owner shoal-store-t/);
+    assertEquals(committed(), undefined);
+  });
+
+  await t.step(
+    "eight publishers on eight nodes: one conversion, readers never see a part",
+    async () => {
+      let partial = 0;
+      let reading = true;
+      const reader = (async () => {
+        while (reading) {
+          const names = committed();
+          if (names !== undefined && names.join() !== "image.sqsh,meta.json") partial++;
+          await new Promise((r) => setTimeout(r, 1));
+        }
+      })();
+      const outcomes = await Promise.all(
+        Array.from(
+          { length: 8 },
+          async () =>
+            (await publishImage(converter(), await source(image, work), silentLogger)).outcome,
+        ),
+      );
+      reading = false;
+      await reader;
+      assertEquals(
+        outcomes.filter((o) => o === "published").length,
+        1,
+        outcomes.join(),
+      );
+      assertEquals(outcomes.filter((o) => o === "exists").length, 7);
+      assertEquals(partial, 0);
+      assertEquals(committed(), ["image.sqsh", "meta.json"]);
+      const meta = clusterMeta(
+        JSON.parse(Deno.readTextFileSync(`${imageDir(paths, digest)}/meta.json`)),
+        "",
+      );
+      assertEquals([meta.digest, meta.configDigest, meta.publisher], [
+        digest,
+        image.config.digest,
+        user.uid,
+      ]);
+      assertEquals(meta.passwd.split("\n")[0], "root:x:0:0:root:/root:/bin/sh");
+      const sqsh = Deno.statSync(`${imageDir(paths, digest)}/image.sqsh`);
+      assertEquals([sqsh.uid, (sqsh.mode ?? 0) & 0o777, sqsh.size], [owner.uid, 0o644, meta.size]);
+      const listed = await runCommand("unsquashfs", [
+        "-l",
+        `${imageDir(paths, digest)}/image.sqsh`,
+      ]);
+      assert(listed.stdout.includes("squashfs-root/bin/busybox"), listed.stdout);
+      assert(Deno.statSync(refFile(paths, user.uid, digest)).isFile);
+      assertEquals([...Deno.readDirSync(paths.staging)], []);
+    },
+  );
+
+  await t.step("an interrupted publish is taken over once its claim goes stale", async () => {
+    const second = busyboxImage({
+      extraEntries: [{ type: "file", path: "etc/second", content: "2\n" }],
+    });
+    const key = second.manifest.digest;
+    const src = await source(second, work);
+    // The first publisher is killed while it sends the layer: its claim stays, untouched.
+    const child = new Deno.Command(converter(key)[0]!, {
+      args: converter(key).slice(1),
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const input = child.stdin.getWriter();
+    const enc = new TextEncoder();
+    await input.write(enc.encode(
+      `SHOAL-PUBLISH 1\nname registry.example/hpc/app\nindex 0\nmanifest ${second.manifest.size}\n`,
+    ));
+    await input.write(second.manifest.data);
+    await input.write(enc.encode(`config ${second.config.size}\n`));
+    await input.write(second.config.data);
+    await input.write(enc.encode("signatures 0\n"));
+    const answer = new TextDecoder().decode((await child.stdout.getReader().read()).value);
+    assertEquals(answer, "send\n");
+    await input.write(second.layers[0]!.data.slice(0, 1000));
+    child.kill("SIGKILL");
+    await child.status;
+    assertEquals([...Deno.readDirSync(paths.staging)].length, 1);
+    assertEquals(
+      [...Deno.readDirSync(`${paths.images}/sha256`)].map((e) => e.name),
+      [digest.slice(7)],
+    );
+    const started = Date.now();
+    const r = await publishImage(converter(key), src, silentLogger);
+    assertEquals(r.outcome, "published");
+    assert(Date.now() - started >= 1500, "taken over before the claim went stale");
+    assertEquals([...Deno.readDirSync(paths.staging)], []);
+    assertEquals([...Deno.readDirSync(paths.trash)], []);
+  });
+
+  await Deno.remove(work, { recursive: true });
+});
