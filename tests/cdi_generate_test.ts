@@ -134,6 +134,26 @@ Deno.test("cdi generate: as root writes the first spec dir; what is missing is s
   assertEquals(listed.code, 0, listed.stderr);
   assertMatch(listed.stdout, new RegExp(`^nvidia\\.com/gpu=0 +${cdi}/etc/nvidia\\.json$`, "m"));
 
+  // nvidia-ctk's spec of the same kind beside it: said when generating, and by list.
+  await Deno.writeTextFile(
+    `${cdi}/etc/nvidia.yaml`,
+    'cdiVersion: "0.5.0"\nkind: nvidia.com/gpu\ndevices:\n  - name: "0"\n    containerEdits:\n      env: ["X=1"]\n',
+    { mode: 0o644 },
+  );
+  const again = await s.shoal("root", ["cdi", "generate", "--root", root]);
+  assertEquals(again.code, 0, again.stderr);
+  assertMatch(
+    again.stderr,
+    /nvidia\.yaml also defines nvidia\.com\/gpu devices: .*remove one of the files/,
+  );
+  const both = await s.shoal("user", ["cdi", "list"]);
+  assertEquals(both.code, 1, both.stderr);
+  assertMatch(
+    both.stderr,
+    /^shoal: error: CDI device nvidia\.com\/gpu=0 is defined both in .*nvidia\.json and in .*nvidia\.yaml/,
+  );
+  await Deno.remove(`${cdi}/etc/nvidia.yaml`);
+
   const fail = async (tree: string, args: string[], code: number, message: RegExp) => {
     const f = await s.shoal("root", ["cdi", "generate", "--root", tree, ...args]);
     assertEquals(f.code, code, f.stderr);
