@@ -9,7 +9,7 @@
  * says so outright.
  */
 import { ShoalError } from "../errors.ts";
-import { basename, dirname, join } from "../path.ts";
+import { basename } from "../path.ts";
 import type { CdiDeviceNode, CdiMount } from "../cdi/spec.ts";
 import { type Discovery, under } from "./discover.ts";
 import { readLdCache } from "./ldcache.ts";
@@ -41,16 +41,18 @@ const GLIBC = /^(libc|libm|libdl|librt|libpthread|libresolv|libutil|ld-linux[^.]
 const MODPROBE =
   "load the driver's device nodes as root: nvidia-modprobe -c 0 -u (or run nvidia-smi once)";
 
-/** The driver libraries of `version` in the tree's linker cache: the file and its soname link. */
+/**
+ * The driver libraries of `version` in the tree's linker cache, each at the
+ * path of its soname, the name the loader and dlopen() look for: one mount
+ * per library (a node's driver has some 40), not one more for its file name.
+ */
 function driverLibraries(root: string, version: string): CdiMount[] {
   const mounts: CdiMount[] = [];
   for (const lib of readLdCache(root)) {
     if (GLIBC.test(lib.soname)) continue;
     const real = resolveInTree(root, lib.path);
     if (real === null || !basename(real).endsWith(`.so.${version}`)) continue;
-    // The file under its own name and under the soname programs load it by.
-    const file = join(dirname(lib.path), basename(real));
-    mounts.push(readOnlyMount(root, real, file), readOnlyMount(root, real, lib.path));
+    mounts.push(readOnlyMount(root, real, lib.path));
   }
   return uniqueMounts(mounts);
 }
