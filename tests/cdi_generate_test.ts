@@ -116,6 +116,13 @@ Deno.test("cdi generate: an AMD node's GPUs with /dev/kfd, render and card nodes
     ["/opt/rocm", `${root}/opt/rocm-6.1.0`],
     ["/opt/rocm-6.1.0", `${root}/opt/rocm-6.1.0`],
   ]);
+
+  // Without the /opt/rocm link: the newest versioned ROCm.
+  await Deno.remove(`${root}/opt/rocm`);
+  await Deno.mkdir(`${root}/opt/rocm-6.0.2`);
+  await Deno.mkdir(`${root}/opt/rocm-6.1.0.1-broken`);
+  const unlinked = await s.shoal("user", ["cdi", "generate", "--root", root]);
+  assertEquals(mountsOf(JSON.parse(unlinked.stdout)), mountsOf(spec), unlinked.stderr);
 });
 
 Deno.test("cdi generate: as root writes the first spec dir; what is missing is said with its fix", async () => {

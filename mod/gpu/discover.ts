@@ -76,7 +76,8 @@ function readText(path: string): string | null {
   }
 }
 
-function entries(dir: string): string[] {
+/** The names in `dir`, sorted; none when it does not exist. */
+export function entries(dir: string): string[] {
   try {
     return [...Deno.readDirSync(dir)].map((e) => e.name).sort(compareStrings);
   } catch (err) {

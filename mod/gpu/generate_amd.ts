@@ -6,7 +6,7 @@
  */
 import { ShoalError } from "../errors.ts";
 import type { CdiMount } from "../cdi/spec.ts";
-import { type Discovery, under } from "./discover.ts";
+import { type Discovery, entries, under } from "./discover.ts";
 import { readLdCache } from "./ldcache.ts";
 import {
   deviceNode,
@@ -24,8 +24,22 @@ const ROCM_LIBRARY = /^lib(hsa-runtime64|amdhip64|rocm_smi64|hsakmt|rocm-core)\.
 
 const UDEV = "the amdgpu driver makes it: load it (modprobe amdgpu) and check udev";
 
+/** /opt/rocm, else the newest /opt/rocm-X.Y.Z (an install without the link). */
+function rocmDir(root: string): string | null {
+  const linked = resolveInTree(root, "/opt/rocm");
+  if (linked !== null) return linked;
+  const version = (name: string) => name.slice(5).split(".").map(Number);
+  const newest = entries(under(root, "/opt")).filter((n) => /^rocm-\d+(\.\d+)*$/.test(n))
+    .sort((a, b) => {
+      const [x, y] = [version(a), version(b)];
+      const i = x.findIndex((n, i) => n !== y[i]);
+      return i < 0 ? x.length - y.length : x[i]! - (y[i] ?? -1);
+    }).pop();
+  return newest === undefined ? null : resolveInTree(root, `/opt/${newest}`);
+}
+
 function rocm(root: string): CdiMount[] {
-  const real = resolveInTree(root, "/opt/rocm");
+  const real = rocmDir(root);
   if (real !== null) {
     // Scripts name both /opt/rocm and the versioned directory it points to.
     return uniqueMounts([readOnlyMount(root, real, "/opt/rocm"), readOnlyMount(root, real, real)]);
