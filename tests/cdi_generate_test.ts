@@ -182,6 +182,15 @@ Deno.test("cdi generate: as root writes the first spec dir; what is missing is s
     /no NVIDIA driver under .*PCI 0000:01:00\.0 has the nouveau driver: .*modprobe nvidia/,
   );
   await fail(`${root}/missing`, [], 2, /--root .*missing: not a directory/);
+  const early = await tree(s, "gen-early");
+  await fakeNvidiaNode(early, VERSION, [{ ...TWO_GPUS[0]!, uuid: "GPU-????????-????-????" }]);
+  const byIndex = await s.shoal("user", ["cdi", "generate", "--root", early]);
+  assertEquals(byIndex.code, 0, byIndex.stderr);
+  assertEquals((JSON.parse(byIndex.stdout) as CdiSpec).devices.map((d) => d.name), ["0", "all"]);
+  assertMatch(
+    byIndex.stderr,
+    /GPU 0's UUID yet: it is named by its index only \(.*nvidia-smi -pm 1/,
+  );
   await fail(root, ["--output", "/dev/null"], 2, /--output \/dev\/null: not a regular file/);
   await Deno.remove(`${root}/dev/nvidia-uvm`);
   await fail(

@@ -10,7 +10,7 @@ export function printGpuSection(gpu: GpuReport): void {
   const rows = [
     ...(gpu.nvidia?.gpus ?? []).map((g) => [
       `nvidia.com/gpu=${g.index}`,
-      g.uuid,
+      g.uuid ?? "(UUID not known yet)",
       `${g.model}, PCI ${g.busId}, /dev/nvidia${g.minor}`,
     ]),
     ...(gpu.amd?.gpus ?? []).map((g) => [

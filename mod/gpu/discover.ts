@@ -13,8 +13,8 @@ export interface NvidiaGpu {
   index: number;
   /** The `Device Minor`: the N of /dev/nvidiaN. */
   minor: number;
-  /** `GPU-...`, as nvidia-smi -L prints it. */
-  uuid: string;
+  /** `GPU-...`, as nvidia-smi -L prints it; null where the driver does not say it (yet). */
+  uuid: string | null;
   model: string;
   busId: string;
 }
@@ -113,11 +113,10 @@ function discoverNvidia(root: string): NvidiaDriver | null {
     if (info === null) continue;
     const f = fields(info, /:\s/);
     const minor = Number.parseInt(f.get("Device Minor") ?? "", 10);
-    const uuid = f.get("GPU UUID") ?? "";
+    // "GPU-????????-..." from a driver that has not initialised the GPU yet.
+    const uuid = /^GPU-[0-9a-f]+(-[0-9a-f]+)*$/i.exec(f.get("GPU UUID") ?? "")?.[0] ?? null;
     // A GPU excluded from use (NVreg_ExcludedGpus) has no usable node.
-    if (!Number.isInteger(minor) || !uuid.startsWith("GPU-") || f.get("GPU Excluded") === "Yes") {
-      continue;
-    }
+    if (!Number.isInteger(minor) || f.get("GPU Excluded") === "Yes") continue;
     gpus.push({ minor, uuid, model: f.get("Model") ?? "", busId: f.get("Bus Location") ?? busId });
   }
   gpus.sort((a, b) => compareStrings(a.busId.toLowerCase(), b.busId.toLowerCase()));

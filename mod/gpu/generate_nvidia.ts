@@ -94,8 +94,12 @@ export function nvidiaSpec(found: Discovery): Generated {
       hint: "see nvidia-smi and the kernel log for why",
     });
   }
+  const warnings = nvidia.gpus.filter((g) => g.uuid === null).map((g) =>
+    `the driver does not say GPU ${g.index}'s UUID yet: it is named by its index only ` +
+    "(enable persistence mode, nvidia-smi -pm 1, and generate again)"
+  );
   const gpus = nvidia.gpus.map((g) => ({
-    names: [String(g.index), g.uuid],
+    names: [String(g.index), ...(g.uuid === null ? [] : [g.uuid])],
     edits: { deviceNodes: [deviceNode(root, `/dev/nvidia${g.minor}`, MODPROBE)] },
   }));
   const optional = ["/dev/nvidia-uvm-tools", "/dev/nvidia-modeset"]
@@ -103,7 +107,6 @@ export function nvidiaSpec(found: Discovery): Generated {
   const nodes: CdiDeviceNode[] = ["/dev/nvidiactl", "/dev/nvidia-uvm", ...optional]
     .map((p) => deviceNode(root, p, MODPROBE));
   const libraries = driverLibraries(root, nvidia.version);
-  const warnings: string[] = [];
   if (!libraries.some((m) => basename(m.containerPath).startsWith("libcuda.so"))) {
     warnings.push(
       `no libcuda.so.${nvidia.version} in the linker cache of ${root}: containers get the GPUs but not CUDA ` +
