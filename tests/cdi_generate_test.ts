@@ -261,7 +261,7 @@ Deno.test("cdi list: the devices of valid specs, one error line per invalid or u
 
 Deno.test("doctor's GPU section: no GPU, an NVIDIA node with a stale spec, an AMD node, a GPU without its driver", async () => {
   const s = await site();
-  const none = await gpuReport(await tree(s, "doc-none"), [], true);
+  const none = await gpuReport(await tree(s, "doc-none"), [], true, {});
   assertEquals(none.checks, [{
     id: "gpus",
     title: "GPUs",
@@ -285,13 +285,17 @@ Deno.test("doctor's GPU section: no GPU, an NVIDIA node with a stale spec, an AM
   assertEquals(gen.code, 0, gen.stderr);
   const node = await tree(s, "doc-new");
   await fakeNvidiaNode(node, "560.35.03");
-  const stale = await gpuReport(node, [cdi], true);
+  const stale = await gpuReport(node, [cdi], true, {
+    SLURM_JOB_GPUS: "0-1",
+    CUDA_VISIBLE_DEVICES: "0",
+  });
   assertEquals(stale.nvidia?.driverVersion, "560.35.03");
   assertEquals(stale.nvidia?.gpus.map((g) => [g.index, g.uuid, g.busId]), [
     [0, TWO_GPUS[1]!.uuid, "0000:3b:00.0"],
     [1, TWO_GPUS[0]!.uuid, "0000:86:00.0"],
   ]);
   assertEquals(stale.specs.map((f) => [f.path, f.status]), [[`${cdi}/nvidia.json`, "stale"]]);
+  assertEquals(stale.jobGpus, { source: "SLURM_JOB_GPUS", value: "0-1", indices: ["0", "1"] });
   const byId = (id: string) => stale.checks.find((c) => c.id === id);
   assertEquals(byId("gpus")?.detail, "2 NVIDIA (driver 560.35.03)");
   assertEquals(byId("cdi-nvidia")?.status, "warn");
@@ -305,12 +309,12 @@ Deno.test("doctor's GPU section: no GPU, an NVIDIA node with a stale spec, an AM
     ),
   );
   assertMatch(byId("cdi-spec")!.fix!, /^as root: shoal cdi generate --vendor nvidia again/);
-  const fresh = await gpuReport(old, [cdi], true);
+  const fresh = await gpuReport(old, [cdi], true, {});
   assertEquals(fresh.checks.map((c) => [c.id, c.status]), [["gpus", "ok"], ["cdi-nvidia", "ok"]]);
 
   const amd = await tree(s, "doc-amd");
   await fakeAmdNode(amd);
-  const noSpec = await gpuReport(amd, [`${cdi}/none`], true);
+  const noSpec = await gpuReport(amd, [`${cdi}/none`], true, {});
   assertEquals(noSpec.amd?.gpus.map((g) => g.renderMinor), [128, 129]);
   assertEquals(noSpec.checks.map((c) => [c.id, c.status, c.fix]), [
     ["gpus", "ok", undefined],
@@ -319,7 +323,7 @@ Deno.test("doctor's GPU section: no GPU, an NVIDIA node with a stale spec, an AM
 
   const bare = await tree(s, "doc-bare");
   await fakePciGpu(bare, "0000:01:00.0", "0x10de");
-  const driverless = await gpuReport(bare, [], true);
+  const driverless = await gpuReport(bare, [], true, {});
   assertEquals(driverless.checks.map((c) => [c.id, c.status]), [["gpus", "ok"], [
     "gpu-driver-nvidia",
     "warn",
@@ -337,7 +341,12 @@ Deno.test("doctor's GPU section: no GPU, an NVIDIA node with a stale spec, an AM
     text.stdout,
     /\nGPUs and CDI devices:\nCHECK +STATUS +DETAIL\nGPUs +ok +none on this node\n/,
   );
-  assertStringIncludes(text.stdout, "GPUs of this job: not known here");
+  assertStringIncludes(
+    text.stdout,
+    "GPUs of this job: all of the node's (no job GPU variable is set)",
+  );
+  const inJob = await s.shoal("user", ["doctor"], { env: { SLURM_STEP_GPUS: "1,3" } });
+  assertStringIncludes(inJob.stdout, "GPUs of this job: 1, 3 (SLURM_STEP_GPUS=1,3)");
 });
 
 for (const helper of [true, false]) {

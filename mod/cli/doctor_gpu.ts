@@ -28,7 +28,12 @@ export function printGpuSection(gpu: GpuReport): void {
     ? `no CDI spec files in ${gpu.specDirs.join(", ")}`
     : `${gpu.specs.length} CDI spec files in ${gpu.specDirs.join(", ")} (shoal cdi list)`;
   printLine(files);
-  printLine(`GPUs of this job: ${gpu.jobGpus === null ? "not known here" : gpu.jobGpus}`);
+  const job = gpu.jobGpus;
+  printLine(
+    job === null
+      ? "GPUs of this job: all of the node's (no job GPU variable is set)"
+      : `GPUs of this job: ${job.indices.join(", ") || "none"} (${job.source}=${job.value})`,
+  );
   const fixes = gpu.checks.filter((c) => c.status !== "ok" && c.fix !== undefined);
   if (fixes.length > 0) {
     printLine("To fix:");

@@ -99,7 +99,7 @@ export async function diagnose(
     runcCheck(paths.runc),
     squashfsKernelCheck(kernel),
     fuseCheck(),
-    gpuReport("/", loaded.config.cdiSpecDirs, loaded.config.securityChecks),
+    gpuReport("/", loaded.config.cdiSpecDirs, loaded.config.securityChecks, Deno.env.toObject()),
   ]);
 
   const checks: Check[] = [

@@ -18,6 +18,7 @@ import {
 } from "../gpu/discover.ts";
 import { NVIDIA_KIND } from "../gpu/generate_nvidia.ts";
 import { AMD_KIND } from "../gpu/generate_amd.ts";
+import { type JobGpus, jobGpus } from "../gpu/job.ts";
 
 export interface GpuSpecFile {
   path: string;
@@ -37,11 +38,8 @@ export interface GpuReport {
   pci: PciGpu[];
   specDirs: string[];
   specs: GpuSpecFile[];
-  /**
-   * The GPUs the current job may use (Slurm's allocation), as jobGpus(env)
-   * of mod/gpu/job.ts says; null: not known here.
-   */
-  jobGpus: null;
+  /** The GPUs the current job may use (its batch system's variables); null: all of the node's. */
+  jobGpus: JobGpus | null;
   checks: Check[];
 }
 
@@ -79,11 +77,12 @@ function staleness(spec: CdiSpec, driverVersion: string | null): string | undefi
   return gone === undefined ? undefined : `${gone} does not exist`;
 }
 
-/** The GPU section for the tree under `root` (/ but in tests) and the spec dirs. */
+/** The GPU section for the tree under `root` (/ but in tests), the spec dirs and the job's `env`. */
 export async function gpuReport(
   root: string,
   specDirs: string[],
   checked: boolean,
+  env: Record<string, string | undefined>,
 ): Promise<GpuReport> {
   const found = discoverGpus(root);
   const driverVersion = found.nvidia?.version ?? null;
@@ -116,7 +115,7 @@ export async function gpuReport(
     pci: found.pci,
     specDirs,
     specs,
-    jobGpus: null,
+    jobGpus: jobGpus(env) ?? null,
     checks: [
       seenCheck(found.pci, driven, driverVersion),
       ...(["nvidia", "amd"] as const).flatMap((v) => driverCheck(v, found.pci, driven[v])),
