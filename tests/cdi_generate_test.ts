@@ -351,7 +351,7 @@ Deno.test("doctor's GPU section: no GPU, an NVIDIA node with a stale spec, an AM
 
 for (const helper of [true, false]) {
   const tag = helper ? "helper path" : "path B";
-  Deno.test(`${tag}: a generated NVIDIA spec gives a user's container GPU 0's node, the driver libraries and nvidia-smi`, async () => {
+  Deno.test(`${tag}: a generated NVIDIA spec gives a user's container its GPU's node, the driver libraries and nvidia-smi (--device, --gpus)`, async () => {
     const s = await runSite(helper);
     const image = await s.image("user");
     const root = await tree(s, "node");
@@ -388,5 +388,17 @@ for (const helper of [true, false]) {
       "/dev/nvidia0",
     ]);
     assertEquals(byUuid.stdout, "/dev/nvidia0\n", byUuid.stderr);
+
+    // --gpus maps onto the generated devices: GPU 1 of the node (bus 86, /dev/nvidia0) is 0 inside.
+    const gpus = await s.shoal("user", [
+      "run",
+      "--gpus",
+      "device=1",
+      image,
+      "sh",
+      "-c",
+      'ls /dev | grep "^nvidia[0-9]"; echo "$CUDA_VISIBLE_DEVICES $NVIDIA_VISIBLE_DEVICES"; nvidia-smi',
+    ]);
+    assertEquals(gpus.stdout, `nvidia0\n0 1\nfake nvidia-smi ${VERSION}\n`, gpus.stderr);
   });
 }
