@@ -228,7 +228,10 @@ Deno.test("cdi list: the devices of valid specs, one error line per invalid or u
   );
   await Deno.writeTextFile(`${b}/open.json`, spec("example.com/fpga", ["f"]));
   await Deno.chmod(`${b}/open.json`, 0o666);
-  await s.writeConfig({ cdiSpecDirs: [a, b] });
+  // A dir users cannot read: said, and the others still listed.
+  const closed = `${dir}/closed`;
+  await Deno.mkdir(closed, { mode: 0o700 });
+  await s.writeConfig({ cdiSpecDirs: [a, b, closed] });
   try {
     const r = await s.shoal("user", ["cdi", "list"]);
     assertEquals(r.code, 1, r.stderr);
@@ -238,12 +241,13 @@ Deno.test("cdi list: the devices of valid specs, one error line per invalid or u
       ["example.com/gpu=1", `${b}/two.json`],
     ]);
     const lines = r.stderr.trim().split("\n");
-    assertEquals(lines.length, 2, r.stderr);
+    assertEquals(lines.length, 3, r.stderr);
     assertMatch(
       lines[0]!,
       /^shoal: error: CDI spec .*\/b\/bad\.json: devices\.0\.containerEdits\.additionalGids: expected cdiVersion 0\.7\.0/,
     );
     assertMatch(lines[1]!, /^shoal: error: CDI spec .*\/b\/open\.json: .*writable/);
+    assertMatch(lines[2]!, /^shoal: error: CDI spec dir .*\/closed: cannot read: /);
     const json = await s.shoal("user", ["cdi", "list", "--format", "json"]);
     const listed = JSON.parse(json.stdout);
     assertEquals(listed.devices.map((d: { device: string }) => d.device), [
@@ -253,6 +257,7 @@ Deno.test("cdi list: the devices of valid specs, one error line per invalid or u
     assertEquals(listed.errors.map((e: { file: string }) => e.file), [
       `${b}/bad.json`,
       `${b}/open.json`,
+      closed,
     ]);
   } finally {
     await s.writeConfig();

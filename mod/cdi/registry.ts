@@ -83,16 +83,24 @@ export type SpecFileResult = SpecFile | { path: string; error: ConfigError | Sec
 
 /**
  * Every spec file of the dirs, in their order, each read on its own so that
- * one broken file does not hide the others (`shoal cdi list`, doctor).
+ * one broken file (or unreadable dir, its path then the dir's) does not hide
+ * the others (`shoal cdi list`, doctor).
  */
 export async function readSpecFiles(dirs: string[], checked: boolean): Promise<SpecFileResult[]> {
   const out: SpecFileResult[] = [];
-  for (const path of dirs.flatMap((dir) => names(dir).map((name) => join(dir, name)))) {
+  for (const dir of dirs) {
     try {
-      out.push(await readSpec(path, checked));
+      for (const name of names(dir)) {
+        try {
+          out.push(await readSpec(join(dir, name), checked));
+        } catch (err) {
+          if (!(err instanceof ConfigError || err instanceof SecurityError)) throw err;
+          out.push({ path: join(dir, name), error: err });
+        }
+      }
     } catch (err) {
-      if (!(err instanceof ConfigError || err instanceof SecurityError)) throw err;
-      out.push({ path, error: err });
+      if (!(err instanceof ConfigError)) throw err;
+      out.push({ path: dir, error: err });
     }
   }
   return out;

@@ -7,6 +7,7 @@
  * GPU container breaks, so it is said here rather than at the next run.
  */
 import type { Check } from "../host/check.ts";
+import { SecurityError } from "../errors.ts";
 import { readSpecFiles } from "../cdi/registry.ts";
 import type { CdiEdits, CdiSpec } from "../cdi/spec.ts";
 import {
@@ -92,7 +93,7 @@ export async function gpuReport(
         path: f.path,
         kind: null,
         devices: [],
-        status: f.error.name === "SecurityError" ? "untrusted" : "invalid",
+        status: f.error instanceof SecurityError ? "untrusted" : "invalid",
         problem: f.error.message,
       };
     }
