@@ -316,6 +316,10 @@ Deno.test("doctor's GPU section: no GPU, an NVIDIA node with a stale spec, an AM
   assertMatch(byId("cdi-spec")!.fix!, /^as root: shoal cdi generate --vendor nvidia again/);
   const fresh = await gpuReport(old, [cdi], true, {});
   assertEquals(fresh.checks.map((c) => [c.id, c.status]), [["gpus", "ok"], ["cdi-nvidia", "ok"]]);
+  // A host file the spec names, gone (the driver's programs uninstalled).
+  await Deno.remove(`${old}/usr/bin/nvidia-smi`);
+  const gone = await gpuReport(old, [cdi], true, {});
+  assertEquals(gone.specs[0]?.problem, `${old}/usr/bin/nvidia-smi does not exist`);
 
   const amd = await tree(s, "doc-amd");
   await fakeAmdNode(amd);
