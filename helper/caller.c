@@ -29,10 +29,10 @@ void become(uid_t id) {
   if (setresuid(-1, id, -1)) refuse("this is a bug", "seteuid(%u): %s", (unsigned)id, ERR);
 }
 
-void drop(void) {
-  uid_t uid = me.uid;
-  gid_t gid = me.gid;
-  if (setgroups((size_t)me.ngroups, me.groups) || setresgid(gid, gid, gid) || setresuid(uid, uid, uid))
+void drop(void) { drop_to(me.uid, me.gid, me.ngroups, me.groups); }
+
+void drop_to(uid_t uid, gid_t gid, int ngroups, const gid_t *groups) {
+  if (setgroups((size_t)ngroups, groups) || setresgid(gid, gid, gid) || setresuid(uid, uid, uid))
     refuse("this is a bug", "cannot drop privileges: %s", ERR);
   uid_t r, e, s;
   gid_t gr, ge, gs;

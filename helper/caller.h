@@ -23,5 +23,7 @@ void who_is_calling(void);
 void become(uid_t id);
 /* Gives up root for good (verified): the caller's ids, groups, no capability. */
 void drop(void);
+/* The same to another account's ids and groups (the cluster store's owner). */
+void drop_to(uid_t uid, gid_t gid, int ngroups, const gid_t *groups);
 
 #endif

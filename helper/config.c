@@ -11,6 +11,7 @@
 #include "caller.h"
 #include "fail.h"
 #include "json.h"
+#include "paths.h"
 
 #define MAX_CONFIG (1 << 20)
 
@@ -151,7 +152,7 @@ void load_install(struct config *cfg) {
   if (n < 0) refuse("is /proc mounted?", "cannot find the helper's own location: %s", ERR);
   exe[n] = 0;
   check_chain(exe);
-  char prefix[PATH_MAX];
+  char *prefix = cfg->prefix;
   fmt_path(prefix, "%s", exe);
   for (int i = 0; i < 3; i++) parent_of(prefix);
   fmt_path(cfg->file, "%s%setc/shoal.json", prefix, strcmp(prefix, "/") ? "/" : "");
@@ -190,6 +191,15 @@ void load_install(struct config *cfg) {
       refuse("ask your admin to fix the config", "\"%s\": repositories.centralized must be an absolute path", cfg->file);
     fmt_path(cfg->central, "%s", s);
   }
+  if (*(s = string_of(cfg, &v, K_STORE))) {
+    if (s[0] != '/' || !path_canonical(s))
+      refuse("ask your admin to fix the config", "\"%s\": store.path must be an absolute path without '.', '..' or '//'", cfg->file);
+    fmt_path(cfg->store, "%s", s);
+  }
+  s = string_of(cfg, &v, K_STOREOWNER);
+  if (strlen(s) >= sizeof cfg->store_owner)
+    refuse("ask your admin to fix the config", "\"%s\": store.owner is too long", cfg->file);
+  snprintf(cfg->store_owner, sizeof cfg->store_owner, "%s", *s ? s : "shoal");
   struct stat st;
   if (*(s = string_of(cfg, &v, K_RUNDIR))) expand(cfg, "runDir", s, cfg->rundir);
   if (*(s = string_of(cfg, &v, K_RUNC))) fmt_path(cfg->runc, "%s", s);

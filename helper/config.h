@@ -17,6 +17,9 @@ struct config {
   char local[PATH_MAX], central[PATH_MAX], runc[PATH_MAX];
   char rundir[PATH_MAX]; /* runDir expanded; "" when unset: any BASE passing the walk */
   char runc_real[PATH_MAX]; /* exec'd by this name: its chain is root's alone */
+  char prefix[PATH_MAX];    /* the installation's, from the helper's own location */
+  char store[PATH_MAX];     /* store.path; "" when the site has no cluster store */
+  char store_owner[256];    /* store.owner, default "shoal" */
 };
 
 /* Everything about the installation, checked; refuses on the first problem. */

@@ -14,6 +14,7 @@
 #include "caller.h"
 #include "fail.h"
 #include "paths.h"
+#include "store.h"
 
 #ifndef FUSE_SUPER_MAGIC
 #define FUSE_SUPER_MAGIC 0x65735546
@@ -21,7 +22,8 @@
 
 #define WHERE_HINT \
   "the helper mounts only REPO/images/<algorithm>-<hex>.sqsh of the centralized repository, or " \
-  "of your local repository where the site allows, named as configured"
+  "of your local repository where the site allows, or STORE/images/<algorithm>/<hex>/image.sqsh " \
+  "of the cluster store, named as configured"
 
 /* Filesystems whose files say nothing true about who wrote them, or are no
  * files at all (FUSE can report any owner). */
@@ -83,16 +85,30 @@ static int local_images(const struct config *cfg) {
 
 int open_image(const struct config *cfg, const char *image) {
   if (image[0] != '/') usage("--image must be an absolute path");
-  const char *name = NULL;
+  const char *name = NULL, *rel = NULL;
   int central = 0, dir;
-  if (path_canonical(image) && *cfg->central && (name = image_name_in(image, cfg->central))) central = 1;
-  else if (path_canonical(image)) name = image_name_in(image, cfg->local);
-  if (!name) refuse(WHERE_HINT, "\"%s\" is not an image file of the image repositories", image);
-  if (!central && !cfg->user_images)
-    refuse("this site lets the helper kernel-mount only the centralized repository's images "
-           "(helper.kernelMountUserImages); shoal mounts yours with squashfuse",
-           "image \"%s\" is in your local repository", image);
-  dir = central ? central_images(cfg) : local_images(cfg);
+  uid_t owner;
+  const char *whose;
+  if (path_canonical(image) && *cfg->store && (rel = store_image_in(image, cfg->store))) {
+    /* Made by the converter from verified layers: mounted for everyone. */
+    struct store_owner o;
+    dir = open_store_image_dir(cfg, rel, strlen(rel) - strlen(STORE_IMAGE_FILE) - 1, &o);
+    name = STORE_IMAGE_FILE;
+    owner = o.uid;
+    whose = "ask your admin: the store's images are its owner's";
+  } else {
+    if (path_canonical(image) && *cfg->central && (name = image_name_in(image, cfg->central))) central = 1;
+    else if (path_canonical(image)) name = image_name_in(image, cfg->local);
+    if (!name) refuse(WHERE_HINT, "\"%s\" is not an image file of the image repositories", image);
+    if (!central && !cfg->user_images)
+      refuse("this site lets the helper kernel-mount only the centralized repository's images "
+             "(helper.kernelMountUserImages); shoal mounts yours with squashfuse",
+             "image \"%s\" is in your local repository", image);
+    dir = central ? central_images(cfg) : local_images(cfg);
+    owner = central ? 0 : me.uid;
+    whose = central ? "ask your admin: the centralized repository's images are root's"
+                    : "your local repository's images must be yours";
+  }
   int fd = open_below(dir, name, O_RDONLY | O_NONBLOCK | O_NOCTTY, image);
   close(dir);
 
@@ -103,9 +119,6 @@ int open_image(const struct config *cfg, const char *image) {
   for (size_t i = 0; i < sizeof PSEUDO / sizeof PSEUDO[0]; i++)
     if ((unsigned long)sf.f_type == PSEUDO[i])
       refuse("keep images on a local or network filesystem", "\"%s\" is on a pseudo or FUSE filesystem", image);
-  uid_t owner = central ? 0 : me.uid;
-  const char *whose = central ? "ask your admin: the centralized repository's images are root's"
-                              : "your local repository's images must be yours";
   if (st.st_uid != owner) refuse(whose, "image \"%s\" belongs to uid %u", image, (unsigned)st.st_uid);
   if (st.st_mode & 022) refuse(whose, "image \"%s\" is writable by group or others", image);
   if (st.st_size == 0) refuse("pull the image again", "\"%s\" is empty", image);

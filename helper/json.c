@@ -15,6 +15,8 @@ static const struct {
     [K_USERIMAGES] = {"helper", "kernelMountUserImages", "helper.kernelMountUserImages"},
     [K_MAXLOOPS] = {"helper", "maxLoopDevicesPerUser", "helper.maxLoopDevicesPerUser"},
     [K_TMPFS] = {"helper", "writableTmpfsSize", "helper.writableTmpfsSize"},
+    [K_STORE] = {"store", "path", "store.path"},
+    [K_STOREOWNER] = {"store", "owner", "store.owner"},
 };
 
 /* Deeper than any config; JSON.parse has no limit short of its stack. */

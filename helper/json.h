@@ -15,6 +15,8 @@ enum json_key {
   K_USERIMAGES,
   K_MAXLOOPS,
   K_TMPFS,
+  K_STORE,
+  K_STOREOWNER,
   NKEYS,
 };
 

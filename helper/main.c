@@ -11,6 +11,7 @@
  *   shoal-mount run --image FILE --bundle DIR [--root] [--userns] [--tmpfs-size SIZE]
  *                   -- RUNC_ARGS...
  *   shoal-mount check
+ *   shoal-mount publish DIGEST
  *   shoal-mount --version
  *
  * run: mounts FILE at DIR/rootfs, privately, and runs `runc RUNC_ARGS...`
@@ -41,6 +42,18 @@
  *   helper.writableTmpfsSize (default 1g): a larger one is refused.
  * check: validates the installation and prints, one "key: value" a line, what
  *   `run` would use. Exit 0 when usable, 1 (with the error line) otherwise.
+ * publish: a user's publish into the cluster store (store.path, owned by the
+ *   account store.owner; docs/design/store.md). The helper checks the store
+ *   (store.c: every directory above it root's, the store the owner's, not
+ *   root, none writable by group or others, no symlink) and the installed
+ *   converter (PREFIX/bin/shoal and every file of PREFIX/lib/shoal root's
+ *   alone), enters the store, gives up root for the owner's ids with no
+ *   supplementary group (verified) and no_new_privs, closes every descriptor
+ *   but 0-2, and executes `PREFIX/bin/shoal store convert DIGEST --caller
+ *   UID` with PATH, HOME, USER and LOGNAME of the owner only. The caller
+ *   keeps no hold on it: it runs as another uid, so they can neither trace
+ *   nor signal it, and everything it takes from them (standard input) it
+ *   checks against DIGEST.
  * Errors: one line on stderr, `shoal-mount: error: WHAT (HINT)`; exit 1 when
  *   refused, 2 for a usage error. Nothing is ever mounted in the caller's
  *   mount namespace, so an error at any point leaves nothing behind.
@@ -85,6 +98,13 @@
  *       symlink anywhere, every directory (images/ included) root's or the
  *       caller's and not g/o-writable unless root's and sticky; the file the
  *       caller's, not g/o-writable.
+ *     - the cluster store (store.path), whatever kernelMountUserImages says:
+ *       literally STORE/images/<algorithm>/<hex>/image.sqsh (paths.h,
+ *       store_image_in); the store checked as store.c says, then images/,
+ *       the algorithm and the hex directories opened as the caller with
+ *       O_NOFOLLOW, each the store owner's and not g/o-writable; the file the
+ *       owner's, not g/o-writable. Only the converter, running as that
+ *       owner, writes there (see publish).
  *     So cached layer blobs (REPO/blobs/), partial pulls (REPO/tmp/) and
  *     root's files anywhere else are never mounted. The file is opened as
  *     the caller with openat(O_NOFOLLOW) under the images/ fd, everything
@@ -197,6 +217,7 @@
 #include "idmap.h"
 #include "image.h"
 #include "mounts.h"
+#include "publish.h"
 #include "userns.h"
 #include "watchdog.h"
 
@@ -324,6 +345,7 @@ int main(int argc, char **argv) {
            "shoal-mount is not setuid root");
   who_is_calling();
   if (strcmp(argv[1], "check") == 0 && argc == 2) check();
+  if (strcmp(argv[1], "publish") == 0 && argc == 3) publish(argv[2]);
   if (strcmp(argv[1], "run") != 0) usage("unknown command '%s'", argv[1]);
   int sep = 2;
   while (sep < argc && strcmp(argv[sep], "--") != 0) sep++;

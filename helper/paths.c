@@ -80,6 +80,29 @@ static int hex_run(const char *p, size_t n) {
   return 1;
 }
 
+/* The hex digits each algorithm's digest has. */
+static size_t hex_digits(const char *algorithm, size_t n) {
+  if (n == 6 && strncmp(algorithm, "sha256", 6) == 0) return 64;
+  if (n == 6 && strncmp(algorithm, "sha384", 6) == 0) return 96;
+  if (n == 6 && strncmp(algorithm, "sha512", 6) == 0) return 128;
+  return 0;
+}
+
+int digest_ok(const char *digest) {
+  size_t a = strcspn(digest, ":"), hex = hex_digits(digest, a);
+  return hex && digest[a] == ':' && strlen(digest + a + 1) == hex && hex_run(digest + a + 1, hex);
+}
+
+const char *store_image_in(const char *image, const char *store) {
+  size_t r = strlen(store);
+  if (r == 0 || strncmp(image, store, r) != 0 || strncmp(image + r, "/images/", 8) != 0) return NULL;
+  const char *rel = image + r + 8;
+  size_t a = strcspn(rel, "/"), hex = hex_digits(rel, a);
+  if (!hex || rel[a] != '/' || !hex_run(rel + a + 1, hex) || strcmp(rel + a + 1 + hex, "/" STORE_IMAGE_FILE) != 0)
+    return NULL;
+  return rel;
+}
+
 const char *image_name_in(const char *image, const char *repo) {
   size_t r = strlen(repo);
   if (r == 0 || strncmp(image, repo, r) != 0 || strncmp(image + r, "/images/", 8) != 0) return NULL;

@@ -34,4 +34,15 @@ const char *bundle_why(const char *bundle, const char *rundir, uint32_t caller, 
  * sha512-<128 hex>.sqsh, lowercase hex), else NULL. */
 const char *image_name_in(const char *image, const char *repo);
 
+/* Whether digest is one as shoal writes them: sha256, sha384 or sha512, ':',
+ * then 64, 96 or 128 lowercase hex digits (mod/image/registry/digest.ts). */
+int digest_ok(const char *digest);
+
+/* The store's rule (mod/image/cluster/layout.ts): "<algorithm>/<hex>" when
+ * image is literally STORE/images/<algorithm>/<hex>/image.sqsh of a digest
+ * digest_ok accepts, else NULL. The returned pointer is into image. */
+const char *store_image_in(const char *image, const char *store);
+
+#define STORE_IMAGE_FILE "image.sqsh"
+
 #endif

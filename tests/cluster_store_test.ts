@@ -4,13 +4,14 @@
  * asked for; publishers of one image on several "nodes" (mount namespaces
  * of their own, each mounting the one shared directory) convert it once;
  * an interrupted publish leaves nothing a reader can pick up and is taken
- * over; nobody but the owner runs it. The publishing side is this test
- * process, as untrusted as a user's shoal.
+ * over; nobody but the owner runs it. Publishes go through the setuid helper
+ * as an unprivileged user, whose side is this test process, as untrusted
+ * as a user's shoal.
  */
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { runSite } from "./support/run.ts";
 import { busyboxImage, type Image } from "./support/oci.ts";
-import { testUser, userArgv } from "./support/users.ts";
+import { type TestUser, testUser, userArgv } from "./support/users.ts";
 import { publishImage, type PublishSource } from "../mod/image/cluster/publish.ts";
 import { clusterMeta } from "../mod/image/cluster/meta.ts";
 import { clusterPaths, imageDir, refFile } from "../mod/image/cluster/layout.ts";
@@ -57,8 +58,9 @@ Deno.test("the cluster store's converter", async (t) => {
   const image = busyboxImage();
   const digest = image.manifest.digest;
 
-  /** `shoal store convert` as `who` on a node of its own, for `caller`. */
-  const converter = (digestArg = digest, who = owner, caller = user.uid) => [
+  const helper = `${site.dir}/prefix/libexec/shoal/shoal-mount`;
+  /** On a node of its own: `argv` as `who`. */
+  const onNode = (who: TestUser, argv: string[]) => [
     "unshare",
     "--mount",
     "--propagation",
@@ -68,8 +70,10 @@ Deno.test("the cluster store's converter", async (t) => {
     'mount --bind "$0" "$1" && shift && exec "$@"',
     backing,
     storePath,
-    ...userArgv(who, site.bin, ["store", "convert", digestArg, "--caller", String(caller)]),
+    ...userArgv(who, argv[0]!, argv.slice(1)),
   ];
+  /** The user's publish: the setuid helper runs the converter as the store's owner. */
+  const converter = (digestArg = digest) => onNode(user, [helper, "publish", digestArg]);
   const committed = () => {
     try {
       return [...Deno.readDirSync(imageDir(paths, digest))].map((e) => e.name).sort();
@@ -103,10 +107,33 @@ Deno.test("the cluster store's converter", async (t) => {
     }
   });
 
-  await t.step("only the store's owner converts", async () => {
-    const err = await publishImage(converter(digest, user), await source(image, work), silentLogger)
+  await t.step(
+    "only the store's owner converts: a user running the converter is refused",
+    async () => {
+      const direct = onNode(user, [site.bin, "store", "convert", digest]);
+      const err = await publishImage(direct, await source(image, work), silentLogger)
+        .then(() => undefined, (e: Error) => e);
+      assertMatch(err?.message ?? "", /runs as the store's owner shoal-store-t/);
+      assertEquals(committed(), undefined);
+    },
+  );
+
+  await t.step("the helper refuses a store that is not its owner's alone", async () => {
+    await Deno.chmod(backing, 0o775);
+    try {
+      const err = await publishImage(converter(), await source(image, work), silentLogger)
+        .then(() => undefined, (e: Error) => e);
+      assertMatch(err?.message ?? "", /store.* is not the store owner's alone/);
+    } finally {
+      await Deno.chmod(backing, 0o755);
+    }
+    const bad = await publishImage(
+      onNode(user, [helper, "publish", "sha256:xyz"]),
+      await source(image, work),
+      silentLogger,
+    )
       .then(() => undefined, (e: Error) => e);
-    assertMatch(err?.message ?? "", /runs as the store's owner shoal-store-t/);
+    assertMatch(bad?.message ?? "", /publish takes the manifest's digest/);
     assertEquals(committed(), undefined);
   });
 

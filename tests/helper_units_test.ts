@@ -7,8 +7,10 @@
  */
 import { assert, assertEquals } from "./support/assert.ts";
 import {
+  helperDigestOk,
   helperIdMap,
   helperJudgeBundle,
+  helperStoreImage,
   type JsonValue,
   type PathFact,
   readConfigJson,
@@ -16,6 +18,8 @@ import {
 import { idMap, MAX_RANGES } from "../mod/runtime/idmap.ts";
 import { canonicalPath, componentWhy, NAME_PATTERN } from "../mod/runtime/rundir.ts";
 import { parseSubidFile, rangesOf } from "../mod/sys/subid.ts";
+import { isDigest } from "../mod/image/registry/digest.ts";
+import { storeImageDigest } from "../mod/image/cluster/layout.ts";
 
 /** mulberry32: a small seeded generator, so that a failure can be replayed. */
 function random(seed: number): () => number {
@@ -511,5 +515,53 @@ Deno.test("shoal and the helper judge run dirs alike, on the same table of bundl
   for (const [bundle, runDir, facts, _] of BUNDLE_RULE) {
     const helper = await helperJudgeBundle(bundle, runDir, 1000, facts);
     assertEquals(shoalJudgeBundle(bundle, runDir, 1000, facts), helper?.component ?? null, bundle);
+  }
+});
+
+/** Digests as manifests carry them, good and bad. */
+const DIGESTS = [
+  `sha256:${"a".repeat(64)}`,
+  `sha384:${"0".repeat(96)}`,
+  `sha512:${"f".repeat(128)}`,
+  `sha256:${"a".repeat(63)}`,
+  `sha256:${"a".repeat(65)}`,
+  `sha256:${"A".repeat(64)}`,
+  `sha512:${"f".repeat(64)}`,
+  `md5:${"a".repeat(32)}`,
+  `sha256-${"a".repeat(64)}`,
+  `sha256:${"a".repeat(63)}g`,
+  "sha256:",
+  "",
+];
+
+Deno.test("shoal and the helper take the same digests", async () => {
+  for (const d of DIGESTS) assertEquals(await helperDigestOk(d), isDigest(d), d);
+  assert(await helperDigestOk(DIGESTS[0]!));
+  assert(!await helperDigestOk(DIGESTS[3]!));
+});
+
+Deno.test("shoal and the helper find the same cluster store images, and nothing else of the store", async () => {
+  const store = "/shared/shoal";
+  const hex = "b".repeat(64);
+  const cases: [string, string | null][] = [
+    [`${store}/images/sha256/${hex}/image.sqsh`, `sha256/${hex}/image.sqsh`],
+    [
+      `${store}/images/sha512/${"c".repeat(128)}/image.sqsh`,
+      `sha512/${"c".repeat(128)}/image.sqsh`,
+    ],
+    [`${store}/images/sha256/${hex}/meta.json`, null],
+    [`${store}/images/sha256/${hex}/image.sqsh.tmp`, null],
+    [`${store}/images/sha256/${hex}/x/image.sqsh`, null],
+    [`${store}/images/sha256/${hex.slice(1)}/image.sqsh`, null],
+    [`${store}/images/md5/${"a".repeat(32)}/image.sqsh`, null],
+    [`${store}/staging/sha256-${hex}.claim/work-1/image.sqsh`, null],
+    [`${store}x/images/sha256/${hex}/image.sqsh`, null],
+    [`/other/images/sha256/${hex}/image.sqsh`, null],
+    [`${store}/images/sha256/${hex.toUpperCase()}/image.sqsh`, null],
+  ];
+  for (const [path, rel] of cases) {
+    assertEquals(await helperStoreImage(path, store), rel, path);
+    const digest = storeImageDigest(path, store);
+    assertEquals(digest === undefined ? null : `${digest.replace(":", "/")}/image.sqsh`, rel, path);
   }
 });

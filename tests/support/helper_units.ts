@@ -22,6 +22,8 @@ const SYMBOLS = {
     result: "i32",
   },
   shoal_max_extents: { parameters: [], result: "i32" },
+  digest_ok: { parameters: ["buffer"], result: "i32" },
+  store_image_in: { parameters: ["buffer", "buffer"], result: "pointer" },
   bundle_why: {
     parameters: ["buffer", "buffer", "u32", "buffer", "buffer", "i32", "buffer"],
     result: "pointer",
@@ -160,4 +162,17 @@ export async function helperJudgeBundle(
     bad,
   );
   return why === null ? null : { why: cString(why), component: bad[0]! };
+}
+
+const cBytes = (s: string) => new TextEncoder().encode(s + "\0");
+
+/** helper/paths.c's digest_ok. */
+export async function helperDigestOk(digest: string): Promise<boolean> {
+  return (await helperUnits()).digest_ok(cBytes(digest)) === 1;
+}
+
+/** helper/paths.c's store_image_in: "<algorithm>/<hex>", or null when `image` is not a store image. */
+export async function helperStoreImage(image: string, store: string): Promise<string | null> {
+  const p = (await helperUnits()).store_image_in(cBytes(image), cBytes(store));
+  return p === null ? null : Deno.UnsafePointerView.getCString(p);
 }

@@ -10,7 +10,7 @@
  *   STORE/trash/                                renamed here, then removed
  */
 import { join } from "../../path.ts";
-import { parseDigest } from "../registry/digest.ts";
+import { isDigest, parseDigest } from "../registry/digest.ts";
 
 export const IMAGE_FILE = "image.sqsh";
 export const META_FILE = "meta.json";
@@ -43,6 +43,19 @@ export function digestName(digest: string): string {
 export function imageDir(paths: ClusterPaths, digest: string): string {
   const { algorithm, hex } = parseDigest(digest);
   return join(paths.images, algorithm, hex);
+}
+
+/**
+ * The digest whose image file `path` is, when it is literally
+ * STORE/images/<algorithm>/<hex>/image.sqsh: the helper's rule
+ * (helper/paths.c, store_image_in), which mounts nothing else of the store.
+ */
+export function storeImageDigest(path: string, root: string): string | undefined {
+  const prefix = `${root}/images/`;
+  if (!path.startsWith(prefix) || !path.endsWith(`/${IMAGE_FILE}`)) return undefined;
+  const [algorithm, hex, ...rest] = path.slice(prefix.length, -IMAGE_FILE.length - 1).split("/");
+  const digest = `${algorithm}:${hex}`;
+  return rest.length === 0 && isDigest(digest) ? digest : undefined;
 }
 
 export function claimDir(paths: ClusterPaths, digest: string): string {

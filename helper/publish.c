@@ -1,0 +1,67 @@
+#define _GNU_SOURCE
+#include "publish.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "caller.h"
+#include "config.h"
+#include "fail.h"
+#include "paths.h"
+#include "store.h"
+
+#define SAFE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* Every entry of the installation's lib/shoal (the bundle, its chunks, its
+ * Deno): root's and not writable by group or others, as check_chain wants
+ * of the directory itself. A compiled installation has no such directory. */
+static void check_lib(const char *lib) {
+  DIR *d = opendir(lib);
+  if (!d && errno == ENOENT) return;
+  if (!d) refuse("ask your admin", "cannot read \"%s\": %s", lib, ERR);
+  check_chain(lib);
+  for (struct dirent *e; (e = readdir(d));) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || st.st_uid != 0 || (st.st_mode & 022))
+      refuse("ask your admin to reinstall shoal with install.sh",
+             "\"%s/%s\" is not root's alone", lib, e->d_name);
+  }
+  closedir(d);
+}
+
+void publish(const char *digest) {
+  if (!digest_ok(digest)) usage("publish takes the manifest's digest, sha256:<64 hex digits>");
+  struct config cfg = {0};
+  load_install(&cfg);
+  struct store_owner owner;
+  int store = open_store(&cfg, &owner);
+  char converter[PATH_MAX], lib[PATH_MAX];
+  fmt_path(converter, "%s/bin/shoal", cfg.prefix);
+  fmt_path(lib, "%s/lib/shoal", cfg.prefix);
+  check_chain(converter);
+  check_lib(lib);
+  if (fchdir(store)) refuse("ask your admin", "cannot enter the store \"%s\": %s", cfg.store, ERR);
+  close(store);
+
+  drop_to(owner.uid, owner.gid, 0, NULL);
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) refuse("this is a bug", "no_new_privs: %s", ERR);
+  umask(022);
+  /* Only the caller's standard input, output and error reach the converter. */
+  if (close_range(3, ~0U, 0)) refuse("this is a bug", "close_range: %s", ERR);
+
+  char caller[24], home[PATH_MAX + 8], user[300], logname[300];
+  snprintf(caller, sizeof caller, "%u", (unsigned)me.uid);
+  snprintf(home, sizeof home, "HOME=%s", owner.home);
+  snprintf(user, sizeof user, "USER=%s", owner.name);
+  snprintf(logname, sizeof logname, "LOGNAME=%s", owner.name);
+  char *envp[] = {"PATH=" SAFE_PATH, home, user, logname, NULL};
+  char *args[] = {converter, "store", "convert", (char *)digest, "--caller", caller, NULL};
+  execve(converter, args, envp);
+  refuse("ask your admin", "cannot run the converter \"%s\": %s", converter, ERR);
+}

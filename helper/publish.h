@@ -1,0 +1,8 @@
+/* `shoal-mount publish DIGEST`: a user's publish into the cluster store runs
+ * the converter as the store's owner (main.c's header, "Publish"). */
+#ifndef SHOAL_PUBLISH_H
+#define SHOAL_PUBLISH_H
+
+void publish(const char *digest) __attribute__((noreturn));
+
+#endif
