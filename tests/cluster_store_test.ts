@@ -9,8 +9,8 @@
  * as a user's shoal.
  */
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
-import { runSite } from "./support/run.ts";
-import { busyboxImage, type Image } from "./support/oci.ts";
+import { runSite, testImages } from "./support/run.ts";
+import { busyboxImage, type Image, pushImage } from "./support/oci.ts";
 import { type TestUser, testUser, userArgv } from "./support/users.ts";
 import { publishImage, type PublishSource } from "../mod/image/cluster/publish.ts";
 import { clusterMeta } from "../mod/image/cluster/meta.ts";
@@ -229,4 +229,67 @@ Deno.test("the cluster store's converter", async (t) => {
   });
 
   await Deno.remove(work, { recursive: true });
+});
+
+Deno.test("two users pull one image into the cluster store: one conversion, both run it on the helper path", async () => {
+  const site = await runSite(true);
+  const { registry } = await testImages();
+  const owner = await testUser(OWNER, false);
+  const alice = (await site.user("user"))!;
+  const bob = (await site.user("member"))!;
+  const store = `${site.dir}/store`;
+  await Deno.mkdir(store, { mode: 0o755 });
+  await Deno.chown(store, owner.uid, owner.gid);
+  // The helper kernel-mounts no user's own image here: only the store's.
+  await site.writeConfig({
+    helper: { kernelMountUserImages: false },
+    store: { path: store, owner: OWNER },
+  });
+  const image = busyboxImage({
+    extraEntries: [{ type: "file", path: "etc/hello", content: "from the store\n" }],
+  });
+  const digest = await pushImage(registry, "cluster/app", "1", image);
+  const ref = `${registry.host}/cluster/app:1`;
+  const paths = clusterPaths(store);
+
+  const pulled = await site.shoal("user", ["pull", ref]);
+  assertEquals(pulled.code, 0, pulled.stderr);
+  assertMatch(
+    pulled.stdout,
+    /^Pulled .*cluster\/app:1 \(IMAGE ID \w+, .*\) in .*, into the cluster store\n$/,
+  );
+  const meta = clusterMeta(
+    JSON.parse(Deno.readTextFileSync(`${imageDir(paths, digest)}/meta.json`)),
+    "",
+  );
+  assertEquals(meta.publisher, alice.uid);
+  const second = await site.shoal("member", ["pull", "--verbose", ref]);
+  assertEquals(second.code, 0, second.stderr);
+  assertMatch(second.stdout, /: found in the cluster store, nothing downloaded\n$/);
+  assertMatch(second.stderr, /download 0\.\d\d s \(0 B\)/);
+  // Converted once: the first publisher's record stands, and both hold a reference.
+  assertEquals(
+    clusterMeta(JSON.parse(Deno.readTextFileSync(`${imageDir(paths, digest)}/meta.json`)), "")
+      .publishedAt,
+    meta.publishedAt,
+  );
+  for (const u of [alice, bob]) assert(Deno.statSync(refFile(paths, u.uid, digest)).isFile);
+
+  for (const who of ["user", "member"] as const) {
+    const listed = await site.shoal(who, ["images", "--format", "json"]);
+    const record = (JSON.parse(listed.stdout) as {
+      reference: string;
+      cluster?: boolean;
+      squashfsPath?: string;
+    }[])
+      .find((i) => i.reference === ref);
+    assertEquals(record?.cluster, true, listed.stdout);
+    const run = await site.shoal(who, ["--debug", "run", ref, "cat", "/etc/hello"]);
+    assertEquals([run.code, run.stdout], [0, "from the store\n"], run.stderr);
+    assertMatch(run.stderr, /run path: helper/);
+  }
+  // Nothing of the layers stays in the users' own repositories.
+  const layer = image.layers[0]!.digest.slice(7);
+  const found = await runCommand("find", [`${site.dir}/repo`, "-name", `*${layer}*`]);
+  assertEquals(found.stdout, "");
 });

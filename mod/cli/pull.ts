@@ -69,7 +69,7 @@ Examples:
     const img = result.image;
     if (quiet) return;
     const t = result.timings;
-    printStored("Pulled", img, result.upToDate, t.resolve + t.download + t.convert);
+    printStored("Pulled", img, result.upToDate, t.resolve + t.download + t.convert, result.cluster);
     if (result.upToDate) return;
     logger.verbose(
       `resolve ${formatSeconds(t.resolve)}, download ${formatSeconds(t.download)} (${

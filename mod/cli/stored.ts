@@ -8,12 +8,20 @@ export function printStored(
   image: ImageRecord,
   upToDate: boolean,
   seconds: number,
+  cluster?: "converted" | "found",
 ): void {
   const id = `IMAGE ID ${shortId(image.configDigest)}`;
+  const where = cluster === "found"
+    ? ": found in the cluster store, nothing downloaded"
+    : cluster === "converted"
+    ? ", into the cluster store"
+    : "";
   if (upToDate) printLine(`${image.reference} is up to date (${id})`);
   else {
     printLine(
-      `${verb} ${image.reference} (${id}, ${formatBytes(image.size)}) in ${formatSeconds(seconds)}`,
+      `${verb} ${image.reference} (${id}, ${formatBytes(image.size)}) in ${
+        formatSeconds(seconds)
+      }${where}`,
     );
   }
 }

@@ -61,6 +61,8 @@ export interface PullResult {
   image: ImageRecord;
   /** Nothing was downloaded or converted: the store already had this image. */
   upToDate: boolean;
+  /** Published into the cluster store: converted by this pull, or found there already. */
+  cluster?: "converted" | "found";
   /** Layer bytes fetched from the network in this pull. */
   downloadedBytes: number;
   /** Seconds spent resolving, downloading and converting. */
@@ -117,7 +119,8 @@ export async function pull(
     // Another pull may have stored it while this one waited for the lock.
     const stored = await store.lookup(ref);
     // Checked before any layer is downloaded: an image the site refuses costs no transfer.
-    const signature = await verifyPulledImage(loaded, client, resolved, logger);
+    const verified = await verifyPulledImage(loaded, client, resolved, logger);
+    const signature = verified?.record;
     if (stored && sameImage(stored, resolved) && await storedImageAdmitted(loaded, stored)) {
       return {
         image: stored,
@@ -138,25 +141,79 @@ export async function pull(
     const startedAt = new Map<string, number>();
     /** Blobs this pull put in the cache (not found there). */
     const fetched: string[] = [];
-    const paths = await client.fetchBlobs(resolved, {
-      cacheDir: store.blobsDir,
-      signal: options.signal,
-      onProgress: (p) => {
-        if (!startedAt.has(p.digest)) startedAt.set(p.digest, p.cached ? p.total : p.done);
-        if (p.complete && !p.cached) {
-          downloadedBytes += p.total - (startedAt.get(p.digest) ?? 0);
-          fetched.push(p.digest);
+    const download = () =>
+      client.fetchBlobs(resolved, {
+        cacheDir: store.blobsDir,
+        signal: options.signal,
+        onProgress: (p) => {
+          if (!startedAt.has(p.digest)) startedAt.set(p.digest, p.cached ? p.total : p.done);
+          if (p.complete && !p.cached) {
+            downloadedBytes += p.total - (startedAt.get(p.digest) ?? 0);
+            fetched.push(p.digest);
+          }
+          emit({ kind: "layer", progress: p });
+        },
+      }).catch(async (err) => {
+        if (err instanceof LocalWriteError) {
+          // No resume can fix a full disk: give back what this pull wrote.
+          await store.dropPartials(resolved.layers.map((l) => l.digest)).catch(() => {});
+          await store.dropBlobs(fetched).catch(() => {});
         }
-        emit({ kind: "layer", progress: p });
-      },
-    }).catch(async (err) => {
-      if (err instanceof LocalWriteError) {
-        // No resume can fix a full disk: give back what this pull wrote.
-        await store.dropPartials(resolved.layers.map((l) => l.digest)).catch(() => {});
+        throw err;
+      });
+
+    const helper = loaded.paths.helper;
+    if (store.cluster !== undefined && helper !== undefined) {
+      // Published into the site's cluster store: converted there once, by its owner.
+      const { publishImage } = await import("./cluster/publish.ts");
+      let downloadedAt = resolvedAt;
+      try {
+        const outcome = await publishImage([helper, "publish", resolved.manifestDigest], {
+          registry: ref.registry,
+          repository: ref.repository,
+          digest: resolved.manifestDigest,
+          ...(resolved.indexBytes !== undefined && { indexBytes: resolved.indexBytes }),
+          manifestBytes: resolved.manifestBytes,
+          configBytes: resolved.configBytes,
+          signatures: verified?.signed ?? [],
+          layers: async () => {
+            const paths = await download();
+            downloadedAt = performance.now();
+            emit({ kind: "converting", layers: paths.length });
+            return paths.map((path, i) => ({ path, size: resolved.layers[i]!.size }));
+          },
+        }, logger);
+        emit({ kind: "committing" });
+        const image = await store.commitClusterReference({
+          registry: ref.registry,
+          repository: ref.repository,
+          ...(ref.tag !== undefined && { tag: ref.tag }),
+          digest: resolved.digest,
+          ...(resolved.manifestDigest !== resolved.digest && {
+            manifestDigest: resolved.manifestDigest,
+          }),
+          server: resolved.source,
+          configDigest: resolved.configDigest,
+          ...(signature !== undefined && { signature }),
+        });
+        return {
+          image,
+          upToDate: false,
+          cluster: outcome.outcome === "exists" ? "found" : "converted",
+          downloadedBytes,
+          timings: {
+            resolve: (resolvedAt - started) / 1000,
+            download: (downloadedAt - resolvedAt) / 1000,
+            convert: (performance.now() - downloadedAt) / 1000,
+          },
+        };
+      } finally {
+        // The store has the image now (or the publish failed): the user's copies only take space.
         await store.dropBlobs(fetched).catch(() => {});
       }
-      throw err;
-    });
+    }
+
+    const paths = await download();
     const downloadedAt = performance.now();
 
     try {

@@ -8,6 +8,8 @@
  * squashfs parser then reads data the user wrote), the size of the writable
  * layer asked for, and the identity (own ids or --root).
  */
+import { storeImageDigest } from "../image/cluster/layout.ts";
+import { configuredStore, storeProblem } from "../image/cluster/open.ts";
 import { join } from "../path.ts";
 import { expand, type LoadedConfig } from "../config/load.ts";
 import { getpwuid } from "../sys/user.ts";
@@ -57,6 +59,8 @@ export interface HelperRepositories {
   local?: string;
   /** Why the helper would refuse the walk to `local` (localRepositoryRefusal). */
   localRefused?: string;
+  /** The cluster store and its owner's uid; `refused` why the helper will not trust it. */
+  store?: { root: string; owner: number; refused?: string };
 }
 
 /**
@@ -77,7 +81,11 @@ export function imageRefusal(
     repo !== undefined && canonical(image.path) && image.path.startsWith(`${repo}/images/`) &&
     STORED_IMAGE.test(image.path.slice(repo.length + "/images/".length));
   if ((image.mode & 0o022) !== 0) return `${image.path} is writable by group or others`;
-  const { centralized, local } = repositories;
+  const { centralized, local, store } = repositories;
+  if (store !== undefined && storeImageDigest(image.path, store.root) !== undefined) {
+    if (store.refused !== undefined) return store.refused;
+    return image.uid === store.owner ? undefined : `${image.path} is not the store owner's`;
+  }
   if (inRepository(centralized)) {
     const [problem] = rootOnlyProblems(`${centralized}/images`);
     if (problem !== undefined) return `the centralized repository: ${problem.message}`;
@@ -162,7 +170,20 @@ export function helperRepositories(loaded: LoadedConfig, uid: number): HelperRep
     const refused = localRepositoryRefusal(local, uid);
     if (refused !== undefined) repos.localRefused = refused;
   }
+  if (loaded.config.store !== undefined) repos.store = storeAsHelperSees(loaded);
   return repos;
+}
+
+/** The cluster store as the helper judges it (helper/store.c), with the reason it refuses it. */
+function storeAsHelperSees(loaded: LoadedConfig): HelperRepositories["store"] {
+  const root = loaded.config.store!.path;
+  try {
+    const store = configuredStore(loaded)!;
+    const refused = storeProblem(store);
+    return { root, owner: store.owner.uid, ...(refused !== undefined && { refused }) };
+  } catch (err) {
+    return { root, owner: -1, refused: (err as Error).message };
+  }
 }
 
 /** What one run asks for that decides its path: the identity and the writable layer's size. */

@@ -51,12 +51,19 @@ export async function publishImage(
   src: PublishSource,
   logger: Logger,
 ): Promise<PublishOutcome> {
-  const child = new Deno.Command(argv[0]!, {
-    args: argv.slice(1),
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(argv[0]!, {
+      args: argv.slice(1),
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (err) {
+    throw new ShoalError(`cannot run ${argv[0]}: ${(err as Error).message}`, {
+      hint: "the cluster store needs the setuid helper: ask your admin (install.sh as root)",
+    });
+  }
   const stderr = collectTail(child.stderr);
   const input = child.stdin.getWriter();
   const answers = lines(child.stdout);

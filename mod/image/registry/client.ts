@@ -78,6 +78,8 @@ export interface ResolvedImage {
   manifest: ImageManifest;
   /** The manifest exactly as served (its sha256 is `manifestDigest`). */
   manifestBytes: Uint8Array;
+  /** The index that lists the manifest, exactly as served, when the reference named one. */
+  indexBytes?: Uint8Array;
   platform: Platform;
   configDigest: string;
   config: ImageConfig;
@@ -318,10 +320,12 @@ class Client implements RegistryClient {
     const top = await this.#fetchManifest(ep, ref, ref.digest ?? ref.tag ?? "latest", what);
     let current = top;
     let chosen: Platform | undefined;
+    let index: Uint8Array | undefined;
     for (let depth = 0; current.parsed.kind === "index"; depth++) {
       if (depth >= maxIndexDepth) throw new ShoalError(`${what}: image indexes nested too deeply`);
       const entry = selectManifest(current.parsed.index, wanted, what);
       chosen = entry.platform;
+      index = current.bytes;
       current = await this.#fetchManifest(ep, ref, entry.digest, what);
     }
     const manifest = current.parsed.manifest;
@@ -350,6 +354,7 @@ class Client implements RegistryClient {
       manifestDigest: current.digest,
       manifest,
       manifestBytes: current.bytes,
+      ...(index !== undefined && { indexBytes: index }),
       platform,
       configDigest: manifest.config.digest,
       config,

@@ -44,15 +44,16 @@ function sameRepository(signed: string, ref: Pick<ImageReference, "registry" | "
 
 /**
  * Verifies a resolved image against the policy: undefined when no rule
- * requires a signature, the record when one verifies, else an error that says
- * what was found.
+ * requires a signature, the record when one verifies (and the signatures
+ * found, which a publish hands the converter to verify again), else an error
+ * that says what was found.
  */
 export async function verifyPulledImage(
   loaded: LoadedConfig,
   client: RegistryClient,
   image: { reference: ImageReference; digest: string; manifestDigest: string },
   logger: Logger,
-): Promise<SignatureRecord | undefined> {
+): Promise<{ record: SignatureRecord; signed: SignedPayload[] } | undefined> {
   const ref = image.reference;
   const rule = requiringRule(loaded, ref);
   if (rule === undefined) return undefined;
@@ -62,7 +63,7 @@ export async function verifyPulledImage(
   for (const digest of digests) signed.push(...await client.fetchSignatures(ref, digest));
   const record = await checkSignatures(await siteKeys(loaded, rule), rule, ref, digests, signed);
   logger.verbose(`${ref.registry}/${ref.repository}@${record.digest}: signature verified`);
-  return record;
+  return { record, signed };
 }
 
 /**

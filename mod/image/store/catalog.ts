@@ -19,10 +19,13 @@ import {
   type ImageRecord,
   type IndexEntry,
   indexEntry,
+  METADATA_VERSION,
   originOf,
   referenceKey,
 } from "./metadata.ts";
 import { imageFiles, METADATA_SUFFIX, type RepositoryPaths } from "./paths.ts";
+import { type ClusterPaths, IMAGE_FILE, imageDir, META_FILE } from "../cluster/layout.ts";
+import { clusterMeta } from "../cluster/meta.ts";
 
 const INDEX_VERSION = 1;
 
@@ -140,10 +143,17 @@ export function resolveRecords(
   paths: RepositoryPaths,
   entries: IndexEntry[],
   skip: (entry: IndexEntry, why: string) => void,
+  cluster?: ClusterPaths,
 ): ImageRecord[] {
   const images = new Map<string, Read<ImageMetadata & { squashfsPath: string }>>();
   const records: ImageRecord[] = [];
   for (const entry of entries) {
+    if (entry.cluster) {
+      const image = loadClusterImage(cluster, entry);
+      if (image.ok) records.push(toRecord(entry, image.value));
+      else skip(entry, image.why);
+      continue;
+    }
     let image = images.get(entry.configDigest);
     if (image === undefined) {
       image = loadImage(paths, entry.configDigest);
@@ -172,6 +182,49 @@ function loadImage(
     return { ok: false, why: `its squashfs file "${squashfsPath}" is missing` };
   }
   return { ok: true, value: { ...meta.value, squashfsPath } };
+}
+
+/**
+ * An image of the cluster store (docs/design/store.md) as a repository's
+ * record: two files of its directory, whatever the store's size.
+ */
+function loadClusterImage(
+  cluster: ClusterPaths | undefined,
+  entry: IndexEntry,
+): Read<ImageMetadata & { squashfsPath: string }> {
+  if (cluster === undefined) return { ok: false, why: "this site has no cluster store now" };
+  const key = entry.manifestDigest ?? entry.digest;
+  if (key === undefined) return { ok: false, why: "its entry names no manifest digest" };
+  const dir = imageDir(cluster, key);
+  const json = readJson(join(dir, META_FILE));
+  if (!json.ok) {
+    return { ok: false, why: `the store's metadata of ${key} is ${describe(json.why)}` };
+  }
+  const parsed = tryShape(clusterMeta, json.value);
+  if (!parsed.ok) {
+    return { ok: false, why: `the store's metadata of ${key} is damaged (${parsed.why})` };
+  }
+  const { digest, configDigest, publisher: _p, publishedAt: _t, signatures: _s, ...fields } =
+    parsed.value;
+  if (digest !== key || configDigest !== entry.configDigest) {
+    return { ok: false, why: `the store's metadata of ${key} describes another image` };
+  }
+  const squashfsPath = join(dir, IMAGE_FILE);
+  try {
+    if (!Deno.statSync(squashfsPath).isFile) throw new Deno.errors.NotFound();
+  } catch {
+    return { ok: false, why: `its squashfs file "${squashfsPath}" is missing from the store` };
+  }
+  return {
+    ok: true,
+    value: {
+      ...entry,
+      ...fields,
+      schemaVersion: METADATA_VERSION,
+      squashfs: IMAGE_FILE,
+      squashfsPath,
+    },
+  };
 }
 
 function describe(why: string): string {

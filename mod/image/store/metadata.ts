@@ -5,6 +5,7 @@
  */
 import {
   array,
+  boolean,
   dictionary,
   integer,
   nonEmpty,
@@ -44,6 +45,8 @@ const originShape = {
   configDigest: digest,
   /** The cosign signature the site's policy required, as verified by the pull (signature/verify.ts). */
   signature: optional(object({ digest, key: digest })),
+  /** The image is in the site's cluster store, under its manifest digest, not in this repository. */
+  cluster: optional(boolean),
 };
 
 function hasTagOrDigest(origin: { tag?: string; digest?: string }, at: string): void {
@@ -140,5 +143,6 @@ export function originOf(meta: ImageMetadata | NewImage, pulledAt: string): Inde
     pulledAt,
     configDigest: meta.configDigest,
     ...(meta.signature !== undefined && { signature: meta.signature }),
+    ...(meta.cluster && { cluster: true }),
   };
 }

@@ -13,6 +13,7 @@ import { acquireLock, type FileLock } from "./lock.ts";
 import { type ImageRecord, type IndexEntry, referenceKey } from "./metadata.ts";
 import { type RepositoryPaths, repositoryPaths } from "./paths.ts";
 import { matchingReferences, parseQuery, selectEntries } from "./query.ts";
+import { type ClusterPaths, clusterPaths } from "../cluster/layout.ts";
 
 export interface StoreOptions {
   /** The site's centralized repository: written by root only, readable by everyone. */
@@ -23,6 +24,8 @@ export interface StoreOptions {
   pullLockTimeoutSeconds?: number;
   /** The site's other repository, where "no image" looks for a hint (see notFound). */
   otherRoot?: string;
+  /** The site's cluster store, where the images of entries marked `cluster` are. */
+  cluster?: ClusterPaths;
   logger?: Logger;
 }
 
@@ -35,7 +38,15 @@ export function repositoryLocation(
   const own = loaded.paths.localRepository;
   const site = loaded.paths.centralizedRepository;
   if (!centralized) {
-    return { root: own, options: { lockTimeoutSeconds, otherRoot: site } };
+    const store = loaded.config.store;
+    return {
+      root: own,
+      options: {
+        lockTimeoutSeconds,
+        otherRoot: site,
+        ...(store !== undefined && { cluster: clusterPaths(store.path) }),
+      },
+    };
   }
   if (site === undefined) {
     throw new ShoalError("this site has no centralized repository", {
@@ -62,8 +73,10 @@ export class StoreReader {
   protected readonly logger: Logger;
   protected readonly timeout: number;
   readonly #otherRoot: string | undefined;
+  readonly cluster: ClusterPaths | undefined;
 
   constructor(root: string, options: StoreOptions = {}) {
+    this.cluster = options.cluster;
     this.root = root;
     this.centralized = options.centralized ?? false;
     this.paths = repositoryPaths(root);
@@ -133,7 +146,7 @@ export class StoreReader {
       this.logger.warn(
         `skipping image ${key}: ${why} (\`shoal rmi ${key}\` removes it, \`shoal pull\` fetches it again)`,
       );
-    });
+    }, this.cluster);
   }
 
   /**

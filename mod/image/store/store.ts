@@ -212,6 +212,31 @@ export class ImageStore extends StoreReader {
   }
 
   /**
+   * Stores a reference to an image of the cluster store: the index entry
+   * alone, the store having the files. Refused when the store lacks the image.
+   */
+  async commitClusterReference(
+    origin: Omit<IndexEntry, "cluster" | "pulledAt">,
+  ): Promise<ImageRecord> {
+    const entry: IndexEntry = { ...origin, pulledAt: new Date().toISOString(), cluster: true };
+    const key = referenceKey(entry);
+    const [record] = this.resolve([entry]);
+    if (record === undefined) {
+      throw new ShoalError(`the cluster store has no usable image for ${key}`);
+    }
+    await this.#prepareForWriting();
+    return await this.#writing(async () => {
+      const next = readIndex(this.paths, this.logger).filter((e) => referenceKey(e) !== key);
+      next.push(entry);
+      await writeIndex(this.paths, next, this.#modes.file);
+      await this.#tidy(next);
+      return record;
+    }).catch((err) => {
+      throw localWriteError(this.fsError(err), this.root);
+    });
+  }
+
+  /**
    * `rmi`: removes what a reference or IMAGE ID names from the index, and an
    * image's files once no reference is left for them. Works whatever state
    * the files are in, gone included.
