@@ -121,6 +121,19 @@ export async function pull(
     // Checked before any layer is downloaded: an image the site refuses costs no transfer.
     const verified = await verifyPulledImage(loaded, client, resolved, logger);
     const signature = verified?.record;
+    /** Where the image came from: what the repository's index records for the reference. */
+    const origin = {
+      registry: ref.registry,
+      repository: ref.repository,
+      ...(ref.tag !== undefined && { tag: ref.tag }),
+      digest: resolved.digest,
+      ...(resolved.manifestDigest !== resolved.digest && {
+        manifestDigest: resolved.manifestDigest,
+      }),
+      server: resolved.source,
+      configDigest: resolved.configDigest,
+      ...(signature !== undefined && { signature }),
+    };
     if (stored && sameImage(stored, resolved) && await storedImageAdmitted(loaded, stored)) {
       return {
         image: stored,
@@ -184,18 +197,7 @@ export async function pull(
           },
         }, logger);
         emit({ kind: "committing" });
-        const image = await store.commitClusterReference({
-          registry: ref.registry,
-          repository: ref.repository,
-          ...(ref.tag !== undefined && { tag: ref.tag }),
-          digest: resolved.digest,
-          ...(resolved.manifestDigest !== resolved.digest && {
-            manifestDigest: resolved.manifestDigest,
-          }),
-          server: resolved.source,
-          configDigest: resolved.configDigest,
-          ...(signature !== undefined && { signature }),
-        });
+        const image = await store.commitClusterReference(origin);
         return {
           image,
           upToDate: false,
@@ -241,16 +243,7 @@ export async function pull(
 
       emit({ kind: "committing" });
       const image = await store.commit({
-        registry: ref.registry,
-        repository: ref.repository,
-        ...(ref.tag !== undefined && { tag: ref.tag }),
-        digest: resolved.digest,
-        ...(resolved.manifestDigest !== resolved.digest && {
-          manifestDigest: resolved.manifestDigest,
-        }),
-        server: resolved.source,
-        configDigest: resolved.configDigest,
-        ...(signature !== undefined && { signature }),
+        ...origin,
         platform: resolved.platform,
         ...configFields(resolved.config, built),
         layers: resolved.layers.map((l) => l.digest),
