@@ -12,6 +12,7 @@
  *                   -- RUNC_ARGS...
  *   shoal-mount check
  *   shoal-mount publish DIGEST
+ *   shoal-mount unref DIGEST
  *   shoal-mount --version
  *
  * run: mounts FILE at DIR/rootfs, privately, and runs `runc RUNC_ARGS...`
@@ -54,6 +55,9 @@
  *   keeps no hold on it: it runs as another uid, so they can neither trace
  *   nor signal it, and everything it takes from them (standard input) it
  *   checks against DIGEST.
+ * unref: the caller's `shoal rmi` of a store image: as the owner (same
+ *   checks and drop), removes STORE/refs/UID/<algorithm>-<hex> for the
+ *   caller's own uid, which is what the garbage collector counts.
  * Errors: one line on stderr, `shoal-mount: error: WHAT (HINT)`; exit 1 when
  *   refused, 2 for a usage error. Nothing is ever mounted in the caller's
  *   mount namespace, so an error at any point leaves nothing behind.
@@ -346,6 +350,7 @@ int main(int argc, char **argv) {
   who_is_calling();
   if (strcmp(argv[1], "check") == 0 && argc == 2) check();
   if (strcmp(argv[1], "publish") == 0 && argc == 3) publish(argv[2]);
+  if (strcmp(argv[1], "unref") == 0 && argc == 3) unref(argv[2]);
   if (strcmp(argv[1], "run") != 0) usage("unknown command '%s'", argv[1]);
   int sep = 2;
   while (sep < argc && strcmp(argv[sep], "--") != 0) sep++;

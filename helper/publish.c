@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -35,12 +36,30 @@ static void check_lib(const char *lib) {
   closedir(d);
 }
 
-void publish(const char *digest) {
-  if (!digest_ok(digest)) usage("publish takes the manifest's digest, sha256:<64 hex digits>");
+/* The installation and the store, checked, for an action on one digest. */
+static int store_for(const char *action, const char *digest, struct config *cfg, struct store_owner *owner) {
+  if (!digest_ok(digest)) usage("%s takes the manifest's digest, sha256:<64 hex digits>", action);
+  load_install(cfg);
+  return open_store(cfg, owner);
+}
+
+void unref(const char *digest) {
   struct config cfg = {0};
-  load_install(&cfg);
   struct store_owner owner;
-  int store = open_store(&cfg, &owner);
+  int store = store_for("unref", digest, &cfg, &owner);
+  drop_to(owner.uid, owner.gid, 0, NULL);
+  char name[PATH_MAX];
+  size_t a = strcspn(digest, ":");
+  fmt_path(name, "refs/%u/%.*s-%s", (unsigned)me.uid, (int)a, digest, digest + a + 1);
+  if (unlinkat(store, name, 0) && errno != ENOENT)
+    refuse("ask your admin", "cannot remove \"%s/%s\": %s", cfg.store, name, ERR);
+  exit(0);
+}
+
+void publish(const char *digest) {
+  struct config cfg = {0};
+  struct store_owner owner;
+  int store = store_for("publish", digest, &cfg, &owner);
   char converter[PATH_MAX], lib[PATH_MAX];
   fmt_path(converter, "%s/bin/shoal", cfg.prefix);
   fmt_path(lib, "%s/lib/shoal", cfg.prefix);

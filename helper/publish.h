@@ -5,4 +5,8 @@
 
 void publish(const char *digest) __attribute__((noreturn));
 
+/* `shoal-mount unref DIGEST`: the caller's `shoal rmi` of a store image drops
+ * their reference (STORE/refs/UID/<algorithm>-<hex>), as the store's owner. */
+void unref(const char *digest) __attribute__((noreturn));
+
 #endif

@@ -11,7 +11,7 @@
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { runSite, testImages } from "./support/run.ts";
 import { busyboxImage, type Image, pushImage } from "./support/oci.ts";
-import { type TestUser, testUser, userArgv } from "./support/users.ts";
+import { runAs, type TestUser, testUser, userArgv } from "./support/users.ts";
 import { publishImage, type PublishSource } from "../mod/image/cluster/publish.ts";
 import { clusterMeta } from "../mod/image/cluster/meta.ts";
 import { clusterPaths, imageDir, refFile } from "../mod/image/cluster/layout.ts";
@@ -292,4 +292,84 @@ Deno.test("two users pull one image into the cluster store: one conversion, both
   const layer = image.layers[0]!.digest.slice(7);
   const found = await runCommand("find", [`${site.dir}/repo`, "-name", `*${layer}*`]);
   assertEquals(found.stdout, "");
+});
+
+Deno.test("cluster store: rmi drops a user's reference, gc removes what nobody references, quotas", async (t) => {
+  const site = await runSite(true);
+  const { registry } = await testImages();
+  const owner = await testUser(OWNER, false);
+  const store = `${site.dir}/store`;
+  await Deno.mkdir(store, { mode: 0o755 });
+  await Deno.chown(store, owner.uid, owner.gid);
+  const config = (extra: Record<string, unknown>) =>
+    site.writeConfig({ store: { path: store, owner: OWNER, ...extra } });
+  const paths = clusterPaths(store);
+  const push = async (name: string) => {
+    const image = busyboxImage({
+      extraEntries: [{ type: "file", path: "etc/name", content: name }],
+    });
+    return {
+      digest: await pushImage(registry, `gc/${name}`, "1", image),
+      ref: `${registry.host}/gc/${name}:1`,
+    };
+  };
+  const gc = async () => {
+    const r = await runAs(owner, site.bin, ["store", "gc", "--format", "json"]);
+    assertEquals(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as { removed: string[]; unreferenced: number };
+  };
+  const there = (digest: string) => {
+    try {
+      return Deno.statSync(imageDir(paths, digest)).isDirectory;
+    } catch {
+      return false;
+    }
+  };
+
+  await t.step("the image stays while anyone references it, and goes after", async () => {
+    await config({ retentionDays: 0 });
+    const a = await push("a");
+    for (const who of ["user", "member"] as const) {
+      assertEquals((await site.shoal(who, ["pull", "-q", a.ref])).code, 0);
+    }
+    const rmi = await site.shoal("user", ["rmi", a.ref]);
+    assertEquals([rmi.code, rmi.stdout], [0, `Untagged: ${a.ref}\n`], rmi.stderr);
+    assertEquals((await gc()).removed, []);
+    assert(there(a.digest));
+    const run = await site.shoal("member", ["run", a.ref, "cat", "/etc/name"]);
+    assertEquals([run.code, run.stdout], [0, "a"], run.stderr);
+    assertEquals((await site.shoal("member", ["rmi", a.ref])).code, 0);
+    assertEquals((await gc()).removed, [a.digest]);
+    assert(!there(a.digest));
+    assertEquals([...Deno.readDirSync(paths.trash)], []);
+  });
+
+  await t.step("an unreferenced image is kept for the retention time", async () => {
+    await config({ retentionDays: 1 });
+    const b = await push("b");
+    assertEquals((await site.shoal("user", ["pull", "-q", b.ref])).code, 0);
+    assertEquals((await site.shoal("user", ["rmi", b.ref])).code, 0);
+    const report = await gc();
+    assertEquals([report.removed, report.unreferenced], [[], 1]);
+    assert(there(b.digest));
+  });
+
+  await t.step("only the store's owner collects", async () => {
+    const r = await site.shoal("user", ["store", "gc"]);
+    assertEquals(r.code, 1);
+    assertMatch(r.stderr, /runs as the store's owner shoal-store-t/);
+  });
+
+  await t.step("a publish beyond the user's quota is refused, nothing stored", async () => {
+    await config({ quotaGiB: 0.0005 });
+    const c = await push("c");
+    const r = await site.shoal("user", ["pull", c.ref]);
+    assertEquals(r.code, 1, r.stdout);
+    assertMatch(
+      r.stderr,
+      /your images in the cluster store take 0\.0 MiB of your 0\.5 MiB \(store\.quotaGiB\), and this one needs about 1\.0 MiB more/,
+    );
+    assert(!there(c.digest));
+    assertEquals([...Deno.readDirSync(paths.staging)], []);
+  });
 });

@@ -166,13 +166,18 @@ Deno.test("store: two tags share one image; rmi of one keeps it, of the last rem
     const id = listed[0]!.id;
     await assertRejects(() => store.remove(id.slice(0, 12)), ShoalError, "has 2 references");
 
-    assertEquals(await store.remove(`${REF}:1`), { untagged: [`${REF}:1`], deleted: [] });
+    assertEquals(await store.remove(`${REF}:1`), {
+      untagged: [`${REF}:1`],
+      deleted: [],
+      released: [],
+    });
     assertEquals((await store.list()).map((r) => r.reference), [`${REF}:2`]);
     await checkTidy(root, ["a"]);
 
     assertEquals(await store.remove(id.slice(0, 12)), {
       untagged: [`${REF}:2`],
       deleted: [`sha256:${id}`],
+      released: [],
     });
     assertEquals(await store.list(), []);
     await checkTidy(root, []);

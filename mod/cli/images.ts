@@ -130,6 +130,10 @@ Examples:
     for (const name of names) {
       try {
         const removed = await store.remove(name);
+        if (removed.released.length > 0) {
+          const { releaseStoreImages } = await import("../image/cluster/refs.ts");
+          await releaseStoreImages(loaded, removed.released);
+        }
         if (logger.verbosity === "quiet") continue;
         for (const r of removed.untagged) printLine(`Untagged: ${r}`);
         for (const d of removed.deleted) printLine(`Deleted: ${d}`);

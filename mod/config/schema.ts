@@ -182,6 +182,10 @@ export const siteConfigSchema = z.strictObject({
      * the image takes it over. Its holder touches it every twelfth of this.
      */
     claimStaleSeconds: z._default(z.number().check(z.minimum(1), z.maximum(86400)), 60),
+    /** `shoal store gc` removes an image no user references once it stayed so this long. */
+    retentionDays: z._default(z.number().check(z.minimum(0), z.maximum(3650)), 7),
+    /** What the images one user references may take before their publishes of new ones are refused; 0: no limit. */
+    quotaGiB: z._default(z.number().check(z.minimum(0)), 0),
   })),
   /** CDI spec dirs, read in order (a later one's device wins) by runs with `--device vendor/class=name`. */
   cdiSpecDirs: z._default(z.array(absPath), ["/etc/cdi", "/var/run/cdi"]),

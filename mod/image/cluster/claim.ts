@@ -46,7 +46,8 @@ function mtimeMs(path: string): number | undefined {
   }
 }
 
-function exists(path: string): boolean {
+/** Whether anything is at `path` (followed). */
+export function exists(path: string): boolean {
   try {
     Deno.statSync(path);
     return true;

@@ -39,7 +39,7 @@ import { syncDir, writeDurable } from "../store/atomic.ts";
 import type { SignedPayload } from "../signature/cosign.ts";
 import { checkSignatures, requiringRule, siteKeys } from "../signature/verify.ts";
 import { type Claim, claimImage } from "./claim.ts";
-import { type ClusterPaths, IMAGE_FILE, META_FILE, refFile } from "./layout.ts";
+import { type ClusterPaths, IMAGE_FILE, imageDir, META_FILE, refFile } from "./layout.ts";
 import { CLUSTER_META_VERSION, type ClusterMeta } from "./meta.ts";
 import { ExactReader } from "./stream.ts";
 
@@ -61,6 +61,8 @@ export interface ConvertRequest {
   logger: Logger;
   /** Claim timing; the defaults suit a parallel filesystem. */
   claim?: { staleMs: number; heartbeatMs: number; timeoutMs: number };
+  /** Bytes the images the caller references may take (store.quotaGiB); none when undefined. */
+  quotaBytes?: number;
 }
 
 export type ConvertResult = { outcome: "exists" } | { outcome: "published"; size: number };
@@ -144,6 +146,18 @@ export async function convertPublished(
     return { outcome: "exists" };
   }
   try {
+    const used = req.quotaBytes === undefined ? 0 : usedBy(paths, req.caller);
+    const estimate = layers.reduce((sum, l) => sum + l.size, 0);
+    const overQuota = (size: number) => {
+      if (req.quotaBytes === undefined || used + size <= req.quotaBytes) return;
+      throw new ShoalError(
+        `publish: your images in the cluster store take ${mib(used)} of your ${
+          mib(req.quotaBytes)
+        } (store.quotaGiB), and this one needs about ${mib(size)} more`,
+        { hint: "remove images you no longer need with 'shoal rmi', or ask your admin" },
+      );
+    };
+    overQuota(estimate);
     await req.answer("send");
     const size = await build(loaded, claim, r, {
       layers,
@@ -164,6 +178,7 @@ export async function convertPublished(
       },
       logger: req.logger,
     });
+    overQuota(size);
     const committed = await claim.commit();
     recordRef(paths, req.caller, req.digest);
     await req.answer(committed ? `published ${size}` : "exists");
@@ -236,4 +251,21 @@ function recordRef(paths: ClusterPaths, uid: number, digest: string): void {
   const path = refFile(paths, uid, digest);
   Deno.mkdirSync(join(path, ".."), { recursive: true, mode: 0o755 });
   Deno.writeFileSync(path, new Uint8Array(), { mode: 0o644 });
+}
+
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+
+/** Bytes of the images `uid` holds references to (their files' sizes). */
+function usedBy(paths: ClusterPaths, uid: number): number {
+  let used = 0;
+  let names: string[] = [];
+  try {
+    names = [...Deno.readDirSync(join(paths.refs, String(uid)))].map((e) => e.name);
+  } catch { /* no reference yet */ }
+  for (const name of names) {
+    try {
+      used += Deno.statSync(join(imageDir(paths, name.replace("-", ":")), IMAGE_FILE)).size;
+    } catch { /* removed by gc since: takes no space */ }
+  }
+  return used;
 }

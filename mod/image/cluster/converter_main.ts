@@ -1,17 +1,17 @@
 /**
- * The converter's start: it must run as the store's owner (the helper makes
- * it so), never as root (it parses what users send) and never as anyone else
- * (nothing they write may be trusted as the store's).
+ * What runs as the store's owner: the converter (the helper starts it) and
+ * the garbage collector. Never as root (the converter parses what users
+ * send) and never as anyone else (nothing they write may be trusted as the
+ * store's).
  */
 import type { LoadedConfig } from "../../config/load.ts";
 import { ShoalError } from "../../errors.ts";
 import { convertPublished, type ConvertRequest, type ConvertResult } from "./convert.ts";
-import { prepareStore, trustedStore } from "./open.ts";
+import { type ClusterStore, prepareStore, trustedStore } from "./open.ts";
+import { collectGarbage, type GcReport } from "./gc.ts";
 
-export async function convertAsOwner(
-  loaded: LoadedConfig,
-  req: ConvertRequest,
-): Promise<ConvertResult> {
+/** The store, when this process is its owner. */
+function ownStore(loaded: LoadedConfig): ClusterStore {
   const store = trustedStore(loaded);
   if (store === undefined) {
     throw new ShoalError("this site has no cluster store", {
@@ -21,14 +21,34 @@ export async function convertAsOwner(
   if (Deno.uid() !== store.owner.uid) {
     throw new ShoalError(
       `the converter runs as the store's owner ${store.owner.name} (uid ${store.owner.uid}), not as uid ${Deno.uid()}`,
-      { hint: "publish with 'shoal pull', which starts it through the helper" },
+      { hint: `publish with 'shoal pull'; run 'store gc' as ${store.owner.name}` },
     );
   }
   prepareStore(store);
   Deno.umask(0o022);
-  const staleMs = loaded.config.store!.claimStaleSeconds * 1000;
+  return store;
+}
+
+export async function convertAsOwner(
+  loaded: LoadedConfig,
+  req: ConvertRequest,
+): Promise<ConvertResult> {
+  const store = ownStore(loaded);
+  const { claimStaleSeconds, quotaGiB } = loaded.config.store!;
+  const staleMs = claimStaleSeconds * 1000;
   return await convertPublished(loaded, store.paths, {
     claim: { staleMs, heartbeatMs: staleMs / 12, timeoutMs: 30 * 60_000 },
+    ...(quotaGiB > 0 && { quotaBytes: quotaGiB * 2 ** 30 }),
     ...req,
+  });
+}
+
+/** `shoal store gc`, as the store's owner. */
+export async function collectAsOwner(loaded: LoadedConfig): Promise<GcReport> {
+  const store = ownStore(loaded);
+  const { claimStaleSeconds, retentionDays } = loaded.config.store!;
+  return await collectGarbage(store.paths, {
+    retentionMs: retentionDays * 86_400_000,
+    staleMs: claimStaleSeconds * 1000,
   });
 }

@@ -107,7 +107,7 @@ export async function publishImage(
   if (outcome === undefined || !status.success) {
     throw new ShoalError(
       `publishing to the cluster store failed: ${
-        said.replace(/^shoal: error: /, "") || `exit ${status.code}`
+        said.replace(/^shoal: error: (publish: )?/, "") || `exit ${status.code}`
       }`,
     );
   }

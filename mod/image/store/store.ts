@@ -78,6 +78,8 @@ export interface Removal {
   untagged: string[];
   /** Config digests whose files were removed: no reference was left for them. */
   deleted: string[];
+  /** Manifest digests of cluster store images no reference here names any more. */
+  released: string[];
 }
 
 export interface GcResult {
@@ -257,10 +259,17 @@ export class ImageStore extends StoreReader {
       }
       const rest = entries.filter((e) => !untagged.includes(referenceKey(e)));
       await writeIndex(this.paths, rest, this.#modes.file);
-      const kept = new Set(rest.map((e) => e.configDigest));
-      const deleted = [...new Set(hits.map((e) => e.configDigest))].filter((d) => !kept.has(d));
+      const local = (list: IndexEntry[]) => list.filter((e) => !e.cluster);
+      const kept = new Set(local(rest).map((e) => e.configDigest));
+      const deleted = [...new Set(local(hits).map((e) => e.configDigest))].filter((d) =>
+        !kept.has(d)
+      );
+      const inStore = (list: IndexEntry[]) =>
+        list.flatMap((e) => e.cluster ? [e.manifestDigest ?? e.digest!] : []);
+      const held = new Set(inStore(rest));
+      const released = [...new Set(inStore(hits))].filter((d) => !held.has(d));
       await this.#tidy(rest);
-      return { untagged, deleted };
+      return { untagged, deleted, released };
     }).catch((err) => {
       throw this.fsError(err);
     });
