@@ -288,6 +288,12 @@ Deno.test("two users pull one image into the cluster store: one conversion, both
     assertEquals([run.code, run.stdout], [0, "from the store\n"], run.stderr);
     assertMatch(run.stderr, /run path: helper/);
   }
+  // A job pins the image by digest: it runs from the store without the user's own tag.
+  assertEquals((await site.shoal("user", ["rmi", ref])).code, 0);
+  const pinned = `${registry.host}/cluster/app@${digest}`;
+  const run = await site.shoal("user", ["--debug", "run", pinned, "cat", "/etc/hello"]);
+  assertEquals([run.code, run.stdout], [0, "from the store\n"], run.stderr);
+  assertMatch(run.stderr, /run path: helper/);
   // Nothing of the layers stays in the users' own repositories.
   const layer = image.layers[0]!.digest.slice(7);
   const found = await runCommand("find", [`${site.dir}/repo`, "-name", `*${layer}*`]);

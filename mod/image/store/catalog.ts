@@ -184,6 +184,28 @@ function loadImage(
   return { ok: true, value: { ...meta.value, squashfsPath } };
 }
 
+/** The cluster store's image of a digest reference that no entry names (a job's pinned image). */
+export function clusterRecord(
+  cluster: ClusterPaths,
+  ref: { registry: string; repository: string; tag?: string; digest: string },
+): ImageRecord | undefined {
+  const json = readJson(join(imageDir(cluster, ref.digest), META_FILE));
+  const meta = json.ok ? tryShape(clusterMeta, json.value) : json;
+  if (!meta.ok) return undefined;
+  const entry: IndexEntry = {
+    registry: ref.registry,
+    repository: ref.repository,
+    ...(ref.tag !== undefined && { tag: ref.tag }),
+    digest: ref.digest,
+    server: "cluster store",
+    pulledAt: meta.value.publishedAt,
+    configDigest: meta.value.configDigest,
+    cluster: true,
+  };
+  const image = loadClusterImage(cluster, entry);
+  return image.ok ? toRecord(entry, image.value) : undefined;
+}
+
 /**
  * An image of the cluster store (docs/design/store.md) as a repository's
  * record: two files of its directory, whatever the store's size.

@@ -8,7 +8,7 @@ import type { LoadedConfig } from "../../config/load.ts";
 import { ShoalError } from "../../errors.ts";
 import { type Logger, silentLogger } from "../../log.ts";
 import type { ImageReference } from "../reference.ts";
-import { readIndex, resolveRecords } from "./catalog.ts";
+import { clusterRecord, readIndex, resolveRecords } from "./catalog.ts";
 import { acquireLock, type FileLock } from "./lock.ts";
 import { type ImageRecord, type IndexEntry, referenceKey } from "./metadata.ts";
 import { type RepositoryPaths, repositoryPaths } from "./paths.ts";
@@ -99,10 +99,14 @@ export class StoreReader {
    */
   async lookup(query: string | ImageReference): Promise<ImageRecord | undefined> {
     const q = parseQuery(query);
-    return await this.reading(() => {
+    const found = await this.reading(() => {
       const { entries } = selectEntries(readIndex(this.paths, this.logger), q);
       return this.resolve(entries)[0];
     });
+    // A job pins its image by digest: the cluster store has it whether or not this user pulled it.
+    const digest = q.ref?.digest;
+    if (found !== undefined || digest === undefined || this.cluster === undefined) return found;
+    return clusterRecord(this.cluster, { ...q.ref!, digest });
   }
 
   /**
