@@ -288,6 +288,26 @@ Deno.test("two users pull one image into the cluster store: one conversion, both
     assertEquals([run.code, run.stdout], [0, "from the store\n"], run.stderr);
     assertMatch(run.stderr, /run path: helper/);
   }
+  // Doctor says the store's images take the helper path, and the user's own ones do not.
+  const doctor = await site.shoal("user", ["doctor", "--format", "json"]);
+  const runs = JSON.parse(doctor.stdout).runs as {
+    identity: string;
+    repository: string;
+    runPath: string;
+  }[];
+  assertEquals(runs[0], { ...runs[0]!, identity: "self", repository: "store", runPath: "helper" });
+  assertEquals(
+    runs.find((r) => r.identity === "self" && r.repository === "local")?.runPath,
+    "unprivileged",
+  );
+  await Deno.chmod(store, 0o775);
+  try {
+    const broken = JSON.parse((await site.shoal("user", ["doctor", "--format", "json"])).stdout);
+    assertEquals(broken.runs[0].runPath, "unprivileged");
+    assertMatch(broken.runs[0].reason, /store .* is writable by group or others/);
+  } finally {
+    await Deno.chmod(store, 0o755);
+  }
   // A job pins the image by digest: it runs from the store without the user's own tag.
   assertEquals((await site.shoal("user", ["rmi", ref])).code, 0);
   const pinned = `${registry.host}/cluster/app@${digest}`;

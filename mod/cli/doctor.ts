@@ -12,10 +12,11 @@ export const doctorCommand = defineCommand({
   args: [],
   options: { format: formatOption() },
   more: `
-Says what \`shoal run\` does for you, as yourself and with --root, from your
-repository and the site's centralized one, and why; each failed check comes
-with its fix. Exits 0 when \`shoal run IMAGE\` (as yourself, your repository)
-works, 1 when it does not.
+Says what \`shoal run\` does for you, as yourself and with --root, from the
+cluster store (where the site has one), your repository and the site's
+centralized one, and why; each failed check comes with its fix. Exits 0 when
+\`shoal run IMAGE\` (as yourself, with an image you pulled) works, 1 when it
+does not.
 
 Examples:
   shoal doctor
@@ -34,7 +35,11 @@ Examples:
 });
 
 const IDENTITY = { self: "as yourself", root: "with --root" } as const;
-const REPOSITORY = { local: "your repository", centralized: "the centralized repository" } as const;
+const REPOSITORY = {
+  store: "the cluster store",
+  local: "your repository",
+  centralized: "the centralized repository",
+} as const;
 
 function describe(run: RunVerdict): string {
   return run.runPath === null ? `no run: ${run.reason}` : `${run.runPath} path: ${run.reason}`;
@@ -86,7 +91,11 @@ function printReport(report: DoctorReport): void {
   const [plain] = report.runs;
   if (plain!.runPath !== null) {
     // The table above says why; the last line is the answer alone.
-    printLine(`You can run containers: ${plain!.runPath} path, as yourself from your repository.`);
+    printLine(
+      `You can run containers: ${plain!.runPath} path, as yourself from ${
+        REPOSITORY[plain!.repository]
+      }.`,
+    );
     return;
   }
   const others = report.runs.filter((r) => r.runPath !== null)

@@ -8,6 +8,7 @@ import { findTool, type LoadedConfig } from "../config/load.ts";
 import { isUserInstall } from "../config/security.ts";
 import { join } from "../path.ts";
 import { imageCheck, type ImageFileInfo, tmpfsCheck } from "../runtime/choose.ts";
+import { configuredStore } from "../image/cluster/open.ts";
 import { kernelVersion } from "../sys/kernel.ts";
 import {
   rangesOf,
@@ -164,6 +165,16 @@ function storedImage(repository: string, uid: number): ImageFileInfo {
   return { path: join(real, "images", `sha256-${"0".repeat(64)}.sqsh`), uid, mode: 0o100644 };
 }
 
+/** An image of the cluster store, its owner's, as the converter leaves it. */
+function storeImage(loaded: LoadedConfig): ImageFileInfo {
+  const path = join(loaded.config.store!.path, "images", "sha256", "0".repeat(64), "image.sqsh");
+  let owner = -1;
+  try {
+    owner = configuredStore(loaded)?.owner.uid ?? -1;
+  } catch { /* no such account: the image check says why */ }
+  return { path, uid: owner, mode: 0o100644 };
+}
+
 /**
  * What a run does as yourself and with --root, from your repository and the
  * centralized one where the site has it: the host's checks and the run's own
@@ -175,20 +186,26 @@ function verdicts(
   checks: Check[],
   user: Parameters<typeof identityCheck>[0]["user"],
 ): RunVerdict[] {
+  // Where a site has a cluster store, users' pulls put their images there: its verdict comes first.
   const repositories = [
-    { repository: "local" as const, path: loaded.paths.localRepository, owner: user.uid },
+    ...(loaded.config.store === undefined
+      ? []
+      : [{ repository: "store" as const, image: storeImage(loaded) }]),
+    {
+      repository: "local" as const,
+      image: storedImage(loaded.paths.localRepository, user.uid),
+    },
     ...(loaded.paths.centralizedRepository === undefined ? [] : [{
       repository: "centralized" as const,
-      path: loaded.paths.centralizedRepository,
-      owner: 0,
+      image: storedImage(loaded.paths.centralizedRepository, 0),
     }]),
   ];
   return (["self", "root"] as const).flatMap((identity) =>
-    repositories.map(({ repository, path, owner }) => {
+    repositories.map(({ repository, image }) => {
       const { runPath, reason, blockers } = chooseRunPath([
         ...checks,
         identityCheck({ root: identity === "root", user }),
-        imageCheck(loaded, user.uid, storedImage(path, owner)),
+        imageCheck(loaded, user.uid, image),
         tmpfsCheck(loaded, undefined),
       ], user.uid === 0);
       const fixes = [...new Set(blockers.flatMap((c) => c.fix === undefined ? [] : [c.fix]))];

@@ -7,8 +7,11 @@ import type { GpuReport } from "./gpu.ts";
 export interface RunVerdict {
   /** "self": `shoal run IMAGE`; "root": `shoal run --root IMAGE`. */
   identity: "self" | "root";
-  /** "local": the user's own images; "centralized": `--centralized-repository`. */
-  repository: "local" | "centralized";
+  /**
+   * "store": the images users pull on a site with a cluster store; "local": the user's own
+   * images; "centralized": `--centralized-repository`.
+   */
+  repository: "store" | "local" | "centralized";
   runPath: RunPath | null;
   /** Why that path, naming what blocked the other; or why none. */
   reason: string;

@@ -214,7 +214,10 @@ export function imageCheck(loaded: LoadedConfig, uid: number, image: ImageFileIn
         "then parses images users wrote)" +
         (loaded.paths.centralizedRepository === undefined
           ? ""
-          : ", or pull the image into the centralized repository")
+          : ", or pull the image into the centralized repository") +
+        (loaded.config.store === undefined
+          ? ", or set up a cluster store, whose images the helper mounts for everyone"
+          : "")
       : "an admin keeps the repository where only root (the centralized one) or you (your own) " +
         `can change it, as named in ${config}`,
   };
