@@ -1,0 +1,124 @@
+/**
+ * `shoal run --mpi` as an unprivileged user, on both run paths, with real
+ * MPICH images (tests/support/mpi_images.ts): the host's MPICH 4 replaces the
+ * bookworm image's and hello runs on it; an MPICH 3 (bullseye's, unpacked as
+ * a second host MPI type) replaces it too, and is refused for a program that
+ * calls an MPI-4 function; the host's MPICH 4 is refused for the bullseye
+ * image (glibc), an image without MPI, a library of another ABI and a plugin
+ * whose dependency the node lacks are refused; refusals leave nothing behind.
+ */
+import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
+import { runSite } from "./support/run.ts";
+import { mpiSite } from "./support/mpi_images.ts";
+import { openRunBase } from "../mod/runtime/rundir.ts";
+
+/** Whether the run named `name` left its directory (other tests' runs may be there). */
+function bundleLeft(uid: number, name: string): boolean {
+  const base = openRunBase({ uid }, false)?.path ?? `/tmp/shoal-${uid}`;
+  try {
+    Deno.lstatSync(`${base}/${name}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+for (const helper of [true, false]) {
+  const tag = helper ? "path A (helper)" : "path B (squashfuse)";
+  Deno.test(`${tag}: shoal run --mpi, as a user`, async (t) => {
+    const site = await runSite(helper);
+    const user = (await site.user("user"))!;
+    const images = await mpiSite(site);
+    const run = (args: string[]) => site.shoal("user", ["run", ...args]);
+
+    await t.step("without --mpi, hello runs on the image's own MPICH", async () => {
+      const r = await run([images.mpich4!]);
+      assertEquals(r.code, 0, r.stderr);
+      assertEquals(
+        r.stdout,
+        "hello rank 0 of 1; MPICH Version:\t4.0.2; /lib/x86_64-linux-gnu/libmpich.so.12\n",
+      );
+    });
+
+    await t.step("--mpi: the host's MPICH 4 and its closure replace the image's", async () => {
+      const r = await run(["--mpi", images.mpich4!]);
+      assertEquals(r.code, 0, r.stderr);
+      assertEquals(
+        r.stdout,
+        "hello rank 0 of 1; MPICH Version:\t4.0.2; /opt/shoal/mpi/lib/libmpich.so.12\n",
+      );
+      // UCX's dependencies and its plugins' come from the host too.
+      const ls = await run([
+        "--mpi",
+        images.mpich4!,
+        "sh",
+        "-c",
+        "ls /opt/shoal/mpi/lib /opt/shoal/mpi/lib/ucx",
+      ]);
+      assertEquals(ls.code, 0, ls.stderr);
+      for (const name of ["libucp.so.0", "libhwloc.so.15", "libibverbs.so.1", "libuct_cma.so.0"]) {
+        assertStringIncludes(ls.stdout, name);
+      }
+      assertEquals(ls.stdout.includes("libc.so.6"), false, ls.stdout);
+    });
+
+    await t.step(
+      "--mpi-type mpich3: an older MPICH of the same ABI runs hello, with a warning",
+      async () => {
+        const r = await run(["--mpi-type", "mpich3", images.mpich4!]);
+        assertEquals(r.code, 0, r.stderr);
+        assertEquals(
+          r.stdout,
+          "hello rank 0 of 1; MPICH Version:\t3.4.1; /opt/shoal/mpi/lib/libmpich.so.12\n",
+        );
+        assertMatch(r.stderr, /older than the image's .*libmpich\.so\.12\.2\.2/);
+      },
+    );
+
+    await t.step("refusals: one line naming the library and the fix, nothing left", async (t) => {
+      const cases: [string, string[], RegExp][] = [
+        [
+          "glibc: the host's MPICH 4 into a bullseye image",
+          ["--mpi", images.mpich3!],
+          /^shoal: error: --mpi: the host's \/\S+ needs GLIBC_2\.34, the image's glibc has only up to GLIBC_2\.30 \(use an image with glibc 2\.34 or newer/,
+        ],
+        [
+          "symbols: an MPI-4 program on MPICH 3",
+          ["--mpi-type", "mpich3", images.mpich4!, "mpi4"],
+          /--mpi: \/usr\/local\/bin\/mpi4 calls MPI_Info_create_env, which the host's \S+libmpich\.so\.12\.1\.10 does not have/,
+        ],
+        [
+          "an image without MPI",
+          ["--mpi", await site.image("user"), "true"],
+          /--mpi: the image has no MPI library/,
+        ],
+        [
+          "SONAME: Open MPI's ABI for an MPICH image",
+          ["--mpi-type", "openmpi", images.mpich4!],
+          /--mpi: the image's MPI is libmpich\.so\.12 but the host's \S+ is libmpi\.so\.40: different ABIs/,
+        ],
+        [
+          "a plugin whose dependency the node lacks",
+          ["--mpi-type", "broken", images.mpich4!],
+          /--mpi: libshoalgone\.so\.1, needed by the plugin \S+libuct_fake\.so\.0, is not on this node/,
+        ],
+        [
+          "an MPI type the site does not have",
+          ["--mpi-type", "nope", images.mpich4!],
+          /--mpi-type nope: no such MPI type \(this site has: mpich4, mpich3, openmpi, broken\)/,
+        ],
+      ];
+      for (const [i, [name, args, error]] of cases.entries()) {
+        await t.step(name, async () => {
+          const runName = `mpi-refused-${i}-${Date.now()}`;
+          const r = await run(["--name", runName, ...args]);
+          assert(r.code !== 0, r.stdout);
+          assertEquals(r.stdout, "");
+          assertMatch(r.stderr, error);
+          assertEquals(r.stderr.trim().split("\n").length <= 2, true, r.stderr);
+          assertEquals(bundleLeft(user.uid, runName), false);
+        });
+      }
+    });
+  });
+}
