@@ -11,6 +11,8 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "./suppo
 import { runSite } from "./support/run.ts";
 import { mpiSite } from "./support/mpi_images.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
+import type { DoctorReport } from "../mod/doctor/report.ts";
+import { compareVersions } from "../mod/mpi/checks.ts";
 
 /** Whether the run named `name` left its directory (other tests' runs may be there). */
 function bundleLeft(uid: number, name: string): boolean {
@@ -122,3 +124,42 @@ for (const helper of [true, false]) {
     });
   });
 }
+
+Deno.test("shoal doctor: the HPC section lists the site's host MPI types and the Slurm step", async () => {
+  const site = await runSite(false);
+  await mpiSite(site);
+  const env = { SLURM_JOB_ID: "7", SLURM_STEP_ID: "2", SLURMD_NODENAME: "n1", SLURM_LOCALID: "1" };
+  const json = await site.shoal("user", ["doctor", "--format", "json"], {
+    env: { ...env, PMIX_RANK: "1", PMIX_SERVER_TMPDIR: "/var/spool/pmix.7.2" },
+  });
+  const { hpc } = JSON.parse(json.stdout) as DoctorReport;
+  assertEquals(hpc.slurm, { jobId: "7", stepId: "2", node: "n1", localRank: "1" });
+  assertEquals(hpc.pmi, {
+    flavour: "pmix",
+    detail: "PMIX_RANK=1, PMIX_SERVER_TMPDIR=/var/spool/pmix.7.2",
+  });
+  const types = Object.fromEntries(hpc.mpi.map((m) => [m.name, m]));
+  assertEquals(hpc.mpi.map((m) => [m.name, m.default]), [
+    ["mpich4", true],
+    ["mpich3", false],
+    ["openmpi", false],
+    ["broken", false],
+  ]);
+  assertEquals([types.mpich4!.soname, types.mpich4!.glibcNeeded], ["libmpich.so.12", "2.34"]);
+  assertEquals(types.mpich4!.problem, null);
+  assertEquals([types.mpich3!.soname, types.mpich3!.problem], ["libmpich.so.12", null]);
+  assert(compareVersions(types.mpich3!.glibcNeeded!, "2.30") <= 0, types.mpich3!.glibcNeeded!);
+  assertEquals(types.openmpi!.soname, "libmpi.so.40");
+  assertMatch(types.broken!.problem!, /^--mpi: libshoalgone\.so\.1, needed by the plugin /);
+  assertEquals(hpc.ranksShareContainer, null);
+
+  const text = await site.shoal("user", ["doctor"], {
+    env: { ...env, PMI_FD: "3", PMI_RANK: "1" },
+  });
+  assertStringIncludes(text.stdout, "\nHPC:\n  Slurm: job 7, step 2, node n1, local rank 1\n");
+  assertStringIncludes(text.stdout, "  Launcher interface: pmi (PMI_FD=3, PMI_RANK=1)\n");
+  assertMatch(
+    text.stdout,
+    /\nmpich4 \(default\) +\/usr\/lib\/x86_64-linux-gnu\/libmpich\.so\.12 +libmpich\.so\.12 +>= 2\.34 +ok, \d+ files injected\n/,
+  );
+});

@@ -36,6 +36,7 @@ import { runDirCheck } from "../host/rundir.ts";
 import { chooseRunPath, identityCheck } from "../host/runpath.ts";
 import { fuseCheck, fusermountCheck, runcCheck, squashfuseCheck } from "../host/tools.ts";
 import type { DoctorReport, RunVerdict } from "./report.ts";
+import { hpcReport } from "./hpc.ts";
 
 export interface DiagnoseOptions {
   /** Why the configuration did not load as it is (see loadForDoctor). */
@@ -149,6 +150,7 @@ export async function diagnose(
     runPath: plain.runPath,
     runPathReason: plain.reason,
     canRun: plain.runPath !== null,
+    hpc: hpcReport(loaded, Deno.env.toObject()),
   };
 }
 
