@@ -11,8 +11,7 @@ import { assert, assertEquals, assertMatch, assertStringIncludes } from "./suppo
 import { runSite } from "./support/run.ts";
 import { mpiSite } from "./support/mpi_images.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
-import type { DoctorReport } from "../mod/doctor/report.ts";
-import { compareVersions } from "../mod/mpi/checks.ts";
+import type { HpcReport } from "../mod/doctor/hpc.ts";
 
 /** Whether the run named `name` left its directory (other tests' runs may be there). */
 function bundleLeft(uid: number, name: string): boolean {
@@ -132,7 +131,7 @@ Deno.test("shoal doctor: the HPC section lists the site's host MPI types and the
   const json = await site.shoal("user", ["doctor", "--format", "json"], {
     env: { ...env, PMIX_RANK: "1", PMIX_SERVER_TMPDIR: "/var/spool/pmix.7.2" },
   });
-  const { hpc } = JSON.parse(json.stdout) as DoctorReport;
+  const { hpc } = JSON.parse(json.stdout) as { hpc: HpcReport };
   assertEquals(hpc.slurm, { jobId: "7", stepId: "2", node: "n1", localRank: "1" });
   assertEquals(hpc.pmi, {
     flavour: "pmix",
@@ -148,7 +147,8 @@ Deno.test("shoal doctor: the HPC section lists the site's host MPI types and the
   assertEquals([types.mpich4!.soname, types.mpich4!.glibcNeeded], ["libmpich.so.12", "2.34"]);
   assertEquals(types.mpich4!.problem, null);
   assertEquals([types.mpich3!.soname, types.mpich3!.problem], ["libmpich.so.12", null]);
-  assert(compareVersions(types.mpich3!.glibcNeeded!, "2.30") <= 0, types.mpich3!.glibcNeeded!);
+  // Built on glibc 2.31, whose newest symbol version is GLIBC_2.30.
+  assertMatch(types.mpich3!.glibcNeeded!, /^2\.([0-9]|[12][0-9]|30)$/);
   assertEquals(types.openmpi!.soname, "libmpi.so.40");
   assertMatch(types.broken!.problem!, /^--mpi: libshoalgone\.so\.1, needed by the plugin /);
   assertEquals(hpc.ranksShareContainer, null);
