@@ -9,7 +9,9 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import { runSite } from "./support/run.ts";
-import { mpiSite } from "./support/mpi_images.ts";
+import { mpiImageLayer, mpiSite } from "./support/mpi_images.ts";
+import { runCommand } from "./support/shoal.ts";
+import { libcmp, parseLdCache, serializeLdCache, withEntries } from "../mod/mpi/ldcache.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
 import type { HpcReport } from "../mod/doctor/hpc.ts";
 
@@ -163,3 +165,66 @@ Deno.test("shoal doctor: the HPC section lists the site's host MPI types and the
     /\nmpich4 \(default\) +\/usr\/lib\/x86_64-linux-gnu\/libmpich\.so\.12 +libmpich\.so\.12 +>= 2\.34 +ok, \d+ files injected\n/,
   );
 });
+
+Deno.test("ld.so.cache: an image's is read, and the rewritten one reads back in glibc's ldconfig in its order", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const layer = await mpiImageLayer("mpich3");
+    const untar = await runCommand("tar", ["-xzf", layer.path, "-C", dir, "etc/ld.so.cache"]);
+    assertEquals(untar.code, 0, untar.stderr);
+    const original = await Deno.readFile(`${dir}/etc/ld.so.cache`);
+    const cache = parseLdCache(original, "bullseye");
+    const mpich = cache.entries.find((e) => e.name === "libmpich.so.12");
+    assertEquals(mpich?.path, "/lib/x86_64-linux-gnu/libmpich.so.12");
+    const injected = { name: "libucp.so.0", path: "/opt/shoal/mpi/lib/libucp.so.0" };
+    const rewritten = withEntries(cache, [
+      { ...injected, flags: mpich!.flags, hwcap: 0n },
+      {
+        name: "libmpich.so.12",
+        path: "/opt/shoal/mpi/lib/libmpich.so.12",
+        flags: mpich!.flags,
+        hwcap: 0n,
+      },
+    ]);
+    await Deno.writeFile(`${dir}/new.cache`, serializeLdCache(rewritten));
+    const listing = async (file: string) => {
+      const r = await runCommand("ldconfig", ["-C", file, "-p"]);
+      assertEquals(r.code, 0, r.stderr);
+      return r.stdout.split("\n").filter((l) => l.startsWith("\t"));
+    };
+    const before = await listing(`${dir}/etc/ld.so.cache`);
+    const after = await listing(`${dir}/new.cache`);
+    const expected = [
+      ...before.map((l) =>
+        l.replace("=> /lib/x86_64-linux-gnu/libmpich.so.12", "=> /opt/shoal/mpi/lib/libmpich.so.12")
+      ),
+      `\t${injected.name} (libc6,x86-64) => ${injected.path}`,
+    ];
+    // ldconfig lists in the cache's order, which the linker's binary search needs.
+    assertEquals(after, expected.sort((a, b) => libcmp(name(b), name(a))));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ld.so.cache: glibc's compat format (old table, then the new one; glibc < 2.32) is read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/compat.cache`;
+    // -X: the host's library links stay as they are.
+    const made = await runCommand("ldconfig", ["-X", "-c", "compat", "-C", file]);
+    assertEquals(made.code, 0, made.stderr);
+    const bytes = await Deno.readFile(file);
+    assertEquals(new TextDecoder().decode(bytes.subarray(0, 11)), "ld.so-1.7.0");
+    const listed = await runCommand("ldconfig", ["-C", file, "-p"]);
+    const expected = listed.stdout.split("\n").filter((l) => l.startsWith("\t"))
+      .map((l) => `${name(l)} ${l.split(" => ")[1]}`);
+    const entries = parseLdCache(bytes, file).entries.map((e) => `${e.name} ${e.path}`);
+    assert(entries.length > 10, `${entries.length} entries`);
+    assertEquals(entries, expected);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const name = (line: string) => line.trim().split(" ")[0]!;
