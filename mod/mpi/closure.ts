@@ -8,8 +8,8 @@
  * check compares what the closure needs with what the image has).
  */
 import { basename, dirname, join } from "../path.ts";
-import { ConfigError } from "../errors.ts";
-import { type ElfInfo, isElf, readElf } from "./elf.ts";
+import { ConfigError, ShoalError } from "../errors.ts";
+import { type ElfInfo, isElf, readElfFile } from "./elf.ts";
 import { parseLdCache } from "./ldcache.ts";
 
 /** glibc's libraries (and the dynamic linker), which stay the image's. */
@@ -19,6 +19,8 @@ const GLIBC =
 export function isGlibc(soname: string): boolean {
   return GLIBC.test(soname);
 }
+
+const SITE_LIBRARY = "the site's MPI library";
 
 export interface HostLibrary {
   soname: string;
@@ -36,16 +38,15 @@ export interface Closure {
   plugins: HostLibrary[];
 }
 
-function readHostElf(path: string, what: string): ElfInfo {
-  let bytes: Uint8Array;
+function readHostElf(path: string, what: string, withSymbols: boolean): ElfInfo {
   try {
-    bytes = Deno.readFileSync(path);
+    return readElfFile(path, withSymbols);
   } catch (err) {
+    if (err instanceof ShoalError) throw err;
     throw new ConfigError(`${what} ${path}: ${(err as Error).message}`, {
       hint: "fix the path in the site config's mpi section",
     });
   }
-  return readElf(bytes, path);
 }
 
 /** The host's dynamic linker cache, by SONAME (first entry wins, as the linker's lookup). */
@@ -70,23 +71,24 @@ export function hostClosure(roots: string[], pluginDirs: string[], searchDirs: s
   const cache = hostCache();
   const libraries = new Map<string, HostLibrary>();
   const queue: HostLibrary[] = [];
+  // Only the site's libraries' symbols are looked at (the symbol check).
   const add = (path: string, neededBy: string, expected?: string) => {
     const real = Deno.realPathSync(path);
-    const elf = readHostElf(real, neededBy);
+    const elf = readHostElf(real, neededBy, neededBy === SITE_LIBRARY);
     const soname = elf.soname ?? expected ?? basename(path);
     if (libraries.has(soname)) return;
     const lib = { soname, path: real, elf, neededBy };
     libraries.set(soname, lib);
     queue.push(lib);
   };
-  for (const root of roots) add(root, "the site's MPI library");
+  for (const root of roots) add(root, SITE_LIBRARY);
   const plugins: HostLibrary[] = [];
   for (const dir of pluginDirs) {
     for (const path of pluginFiles(dir)) {
       const plugin = {
         soname: basename(path),
         path,
-        elf: readHostElf(path, "plugin"),
+        elf: readHostElf(path, "plugin", false),
         neededBy: dir,
       };
       plugins.push(plugin);

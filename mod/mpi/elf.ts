@@ -44,8 +44,39 @@ export function isElf(bytes: Uint8Array): boolean {
     bytes[3] === 0x46;
 }
 
-/** Parses `bytes`; `name` is for errors only. */
-export function readElf(bytes: Uint8Array, name: string): ElfInfo {
+/**
+ * Reads the parts of the file at `path` that readElf looks at: a library
+ * with debug information is tens of megabytes (Debian's libmpich: 41 MB), of
+ * which the dynamic linker's sections are a few hundred kilobytes.
+ */
+export function readElfFile(path: string, withSymbols: boolean): ElfInfo {
+  using file = Deno.openSync(path);
+  // Zero-filled pages cost nothing until written: only the ranges read are.
+  const bytes = new Uint8Array(file.statSync().size);
+  const load = (at: number, len: number) => {
+    let done = 0;
+    file.seekSync(at, Deno.SeekMode.Start);
+    while (done < len) {
+      const n = file.readSync(bytes.subarray(at + done, at + len));
+      if (n === null || n === 0) break;
+      done += n;
+    }
+  };
+  load(0, Math.min(64, bytes.length));
+  return readElf(bytes, path, withSymbols, load);
+}
+
+/**
+ * Parses `bytes`; `name` is for errors only. The dynamic symbols (imports,
+ * exports) only `withSymbols`: most of the time of a large library. `load`
+ * fills a range of `bytes` before it is read (readElfFile).
+ */
+export function readElf(
+  bytes: Uint8Array,
+  name: string,
+  withSymbols = true,
+  load: (at: number, len: number) => void = () => {},
+): ElfInfo {
   const bad = (what: string) =>
     new ShoalError(`${name}: not a usable ELF shared object (${what})`, {
       hint: "check the path in the site config's mpi section",
@@ -64,6 +95,7 @@ export function readElf(bytes: Uint8Array, name: string): ElfInfo {
     if (shentsize < 64 || !inside(shoff, shnum * shentsize)) {
       throw bad("section headers out of range");
     }
+    load(shoff, shnum * shentsize);
     const sections: Section[] = [];
     for (let i = 0; i < shnum; i++) {
       const at = shoff + i * shentsize;
@@ -92,8 +124,17 @@ export function readElf(bytes: Uint8Array, name: string): ElfInfo {
       imports: [],
       exports: new Set(),
     };
+    const wanted = [
+      SHT_DYNAMIC,
+      SHT_GNU_VERNEED,
+      SHT_GNU_VERDEF,
+      ...(withSymbols ? [SHT_DYNSYM] : []),
+    ];
     for (const s of sections) {
       const strings = sections[s.link];
+      if (!wanted.includes(s.type)) continue;
+      load(s.offset, s.size);
+      if (strings !== undefined) load(strings.offset, strings.size);
       if (s.type === SHT_DYNAMIC) {
         for (let at = s.offset; at + 16 <= s.offset + s.size; at += 16) {
           const tag = view.getBigInt64(at, true);

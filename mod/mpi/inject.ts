@@ -88,9 +88,13 @@ function findProgram(files: ImageFiles, program: string, env: string[]): string 
   return files.findIn(path.split(":"), program);
 }
 
-async function imageElf(files: ImageFiles, path: string): Promise<ElfInfo | undefined> {
+async function imageElf(
+  files: ImageFiles,
+  path: string,
+  withSymbols: boolean,
+): Promise<ElfInfo | undefined> {
   const bytes = await files.read(path);
-  return isElf(bytes) ? readElf(bytes, `the image's ${path}`) : undefined;
+  return isElf(bytes) ? readElf(bytes, `the image's ${path}`, withSymbols) : undefined;
 }
 
 /** The image's MPI SONAME: what the program needs, else the first its ld.so.cache lists. */
@@ -112,7 +116,7 @@ export async function injectMpi(
     ? parseLdCache(await files.read(LD_CACHE), `the image's ${LD_CACHE}`)
     : { entries: [], headerFlags: 0 };
   const programPath = findProgram(files, command[0]!, image.env);
-  const program = programPath === undefined ? undefined : await imageElf(files, programPath);
+  const program = programPath === undefined ? undefined : await imageElf(files, programPath, true);
   const imageSoname = imageMpi(program, cache);
   if (imageSoname === undefined) {
     throw new UsageError(
@@ -142,7 +146,7 @@ export async function injectMpi(
       "/lib/aarch64-linux-gnu",
       "/lib",
     ], "libc.so.6");
-  const libc = libcPath === undefined ? undefined : await imageElf(files, libcPath);
+  const libc = libcPath === undefined ? undefined : await imageElf(files, libcPath, false);
   checkGlibc(
     glibcNeed([...closure.libraries.values(), ...closure.plugins]),
     libc && glibcProvided(libc),
