@@ -8,12 +8,63 @@
  * whose dependency the node lacks are refused; refusals leave nothing behind.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
-import { runSite } from "./support/run.ts";
-import { mpiImageLayer, mpiSite } from "./support/mpi_images.ts";
+import { type RunSite, runSite, testImages } from "./support/run.ts";
+import { mpiImage, mpiImageLayer, mpiSite } from "./support/mpi_images.ts";
+import { makeImage, makeLayer, pushImage } from "./support/oci.ts";
 import { runCommand } from "./support/shoal.ts";
 import { libcmp, parseLdCache, serializeLdCache, withEntries } from "../mod/mpi/ldcache.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
 import type { HpcReport } from "../mod/doctor/hpc.ts";
+
+let ldPathPushed: Promise<string> | undefined;
+
+/**
+ * The MPICH 4 image plus a layer with a copy of its libmpich (debug info
+ * stripped) in /opt/mpich/lib and `ENV LD_LIBRARY_PATH=/opt/mpich/lib`, as
+ * Dockerfiles that build their own MPI do: the loader finds it before
+ * /etc/ld.so.cache. Pushed once per process, pulled by the test user.
+ */
+async function ldPathImage(site: RunSite): Promise<string> {
+  ldPathPushed ??= (async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const base = await mpiImage("mpich4");
+      const lib = "usr/lib/x86_64-linux-gnu/libmpich.so.12.2.2";
+      const untar = await runCommand("tar", [
+        "-xzf",
+        (await mpiImageLayer("mpich4")).path,
+        "-C",
+        dir,
+        lib,
+      ]);
+      assertEquals(untar.code, 0, untar.stderr);
+      const strip = await runCommand("strip", ["--strip-debug", `${dir}/${lib}`]);
+      assertEquals(strip.code, 0, strip.stderr);
+      const layer = makeLayer([
+        { type: "dir", path: "opt/mpich" },
+        { type: "dir", path: "opt/mpich/lib" },
+        {
+          type: "file",
+          path: "opt/mpich/lib/libmpich.so.12",
+          content: await Deno.readFile(`${dir}/${lib}`),
+        },
+      ]);
+      const image = makeImage([...base.layers, layer], {
+        env: ["PATH=/usr/local/bin:/usr/bin:/bin", "LD_LIBRARY_PATH=/opt/mpich/lib"],
+        cmd: ["hello"],
+      });
+      const { registry } = await testImages();
+      await pushImage(registry, "shoal/mpich4-ldpath", "1", image);
+      return `${registry.host}/shoal/mpich4-ldpath:1`;
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  })();
+  const reference = await ldPathPushed;
+  const pull = await site.shoal("user", ["pull", "-q", reference]);
+  assertEquals(pull.code, 0, pull.stderr);
+  return reference;
+}
 
 /** Whether the run named `name` left its directory (other tests' runs may be there). */
 function bundleLeft(uid: number, name: string): boolean {
@@ -75,6 +126,18 @@ for (const helper of [true, false]) {
           "hello rank 0 of 1; MPICH Version:\t3.4.1; /opt/shoal/mpi/lib/libmpich.so.12\n",
         );
         assertMatch(r.stderr, /older than the image's .*libmpich\.so\.12\.2\.2/);
+      },
+    );
+
+    await t.step(
+      "an image whose LD_LIBRARY_PATH holds its own MPICH gets the host's there too",
+      async () => {
+        const r = await run(["--mpi-type", "mpich3", await ldPathImage(site)]);
+        assertEquals(r.code, 0, r.stderr);
+        assertEquals(
+          r.stdout,
+          "hello rank 0 of 1; MPICH Version:\t3.4.1; /opt/mpich/lib/libmpich.so.12\n",
+        );
       },
     );
 

@@ -10,6 +10,9 @@ import { ShoalError } from "../errors.ts";
 export interface ElfInfo {
   soname?: string;
   needed: string[];
+  /** DT_RPATH and DT_RUNPATH, split at ':' ($ORIGIN unexpanded). */
+  rpath: string[];
+  runpath: string[];
   /** Version names needed, per NEEDED file (`libc.so.6` → `GLIBC_2.34`, ...). */
   versionNeeds: Map<string, string[]>;
   /** Version names this object defines (its base version left out). */
@@ -26,6 +29,8 @@ const SHT_GNU_VERDEF = 0x6ffffffd;
 const SHT_GNU_VERNEED = 0x6ffffffe;
 const DT_NEEDED = 1n;
 const DT_SONAME = 14n;
+const DT_RPATH = 15n;
+const DT_RUNPATH = 29n;
 const VER_FLG_BASE = 1;
 const STB_GLOBAL = 1;
 const STB_WEAK = 2;
@@ -119,6 +124,8 @@ export function readElf(
     };
     const info: ElfInfo = {
       needed: [],
+      rpath: [],
+      runpath: [],
       versionNeeds: new Map(),
       versionDefs: [],
       imports: [],
@@ -141,6 +148,8 @@ export function readElf(
           if (tag === 0n) break;
           if (tag === DT_NEEDED) info.needed.push(stringAt(strings, u64(at + 8)));
           if (tag === DT_SONAME) info.soname = stringAt(strings, u64(at + 8));
+          if (tag === DT_RPATH) info.rpath.push(...stringAt(strings, u64(at + 8)).split(":"));
+          if (tag === DT_RUNPATH) info.runpath.push(...stringAt(strings, u64(at + 8)).split(":"));
         }
       } else if (s.type === SHT_DYNSYM) {
         for (let at = s.offset + 24; at + 24 <= s.offset + s.size; at += 24) {

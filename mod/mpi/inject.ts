@@ -3,12 +3,12 @@
  * The image's MPI is found by SONAME (what the program needs, else what its
  * ld.so.cache lists); the site's MPI type names the host's libraries. After
  * the checks (checks.ts), every library of the host closure (closure.ts) is
- * bind-mounted read-only into INJECT_DIR under its SONAME, the host's MPI
- * also over the image's own file, the plugin directories beside them (UCX
- * looks for its transports in `ucx/` next to libucs), and the image's
- * ld.so.cache is rewritten so that those SONAMEs lead there: every program
- * of the image finds them, whatever its LD_LIBRARY_PATH. Loaded only by runs
- * with --mpi.
+ * bind-mounted read-only into INJECT_DIR under its SONAME, and over the
+ * image's own copies its loader would find (image_libs.ts), the plugin
+ * directories beside them (UCX looks for its transports in `ucx/` next to
+ * libucs), and the image's ld.so.cache is rewritten so that those SONAMEs
+ * lead to INJECT_DIR: every program of the image finds them. Loaded only by
+ * runs with --mpi.
  */
 import { basename, join } from "../path.ts";
 import { ConfigError, ShoalError, UsageError } from "../errors.ts";
@@ -16,17 +16,11 @@ import type { SiteConfig } from "../config/schema.ts";
 import type { MountRequest } from "../runtime/mounts.ts";
 import type { DeviceRequest } from "../runtime/devices.ts";
 import type { RunRequest } from "../runtime/spec.ts";
-import { DEFAULT_PATH, type EnvOption } from "../runtime/env.ts";
-import { type ElfInfo, isElf, readElf } from "./elf.ts";
+import type { EnvOption } from "../runtime/env.ts";
 import { ImageFiles } from "./image_files.ts";
-import {
-  type CacheEntry,
-  type LdCache,
-  parseLdCache,
-  serializeLdCache,
-  withEntries,
-} from "./ldcache.ts";
-import { hostClosure } from "./closure.ts";
+import { type CacheEntry, serializeLdCache, withEntries } from "./ldcache.ts";
+import { type Closure, hostClosure } from "./closure.ts";
+import { imageFilesOf, imageLibc, type ImageLibs, imageLibs, LD_CACHE } from "./image_libs.ts";
 import {
   checkGlibc,
   checkSoname,
@@ -39,7 +33,6 @@ import {
 
 /** Where the injected libraries appear in the container. */
 export const INJECT_DIR = "/opt/shoal/mpi/lib";
-export const LD_CACHE = "/etc/ld.so.cache";
 /** glibc's ld.so.cache flags of a 64-bit library (FLAG_ELF_LIBC6 | FLAG_X8664_LIB64 or FLAG_AARCH64_LIB64). */
 const LIB64_FLAGS = Deno.build.arch === "aarch64" ? 0x0a03 : 0x0303;
 
@@ -81,26 +74,36 @@ function siteType(config: SiteConfig, name: string | undefined) {
   return { name: chosen, ...type };
 }
 
-/** The image file `program` names: a path, or a name looked up on the image's PATH. */
-function findProgram(files: ImageFiles, program: string, env: string[]): string | undefined {
-  if (program.includes("/")) return files.isFile(program) ? files.resolve(program) : undefined;
-  const path = env.find((e) => e.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH;
-  return files.findIn(path.split(":"), program);
-}
-
-async function imageElf(
-  files: ImageFiles,
-  path: string,
-  withSymbols: boolean,
-): Promise<ElfInfo | undefined> {
-  const bytes = await files.read(path);
-  return isElf(bytes) ? readElf(bytes, `the image's ${path}`, withSymbols) : undefined;
-}
-
 /** The image's MPI SONAME: what the program needs, else the first its ld.so.cache lists. */
-function imageMpi(program: ElfInfo | undefined, cache: LdCache): string | undefined {
-  return program?.needed.find((n) => mpiSoname(n) !== undefined) ??
-    cache.entries.find((e) => mpiSoname(e.name) !== undefined)?.name;
+function imageMpi(libs: ImageLibs): string | undefined {
+  return libs.program?.needed.find((n) => mpiSoname(n) !== undefined) ??
+    libs.cache.entries.find((e) => mpiSoname(e.name) !== undefined)?.name;
+}
+
+type MpiType = ReturnType<typeof siteType>;
+
+/** The checks of checks.ts, in their order; returns the warnings. */
+async function check(
+  type: MpiType,
+  libs: ImageLibs,
+  imageSoname: string,
+  closure: Closure,
+): Promise<string[]> {
+  const [host] = closure.libraries.values();
+  checkSoname(imageSoname, host!.soname, host!.path);
+  const libc = await imageLibc(libs);
+  checkGlibc(
+    glibcNeed([...closure.libraries.values(), ...closure.plugins]),
+    libc && glibcProvided(libc),
+  );
+  if (libs.program !== undefined) {
+    const roots = [...closure.libraries.values()].slice(0, type.libraries.length);
+    const exports = new Set(roots.flatMap((r) => [...r.elf.exports]));
+    checkSymbols(libs.programPath!, libs.program.imports, exports, host!.path);
+  }
+  const [imageFile] = imageFilesOf(libs, imageSoname, true);
+  const older = imageFile && minorWarning(host!.path, imageFile);
+  return older === undefined ? [] : [older];
 }
 
 /** Checks the host MPI against the image's and lays out its injection. */
@@ -111,13 +114,8 @@ export async function injectMpi(
   command: string[],
 ): Promise<MpiInjection> {
   const type = siteType(config, typeName);
-  const files = await ImageFiles.open(image.squashfsPath);
-  const cache = files.isFile(LD_CACHE)
-    ? parseLdCache(await files.read(LD_CACHE), `the image's ${LD_CACHE}`)
-    : { entries: [], headerFlags: 0 };
-  const programPath = findProgram(files, command[0]!, image.env);
-  const program = programPath === undefined ? undefined : await imageElf(files, programPath, true);
-  const imageSoname = imageMpi(program, cache);
+  const libs = await imageLibs(await ImageFiles.open(image.squashfsPath), image.env, command[0]!);
+  const imageSoname = imageMpi(libs);
   if (imageSoname === undefined) {
     throw new UsageError(
       `--mpi: the image has no MPI library (no libmpi.so.N or libmpich.so.N in its ${LD_CACHE} or needed by ${
@@ -134,44 +132,16 @@ export async function injectMpi(
     type.pluginDirs.map((p) => p.source),
     type.libraryPath,
   );
+  const warnings = await check(type, libs, imageSoname, closure);
   const [host] = closure.libraries.values();
-  checkSoname(imageSoname, host!.soname, host!.path);
-
-  const libcEntry = cache.entries.find((e) => e.name === "libc.so.6");
-  const libcPath = libcEntry?.path ??
-    files.findIn([
-      "/lib/x86_64-linux-gnu",
-      "/lib64",
-      "/usr/lib64",
-      "/lib/aarch64-linux-gnu",
-      "/lib",
-    ], "libc.so.6");
-  const libc = libcPath === undefined ? undefined : await imageElf(files, libcPath, false);
-  checkGlibc(
-    glibcNeed([...closure.libraries.values(), ...closure.plugins]),
-    libc && glibcProvided(libc),
-  );
-
-  if (program !== undefined) {
-    const roots = [...closure.libraries.values()].slice(0, type.libraries.length);
-    checkSymbols(
-      programPath!,
-      program.imports,
-      new Set(roots.flatMap((r) => [...r.elf.exports])),
-      host!.path,
-    );
-  }
-  const warnings: string[] = [];
-  const imageEntry = cache.entries.find((e) => e.name === imageSoname);
-  const imageFile = imageEntry === undefined ? undefined : files.resolve(imageEntry.path);
-  const older = imageFile && minorWarning(host!.path, imageFile);
-  if (older !== undefined) warnings.push(older);
-
-  const flags = libcEntry?.flags ?? LIB64_FLAGS;
+  const flags = libs.cache.entries.find((e) => e.name === "libc.so.6")?.flags ?? LIB64_FLAGS;
   const entries: CacheEntry[] = [];
   const mounts: MountRequest[] = [];
   const details: string[] = [];
+  const bound = new Set<string>();
   const bind = (source: string, destination: string, why: string) => {
+    if (bound.has(destination)) return;
+    bound.add(destination);
     mounts.push({ source, destination, readonly: true, option: `--mpi (${why})` });
     details.push(`--mpi: ${source} at ${destination} (${why})`);
   };
@@ -180,48 +150,56 @@ export async function injectMpi(
     bind(lib.path, at, lib.neededBy);
     entries.push({ name: lib.soname, path: at, flags, hwcap: 0n });
   }
+  // The image's copies its loader finds before the cache (RPATH, LD_LIBRARY_PATH; image_libs.ts),
+  // and its MPI wherever it is: a program the checks did not see may name its file.
+  const shadowed = [
+    ...[...closure.libraries.values()].map((lib) => ({ lib, soname: lib.soname })),
+    ...(imageSoname === host!.soname ? [] : [{ lib: host!, soname: imageSoname }]),
+  ];
+  for (const { lib, soname } of shadowed) {
+    for (const file of imageFilesOf(libs, soname, lib === host)) {
+      bind(lib.path, file, `over the image's ${soname}`);
+    }
+  }
   if (imageSoname !== host!.soname) {
     entries.push({ name: imageSoname, path: join(INJECT_DIR, host!.soname), flags, hwcap: 0n });
   }
-  // Programs with an RPATH to the image's own MPI load it by path.
-  if (imageFile !== undefined) bind(host!.path, imageFile, `over the image's ${imageSoname}`);
   for (const dir of type.pluginDirs) {
     bind(dir.source, dir.destination ?? join(INJECT_DIR, basename(dir.source)), "plugins");
   }
-  for (const m of type.mounts) {
-    if (!exists(m.source)) {
-      if (!m.optional) {
-        throw new ConfigError(
-          `--mpi: the ${type.name} mount ${m.source} does not exist on this node`,
-          {
-            hint: "ask your admin, or mark it optional in the site config's mpi section",
-          },
-        );
-      }
-      warnings.push(`--mpi: mount ${m.source} skipped: it does not exist on this node`);
-      continue;
-    }
-    mounts.push({
-      source: m.source,
-      destination: m.destination,
-      readonly: m.readonly,
-      option: `--mpi (mount ${m.source})`,
-    });
-  }
-  const devices = type.devices.filter(exists).flatMap(deviceNodes).map((path) => ({
-    hostPath: path,
-    containerPath: path,
-    access: "rw",
-    option: `--mpi (device ${path})`,
-  }));
   return {
-    mounts,
-    devices,
+    mounts: [...mounts, ...extraMounts(type, warnings)],
+    devices: type.devices.filter(exists).flatMap(deviceNodes).map((path) => ({
+      hostPath: path,
+      containerPath: path,
+      access: "rw",
+      option: `--mpi (device ${path})`,
+    })),
     env: Object.entries(type.env).map(([name, value]) => ({ name, value })),
-    ldCache: serializeLdCache(withEntries(cache, entries)),
+    ldCache: serializeLdCache(withEntries(libs.cache, entries)),
     warnings,
     details,
   };
+}
+
+/** The type's own mounts that exist here; missing optional ones are reported in `warnings`. */
+function extraMounts(type: MpiType, warnings: string[]): MountRequest[] {
+  return type.mounts.flatMap((m) => {
+    if (exists(m.source)) {
+      const option = `--mpi (mount ${m.source})`;
+      return [{ source: m.source, destination: m.destination, readonly: m.readonly, option }];
+    }
+    if (!m.optional) {
+      throw new ConfigError(
+        `--mpi: the ${type.name} mount ${m.source} does not exist on this node`,
+        {
+          hint: "ask your admin, or mark it optional in the site config's mpi section",
+        },
+      );
+    }
+    warnings.push(`--mpi: mount ${m.source} skipped: it does not exist on this node`);
+    return [];
+  });
 }
 
 /**

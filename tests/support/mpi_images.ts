@@ -168,7 +168,7 @@ async function compile(root: string, recipe: Recipe): Promise<void> {
 
 /** Trims what debootstrap and apt leave that an image does not carry. */
 async function trim(root: string): Promise<void> {
-  for (const dir of ["var/cache/apt/archives", "var/lib/apt/lists", "dev"]) {
+  for (const dir of ["var/cache/apt/archives", "var/lib/apt/lists"]) {
     await run("find", [
       `${root}/${dir}`,
       "-mindepth",
