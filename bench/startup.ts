@@ -10,7 +10,7 @@
  * With CDI devices too: the same run with one device and with all devices of
  * a spec of realistic size (8 GPUs, each a device node and variables, and 60
  * driver libraries bind-mounted for all of them), against the same path
- * without devices (issue 13: within 10%). The nodes are /dev/null's, the
+ * without devices (issue 13: within 10%), and `--gpus all`. The nodes are /dev/null's, the
  * libraries small files of the site's.
  *
  *   .tools/bin/deno run -A bench/startup.ts [RUNS]
@@ -81,8 +81,9 @@ const paths = ["helper", "unprivileged"] as const;
 const shoalArgs = ["run", "--root", site.image, "true"];
 const cdi = { cdiSpecDirs: [await benchCdiSpec(site.prefix)] };
 const deviceCases = {
-  "one CDI device": ["run", "--root", "--device", "bench.example/gpu=gpu0", site.image, "true"],
-  "all 8 CDI devices": ["run", "--root", "--device", "bench.example/gpu=all", site.image, "true"],
+  "one CDI device": ["run", "--root", "--device", "nvidia.com/gpu=0", site.image, "true"],
+  "all 8 CDI devices": ["run", "--root", "--device", "nvidia.com/gpu=all", site.image, "true"],
+  "--gpus all (8 GPUs)": ["run", "--root", "--gpus", "all", site.image, "true"],
 };
 
 /** A root-owned CDI spec dir under the site's prefix, as the security checks want it. */
@@ -99,7 +100,7 @@ async function benchCdiSpec(prefix: string): Promise<string> {
     });
   }
   const devices = Array.from({ length: 8 }, (_, i) => ({
-    name: `gpu${i}`,
+    name: String(i),
     containerEdits: {
       env: [`BENCH_GPU${i}=${i}`],
       deviceNodes: [{ path: `/dev/benchgpu${i}`, hostPath: "/dev/null" }],
@@ -109,7 +110,8 @@ async function benchCdiSpec(prefix: string): Promise<string> {
   await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
   const spec = {
     cdiVersion: "0.6.0",
-    kind: "bench.example/gpu",
+    // NVIDIA's kind, which `--gpus` takes.
+    kind: "nvidia.com/gpu",
     devices,
     containerEdits: {
       env: ["BENCH_DRIVER=1"],

@@ -13,6 +13,7 @@ import {
 } from "./support/assert.ts";
 import { runSite } from "./support/run.ts";
 import { rootOwnedTempDir } from "./support/install.ts";
+import { fakeNode, writeSpec } from "./support/cdi.ts";
 import { checkSpec } from "../mod/cdi/spec.ts";
 import { readDevices, selectDevices } from "../mod/cdi/registry.ts";
 import { applyCdiDevices } from "../mod/cdi/apply.ts";
@@ -20,21 +21,6 @@ import { parseDeviceArgument } from "../mod/runtime/devices.ts";
 import { ShapeError } from "../mod/shape.ts";
 import { ConfigError, SecurityError, UsageError } from "../mod/errors.ts";
 import type { OciSpec } from "../mod/runtime/oci.ts";
-
-/** A character device like /dev/null (1:3), made in `dir`, usable by everyone. */
-async function fakeNode(dir: string, name: string): Promise<string> {
-  const path = `${dir}/${name}`;
-  const r = await new Deno.Command("mknod", { args: ["-m", "666", path, "c", "1", "3"] }).output();
-  assert(r.success, new TextDecoder().decode(r.stderr));
-  return path;
-}
-
-async function writeSpec(dir: string, name: string, spec: unknown): Promise<string> {
-  const file = `${dir}/${name}`;
-  await Deno.writeTextFile(file, typeof spec === "string" ? spec : JSON.stringify(spec));
-  await Deno.chmod(file, 0o644);
-  return file;
-}
 
 function spec(version: string, devices: unknown[], extra: Record<string, unknown> = {}) {
   return { cdiVersion: version, kind: "example.com/gpu", devices, ...extra };

@@ -38,7 +38,8 @@ function replaceMount(spec: OciSpec, mount: OciMount): void {
   spec.mounts.push(mount);
 }
 
-function setEnv(spec: OciSpec, entry: string): void {
+/** Sets a NAME=VALUE entry of the container's environment, replacing one of the same name. */
+export function setEnv(spec: OciSpec, entry: string): void {
   const name = entry.slice(0, entry.indexOf("=") + 1);
   spec.process.env = spec.process.env.filter((e) => !e.startsWith(name));
   spec.process.env.push(entry);
@@ -167,14 +168,19 @@ function applyEdits(
   }
 }
 
-/** Resolves the `--device vendor/class=name` options and applies their edits to `spec`. */
+/**
+ * Resolves the `--device vendor/class=name` options and applies their edits
+ * to `spec`; `known`: the spec dirs' devices where the caller read them already.
+ */
 export async function applyCdiDevices(
   spec: OciSpec,
   requested: string[],
   ctx: CdiContext,
   warnings: string[],
+  known?: Map<string, ResolvedDevice>,
 ): Promise<ResolvedDevice[]> {
-  const devices = selectDevices(await readDevices(ctx.dirs, ctx.checked), requested, ctx.dirs);
+  known ??= await readDevices(ctx.dirs, ctx.checked);
+  const devices = selectDevices(known, requested, ctx.dirs);
   const applied = new Set<string>();
   for (const d of devices) {
     const from = { device: d.qualified, file: d.file.path };

@@ -78,6 +78,34 @@ async function readSpec(path: string, checked: boolean): Promise<SpecFile> {
   }
 }
 
+/** A spec file read on its own: its spec, or why it is not used. */
+export type SpecFileResult = SpecFile | { path: string; error: ConfigError | SecurityError };
+
+/**
+ * Every spec file of the dirs, in their order, each read on its own so that
+ * one broken file (or unreadable dir, its path then the dir's) does not hide
+ * the others (`shoal cdi list`, doctor).
+ */
+export async function readSpecFiles(dirs: string[], checked: boolean): Promise<SpecFileResult[]> {
+  const out: SpecFileResult[] = [];
+  for (const dir of dirs) {
+    try {
+      for (const name of names(dir)) {
+        try {
+          out.push(await readSpec(join(dir, name), checked));
+        } catch (err) {
+          if (!(err instanceof ConfigError || err instanceof SecurityError)) throw err;
+          out.push({ path: join(dir, name), error: err });
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      out.push({ path: dir, error: err });
+    }
+  }
+  return out;
+}
+
 /** Every device of the spec dirs by qualified name, later dirs winning. */
 export async function readDevices(
   dirs: string[],

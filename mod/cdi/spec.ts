@@ -247,6 +247,13 @@ function needs(spec: CdiSpec): Need[] {
   return out;
 }
 
+/** The oldest cdiVersion that has every field `spec` uses: what a generator writes, for the most readers. */
+export function minimumVersion(spec: Omit<CdiSpec, "cdiVersion">): CdiVersion {
+  const rank = (v: CdiVersion) => CDI_VERSIONS.indexOf(v);
+  const all = needs({ ...spec, cdiVersion: "0.3.0" }).map((n) => n.version);
+  return all.reduce((a, b) => rank(b) > rank(a) ? b : a, "0.3.0" as CdiVersion);
+}
+
 /** The spec in `value` (a file's parsed JSON or YAML); throws a ShapeError naming the field. */
 export function checkSpec(value: unknown): CdiSpec {
   const spec = specFile(value, "") as CdiSpec;

@@ -4,6 +4,7 @@ import { ExitStatus } from "../errors.ts";
 import { formatOption } from "./context.ts";
 import { printJson, printLine, printTable } from "./output.ts";
 import { defineCommand } from "./parser.ts";
+import { printGpuSection } from "./doctor_gpu.ts";
 
 const STATUS = { ok: "ok", warn: "WARN", fail: "FAIL" } as const;
 
@@ -118,6 +119,7 @@ function printReport(report: DoctorReport): void {
     printLine("To change these verdicts:");
     for (const [fix, runs] of more) printLine(`  ${runs.join("; ")}: ${fix}`);
   }
+  printGpuSection(report.gpu);
   printHpc(report.hpc);
   printLine();
   const [plain] = report.runs;

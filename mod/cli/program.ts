@@ -70,6 +70,11 @@ export const program: Program = {
       load: async () => (await import("./hooks.ts")).hooksCommand,
     },
     {
+      name: "cdi",
+      summary: "generate the CDI spec of this node's GPUs, or list the CDI devices",
+      load: async () => (await import("./cdi.ts")).cdiCommand,
+    },
+    {
       name: "doctor",
       summary: "check that this machine and user can run containers, and say what to fix",
       load: async () => (await import("./doctor.ts")).doctorCommand,

@@ -1,6 +1,7 @@
 import { ExitStatus, renderError, UsageError } from "../errors.ts";
 import { parseDeviceArgument } from "../runtime/devices.ts";
 import { parseEnvOption, readEnvFile } from "../runtime/env.ts";
+import { parseGpusOption } from "../gpu/option.ts";
 import { type MountRequest, parseMountOption, parseVolumeOption } from "../runtime/mounts.ts";
 import { parseAnnotationOption, type RunRequest } from "../runtime/spec.ts";
 // Static: this module is loaded only for `shoal run` (program.ts), which needs the engine.
@@ -93,6 +94,10 @@ export const runCommand = defineCommand({
       "--device <HOST[:CTR][:rwm]>",
       "make a host device available, or a CDI device vendor.com/class=name",
     ),
+    gpus: value(
+      "--gpus <GPUS>",
+      "GPUs as Docker takes them: all, a count, device=0,2 or device=GPU-<uuid> (in a Slurm job: of the job's GPUs)",
+    ),
     centralizedRepository: flag(
       "--centralized-repository",
       "take the image from the site's centralized repository",
@@ -143,6 +148,7 @@ Examples:
       name: opts.name,
       annotations: Object.fromEntries(opts.annotation.map(parseAnnotationOption)),
       devices: opts.device.map(parseDeviceArgument),
+      gpus: opts.gpus === undefined ? undefined : parseGpusOption(opts.gpus),
       root: rootRequested(opts.root || opts.fakeroot, opts.user),
       writableTmpfsSize: opts.writableTmpfsSize === undefined
         ? undefined

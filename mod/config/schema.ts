@@ -58,6 +58,22 @@ export const siteDevice = z.strictObject({
 
 const nonEmpty = z.string().check(z.minLength(1));
 
+/** `*`, `load`, a registry, or `registry/namespace[/repository]`: no tag, digest or wildcard part. */
+const signatureScope = z.string().check(z.refine(
+  (s) => s === "*" || /^[a-z0-9.:[\]-]+(\/[a-z0-9._-]+)*$/.test(s),
+  { message: "must be *, a registry, or registry/path without a tag or digest" },
+));
+
+const signatureRule = z.strictObject({
+  scope: signatureScope,
+  /** `require`: a signature by one of `keys`; `none`: an exception inside a wider rule. */
+  policy: z.enum(["require", "none"]),
+  /** PEM public keys (cosign.pub), ECDSA P-256; root-owned like the rest of the installation. */
+  keys: z._default(z.array(absPath), []),
+}).check(z.refine(
+  (r) => r.policy === "none" || r.keys.length > 0,
+  { message: "policy require needs at least one key" },
+));
 /** A host MPI that `shoal run --mpi` injects (mod/mpi/inject.ts; docs/hpc.md). */
 export const mpiType = z.strictObject({
   /** The MPI library (SONAME libmpi.so.N or libmpich.so.N) first, then others of it (C++, Fortran). */
@@ -169,6 +185,11 @@ export const siteConfigSchema = z.strictObject({
   seccompProfile: z.optional(absPath),
   /** OCI hook definitions; default `<prefix>/etc/hooks.d`. */
   hooksDir: z.optional(absPath),
+  /**
+   * Which images must carry a cosign signature by one of the site's keys before they are
+   * pulled or run; the most specific scope covering an image decides (signature/policy.ts).
+   */
+  signatures: z._default(z.array(signatureRule), []),
   /** CDI spec dirs, read in order (a later one's device wins) by runs with `--device vendor/class=name`. */
   cdiSpecDirs: z._default(z.array(absPath), ["/etc/cdi", "/var/run/cdi"]),
   mpi: z.prefault(

@@ -36,6 +36,7 @@ import { runDirCheck } from "../host/rundir.ts";
 import { chooseRunPath, identityCheck } from "../host/runpath.ts";
 import { fuseCheck, fusermountCheck, runcCheck, squashfuseCheck } from "../host/tools.ts";
 import type { DoctorReport, RunVerdict } from "./report.ts";
+import { gpuReport } from "./gpu.ts";
 import { hpcReport } from "./hpc.ts";
 
 export interface DiagnoseOptions {
@@ -93,12 +94,13 @@ export async function diagnose(
     };
 
   // The probes that start programs run side by side.
-  const [userns, overlay, runc, squashfs, fuse] = await Promise.all([
+  const [userns, overlay, runc, squashfs, fuse, gpu] = await Promise.all([
     usernsCheck(unshare, sysctls),
     overlayCheck(unshare, kernel),
     runcCheck(paths.runc),
     squashfsKernelCheck(kernel),
     fuseCheck(),
+    gpuReport("/", loaded.config.cdiSpecDirs, loaded.config.securityChecks, Deno.env.toObject()),
   ]);
 
   const checks: Check[] = [
@@ -150,6 +152,7 @@ export async function diagnose(
     runPath: plain.runPath,
     runPathReason: plain.reason,
     canRun: plain.runPath !== null,
+    gpu,
     hpc: hpcReport(loaded, Deno.env.toObject()),
   };
 }

@@ -1,6 +1,7 @@
 /** What `shoal doctor` finds: plain data, printed by the CLI as a table or JSON. */
 import type { Check, RunPath } from "../host/check.ts";
 import type { SubidRange } from "../sys/subid.ts";
+import type { GpuReport } from "./gpu.ts";
 import type { HpcReport } from "./hpc.ts";
 
 /** What `shoal run` does for this user with one identity, from one repository. */
@@ -38,6 +39,8 @@ export interface DoctorReport {
   runPath: RunPath | null;
   runPathReason: string;
   canRun: boolean;
+  /** GPUs, their drivers and CDI specs; not part of canRun. */
+  gpu: GpuReport;
   /** Slurm, PMI, the site's host MPI types, OCI hooks (hpc.ts). */
   hpc: HpcReport;
 }

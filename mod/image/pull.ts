@@ -28,6 +28,7 @@ import type { ImageStore } from "./store/store.ts";
 import { repositoryFor } from "./store/repository.ts";
 import { LocalWriteError } from "./store/write_error.ts";
 import type { ImageRecord } from "./store/metadata.ts";
+import { storedImageAdmitted, verifyPulledImage } from "./signature/verify.ts";
 
 export interface PullRequest {
   reference: string;
@@ -101,7 +102,7 @@ export async function pull(
   const started = performance.now();
   // Cheap check first: a HEAD gives the digest the tag points at now.
   const current = await upToDate(store, client, ref, platform);
-  if (current) {
+  if (current && await storedImageAdmitted(loaded, current)) {
     return {
       image: current,
       upToDate: true,
@@ -115,7 +116,9 @@ export async function pull(
     const resolvedAt = performance.now();
     // Another pull may have stored it while this one waited for the lock.
     const stored = await store.lookup(ref);
-    if (stored && sameImage(stored, resolved)) {
+    // Checked before any layer is downloaded: an image the site refuses costs no transfer.
+    const signature = await verifyPulledImage(loaded, client, resolved, logger);
+    if (stored && sameImage(stored, resolved) && await storedImageAdmitted(loaded, stored)) {
       return {
         image: stored,
         upToDate: true,
@@ -190,6 +193,7 @@ export async function pull(
         }),
         server: resolved.source,
         configDigest: resolved.configDigest,
+        ...(signature !== undefined && { signature }),
         platform: resolved.platform,
         ...configFields(resolved.config, built),
         layers: resolved.layers.map((l) => l.digest),

@@ -76,6 +76,11 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   const store = readerFor(loaded, opts.centralized, logger);
   const image = await store.lookup(opts.image);
   if (image === undefined) throw store.notFound(opts.image);
+  if (loaded.config.signatures.length > 0) {
+    // Loaded only where a site has a signature policy: other runs read no key.
+    const { admitStoredImage } = await import("../image/signature/verify.ts");
+    await admitStoredImage(loaded, image);
+  }
   const user = await callerInfo();
   // The container gets the caller's umask (spec.ts); the run's own files, and what runc and
   // the helper create, need one that lets their owner use them (under 0777 nothing could).

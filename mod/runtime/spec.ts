@@ -46,6 +46,7 @@ import { OCI_VERSION, type OciLinux, type OciMount, type OciSpec, specProblems }
 import { byteExactProcess, linkRawSources, type SourceLink } from "./raw_bytes.ts";
 import { hasRawBytes } from "../bytes.ts";
 import { type InstalledHook, selectHooks } from "./hooks.ts";
+import type { GpuRequest } from "../gpu/option.ts";
 
 /** What `shoal run` was asked to do, parsed. */
 export interface RunRequest {
@@ -72,6 +73,8 @@ export interface RunRequest {
   annotations: Record<string, string>;
   /** `--device`: host devices and CDI devices, in command-line order. */
   devices: (DeviceRequest | CdiDeviceRequest)[];
+  /** `--gpus`: GPUs by the node's CDI specs (mod/gpu/). */
+  gpus?: GpuRequest;
   /** `--root` / `--fakeroot`. */
   root: boolean;
   /** `--writable-tmpfs-size` in bytes: the driver's overlay size; not part of the spec. */
@@ -629,15 +632,21 @@ export async function buildBundleSpec(
   });
   if (Object.keys(hooks).length > 0) spec.hooks = hooks;
   const cdi = request.devices.flatMap((d) => "cdi" in d ? [d.cdi] : []);
-  if (cdi.length > 0) {
-    // Loaded only by runs that ask for CDI devices: others read no spec dir.
-    const { applyCdiDevices } = await import("../cdi/apply.ts");
+  if (cdi.length > 0 || request.gpus !== undefined) {
     const ctx = {
       dirs: config.cdiSpecDirs,
       checked: config.securityChecks,
       gidMappings: gids.mappings,
     };
-    await applyCdiDevices(spec, cdi, ctx, warnings);
+    // Loaded only by runs that ask for CDI devices or GPUs: others read no spec dir.
+    if (request.gpus === undefined) {
+      const { applyCdiDevices } = await import("../cdi/apply.ts");
+      await applyCdiDevices(spec, cdi, ctx, warnings);
+    } else {
+      const { applyGpus } = await import("../gpu/apply.ts");
+      const userSet = request.env.map((e) => e.name);
+      await applyGpus(spec, { gpus: request.gpus, cdi, hostEnv: user.env, userSet }, ctx, warnings);
+    }
   }
   if (config.seccompProfile !== undefined) {
     spec.linux.seccomp = seccompProfile(config.seccompProfile);

@@ -36,10 +36,18 @@ import {
 import { errorFromResponse, networkError, RegistryError } from "./responses.ts";
 import { type RetryPolicy, withRetries } from "./retry.ts";
 import { Transport } from "./transport.ts";
+import {
+  SIGNATURE_ANNOTATION,
+  SIGNATURE_LAYER_TYPE,
+  signatureTag,
+  type SignedPayload,
+} from "../signature/cosign.ts";
 
 /** containerd's limit: a manifest is a small JSON document, never worth more memory. */
 const maxManifestBytes = 4 * 1024 * 1024;
 const maxConfigBytes = 64 * 1024 * 1024;
+/** A cosign payload is a few hundred bytes of JSON. */
+const maxSignaturePayloadBytes = 64 * 1024;
 /** An index may point at another index; deeper nesting is refused rather than followed forever. */
 const maxIndexDepth = 4;
 
@@ -107,6 +115,12 @@ export interface RegistryClient {
     image: Pick<ResolvedImage, "reference" | "source"> & { layers: Descriptor[] },
     options: FetchBlobsOptions,
   ): Promise<string[]>;
+  /**
+   * The cosign signatures stored for `digest` in the reference's repository
+   * (signature.ts's tag), each payload fetched and checked against its
+   * digest; none when the registry has no such tag.
+   */
+  fetchSignatures(ref: ImageReference, digest: string): Promise<SignedPayload[]>;
   /** Checks credentials against a registry before `shoal login` stores them. */
   verifyLogin(registry: string, credential: Credential): Promise<void>;
   close(): void;
@@ -277,7 +291,11 @@ class Client implements RegistryClient {
     if (desc.size > maxConfigBytes) {
       throw new ShoalError(`${what}: image configuration of ${desc.size} bytes is too large`);
     }
-    const cwhat = `${what}: configuration ${desc.digest}`;
+    return await this.#fetchSmallBlob(ep, ref, desc, `${what}: configuration ${desc.digest}`);
+  }
+
+  /** A blob read whole into memory: at most the size its descriptor says, checked against its digest. */
+  async #fetchSmallBlob(ep: Endpoint, ref: ImageReference, desc: Descriptor, cwhat: string) {
     return await withRetries(this.#retry, async () => {
       const res = await this.#request(ep, ref.repository, `blobs/${desc.digest}`, {}, cwhat);
       if (!res.ok) throw await errorFromResponse(res, cwhat, ep.label);
@@ -359,6 +377,29 @@ class Client implements RegistryClient {
 
   resolveManifest(ref: ImageReference, options: ResolveOptions = {}): Promise<ResolvedImage> {
     return this.#viaEndpoints(ref.registry, (ep) => this.#resolveAt(ep, ref, options));
+  }
+
+  fetchSignatures(ref: ImageReference, digest: string): Promise<SignedPayload[]> {
+    const what = `signatures of ${formatReference(ref)}`;
+    return this.#viaEndpoints(ref.registry, async (ep) => {
+      let found;
+      try {
+        found = await this.#fetchManifest(ep, ref, signatureTag(digest), what);
+      } catch (err) {
+        if (err instanceof RegistryError && err.status === 404) return [];
+        throw err;
+      }
+      if (found.parsed.kind !== "manifest") return [];
+      const out: SignedPayload[] = [];
+      for (const layer of found.parsed.manifest.layers) {
+        const signature = layer.annotations?.[SIGNATURE_ANNOTATION];
+        if (layer.mediaType !== SIGNATURE_LAYER_TYPE || typeof signature !== "string") continue;
+        if (layer.size > maxSignaturePayloadBytes) continue;
+        const payload = await this.#fetchSmallBlob(ep, ref, layer, `${what}: ${layer.digest}`);
+        out.push({ payload, signature });
+      }
+      return out;
+    });
   }
 
   headDigest(ref: ImageReference): Promise<string | undefined> {

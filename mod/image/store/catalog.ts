@@ -180,7 +180,7 @@ function describe(why: string): string {
 
 /** An entry's reference fields over the image's own; the origin of another tag is not this one. */
 function toRecord(entry: IndexEntry, image: ImageMetadata & { squashfsPath: string }): ImageRecord {
-  const { tag: _t, digest: _d, manifestDigest: _m, ...intrinsic } = image;
+  const { tag: _t, digest: _d, manifestDigest: _m, signature: _s, ...intrinsic } = image;
   return {
     ...intrinsic,
     ...entry,

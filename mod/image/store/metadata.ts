@@ -42,6 +42,8 @@ const originShape = {
   pulledAt: string(),
   /** The config digest: Docker's IMAGE ID, and the name of the image's files. */
   configDigest: digest,
+  /** The cosign signature the site's policy required, as verified by the pull (signature/verify.ts). */
+  signature: optional(object({ digest, key: digest })),
 };
 
 function hasTagOrDigest(origin: { tag?: string; digest?: string }, at: string): void {
@@ -132,5 +134,6 @@ export function originOf(meta: ImageMetadata | NewImage, pulledAt: string): Inde
     server: meta.server,
     pulledAt,
     configDigest: meta.configDigest,
+    ...(meta.signature !== undefined && { signature: meta.signature }),
   };
 }
