@@ -169,9 +169,14 @@ for (const helper of [true, false]) {
           /--mpi: libshoalgone\.so\.1, needed by the plugin \S+libuct_fake\.so\.0, is not on this node/,
         ],
         [
+          "the site's library is not on this node",
+          ["--mpi-type", "gone", images.mpich4!],
+          /^shoal: error: --mpi: \S+\/gone\/libmpich\.so\.12 \(the site's MPI library\): does not exist on this node \(ask your admin/,
+        ],
+        [
           "an MPI type the site does not have",
           ["--mpi-type", "nope", images.mpich4!],
-          /--mpi-type nope: no such MPI type \(this site has: mpich4, mpich3, openmpi, broken\)/,
+          /--mpi-type nope: no such MPI type \(this site has: mpich4, mpich3, openmpi, broken, gone\)/,
         ],
       ];
       for (const [i, [name, args, error]] of cases.entries()) {
@@ -208,6 +213,7 @@ Deno.test("shoal doctor: the HPC section lists the site's host MPI types and the
     ["mpich3", false],
     ["openmpi", false],
     ["broken", false],
+    ["gone", false],
   ]);
   assertEquals([types.mpich4!.soname, types.mpich4!.glibcNeeded], ["libmpich.so.12", "2.34"]);
   assertEquals(types.mpich4!.problem, null);
@@ -216,6 +222,10 @@ Deno.test("shoal doctor: the HPC section lists the site's host MPI types and the
   assertMatch(types.mpich3!.glibcNeeded!, /^2\.([0-9]|[12][0-9]|30)$/);
   assertEquals(types.openmpi!.soname, "libmpi.so.40");
   assertMatch(types.broken!.problem!, /^--mpi: libshoalgone\.so\.1, needed by the plugin /);
+  assertMatch(
+    types.gone!.problem!,
+    /gone\/libmpich\.so\.12 \(the site's MPI library\): does not exist/,
+  );
   assertEquals(hpc.ranksShareContainer, null);
 
   const text = await site.shoal("user", ["doctor"], {

@@ -38,13 +38,20 @@ export interface Closure {
   plugins: HostLibrary[];
 }
 
-function readHostElf(path: string, what: string, withSymbols: boolean): ElfInfo {
+/** The real path of a host library and its ELF facts; `what` says what brought it in. */
+function readHostElf(
+  path: string,
+  what: string,
+  withSymbols: boolean,
+): { real: string; elf: ElfInfo } {
   try {
-    return readElfFile(path, withSymbols);
+    const real = Deno.realPathSync(path);
+    return { real, elf: readElfFile(real, withSymbols) };
   } catch (err) {
     if (err instanceof ShoalError) throw err;
-    throw new ConfigError(`${what} ${path}: ${(err as Error).message}`, {
-      hint: "fix the path in the site config's mpi section",
+    const why = err instanceof Deno.errors.NotFound ? "does not exist" : (err as Error).message;
+    throw new ConfigError(`--mpi: ${path} (${what}): ${why} on this node`, {
+      hint: "ask your admin to fix the site config's mpi section, or use another --mpi-type",
     });
   }
 }
@@ -73,8 +80,7 @@ export function hostClosure(roots: string[], pluginDirs: string[], searchDirs: s
   const queue: HostLibrary[] = [];
   // Only the site's libraries' symbols are looked at (the symbol check).
   const add = (path: string, neededBy: string, expected?: string) => {
-    const real = Deno.realPathSync(path);
-    const elf = readHostElf(real, neededBy, neededBy === SITE_LIBRARY);
+    const { real, elf } = readHostElf(path, neededBy, neededBy === SITE_LIBRARY);
     const soname = elf.soname ?? expected ?? basename(path);
     if (libraries.has(soname)) return;
     const lib = { soname, path: real, elf, neededBy };
@@ -88,7 +94,7 @@ export function hostClosure(roots: string[], pluginDirs: string[], searchDirs: s
       const plugin = {
         soname: basename(path),
         path,
-        elf: readHostElf(path, "plugin", false),
+        elf: readHostElf(path, "a plugin", false).elf,
         neededBy: dir,
       };
       plugins.push(plugin);
@@ -141,7 +147,12 @@ function pluginFiles(dir: string): string[] {
   }
   for (const e of entries.sort((a, b) => a.name < b.name ? -1 : 1)) {
     if (!/\.so(\.\d+)*$/.test(e.name)) continue;
-    const real = Deno.realPathSync(join(dir, e.name));
+    let real: string;
+    try {
+      real = Deno.realPathSync(join(dir, e.name));
+    } catch {
+      continue; // a dangling link is no plugin: the loader would not find it either
+    }
     if (!isFile(real)) continue;
     const head = new Uint8Array(4);
     using f = Deno.openSync(real);

@@ -292,7 +292,7 @@ async function sh(script: string): Promise<void> {
  * Host MPI types (the site config's `mpi`) under `dir` (root-owned): the node's MPICH 4 with UCX's
  * plugins; bullseye's MPICH 3.4.1 unpacked from its test image; a library
  * with Open MPI's SONAME; the node's MPICH with a plugin that needs a
- * library the node does not have.
+ * library the node does not have; a library that is not there.
  */
 async function mpiTypes(dir: string): Promise<Record<string, unknown>> {
   const mpich3 = await mpiImageLayer("mpich3");
@@ -324,6 +324,7 @@ async function mpiTypes(dir: string): Promise<Record<string, unknown>> {
         ...mpich4,
         pluginDirs: [{ source: `${dir}/plugins`, destination: "/opt/plugins" }],
       },
+      gone: { libraries: [`${dir}/gone/libmpich.so.12`] },
     },
   };
 }
