@@ -24,7 +24,7 @@ export class ImageFiles {
     for (const line of listing.split("\n")) {
       const m = line.match(/^(\S+) ("(?:[^"\\]|\\.)*"|\S+) \S+ \S+ \S+ ?(.*)$/);
       if (m === null) continue;
-      const path = m[2]!.startsWith('"') ? JSON.parse(m[2]!) as string : m[2]!;
+      const path = m[2]!.startsWith('"') ? unquote(m[2]!) : m[2]!;
       this.#entries.set(path, { kind: m[1]!, target: m[1] === "slink" ? m[3]! : "" });
     }
   }
@@ -93,6 +93,11 @@ export class ImageFiles {
     }
     return undefined;
   }
+}
+
+/** rdsquashfs quotes a name with spaces or quotes, escaping `"` and `\` with a backslash. */
+function unquote(quoted: string): string {
+  return quoted.slice(1, -1).replace(/\\(.)/g, "$1");
 }
 
 async function run(tool: string, args: string[], image: string): Promise<Uint8Array> {
