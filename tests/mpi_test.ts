@@ -12,7 +12,7 @@ import { type RunSite, runSite, testImages } from "./support/run.ts";
 import { mpiImage, mpiImageLayer, mpiSite } from "./support/mpi_images.ts";
 import { makeImage, makeLayer, pushImage } from "./support/oci.ts";
 import { runCommand } from "./support/shoal.ts";
-import { libcmp, parseLdCache, serializeLdCache, withEntries } from "../mod/mpi/ldcache.ts";
+import { libcmp, parseLdCache, serializeLdCache, withEntries } from "../mod/sys/ldcache.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
 import type { HpcReport } from "../mod/doctor/hpc.ts";
 
@@ -247,13 +247,13 @@ Deno.test("ld.so.cache: an image's is read, and the rewritten one reads back in 
     assertEquals(untar.code, 0, untar.stderr);
     const original = await Deno.readFile(`${dir}/etc/ld.so.cache`);
     const cache = parseLdCache(original, "bullseye");
-    const mpich = cache.entries.find((e) => e.name === "libmpich.so.12");
+    const mpich = cache.entries.find((e) => e.soname === "libmpich.so.12");
     assertEquals(mpich?.path, "/lib/x86_64-linux-gnu/libmpich.so.12");
-    const injected = { name: "libucp.so.0", path: "/opt/shoal/mpi/lib/libucp.so.0" };
+    const injected = { soname: "libucp.so.0", path: "/opt/shoal/mpi/lib/libucp.so.0" };
     const rewritten = withEntries(cache, [
       { ...injected, flags: mpich!.flags, hwcap: 0n },
       {
-        name: "libmpich.so.12",
+        soname: "libmpich.so.12",
         path: "/opt/shoal/mpi/lib/libmpich.so.12",
         flags: mpich!.flags,
         hwcap: 0n,
@@ -271,7 +271,7 @@ Deno.test("ld.so.cache: an image's is read, and the rewritten one reads back in 
       ...before.map((l) =>
         l.replace("=> /lib/x86_64-linux-gnu/libmpich.so.12", "=> /opt/shoal/mpi/lib/libmpich.so.12")
       ),
-      `\t${injected.name} (libc6,x86-64) => ${injected.path}`,
+      `\t${injected.soname} (libc6,x86-64) => ${injected.path}`,
     ];
     // ldconfig lists in the cache's order, which the linker's binary search needs.
     assertEquals(after, expected.sort((a, b) => libcmp(name(b), name(a))));
@@ -292,7 +292,7 @@ Deno.test("ld.so.cache: glibc's compat format (old table, then the new one; glib
     const listed = await runCommand("ldconfig", ["-C", file, "-p"]);
     const expected = listed.stdout.split("\n").filter((l) => l.startsWith("\t"))
       .map((l) => `${name(l)} ${l.split(" => ")[1]}`);
-    const entries = parseLdCache(bytes, file).entries.map((e) => `${e.name} ${e.path}`);
+    const entries = parseLdCache(bytes, file).entries.map((e) => `${e.soname} ${e.path}`);
     assert(entries.length > 10, `${entries.length} entries`);
     assertEquals(entries, expected);
   } finally {

@@ -10,7 +10,7 @@
 import { basename, dirname, join } from "../path.ts";
 import { ConfigError, ShoalError } from "../errors.ts";
 import { type ElfInfo, isElf, readElfFile } from "./elf.ts";
-import { parseLdCache } from "./ldcache.ts";
+import { NATIVE_FLAGS, parseLdCache } from "../sys/ldcache.ts";
 
 /** glibc's libraries (and the dynamic linker), which stay the image's. */
 const GLIBC =
@@ -56,7 +56,7 @@ function readHostElf(
   }
 }
 
-/** The host's dynamic linker cache, by SONAME (first entry wins, as the linker's lookup). */
+/** The host's native libraries in its linker cache, by SONAME (the first wins, as for the loader). */
 function hostCache(): Map<string, string> {
   const out = new Map<string, string>();
   let bytes = new Uint8Array();
@@ -64,7 +64,8 @@ function hostCache(): Map<string, string> {
     bytes = Deno.readFileSync("/etc/ld.so.cache");
   } catch { /* no cache: only the configured directories */ }
   for (const e of parseLdCache(bytes, "/etc/ld.so.cache").entries) {
-    if (!out.has(e.name)) out.set(e.name, e.path);
+    const native = (e.flags & 0xffff) === NATIVE_FLAGS;
+    if (native && !out.has(e.soname)) out.set(e.soname, e.path);
   }
   return out;
 }

@@ -11,7 +11,7 @@ import { dirname, join } from "../path.ts";
 import { DEFAULT_PATH } from "../runtime/env.ts";
 import { type ElfInfo, isElf, readElf } from "./elf.ts";
 import type { ImageFiles } from "./image_files.ts";
-import { type LdCache, parseLdCache } from "./ldcache.ts";
+import { type LdCache, parseLdCache } from "../sys/ldcache.ts";
 
 export const LD_CACHE = "/etc/ld.so.cache";
 /** Where glibc looks for libc.so.6 when an image has no cache entry for it. */
@@ -78,14 +78,14 @@ export async function imageLibs(
  */
 export function imageFilesOf(libs: ImageLibs, soname: string, withCache: boolean): string[] {
   const found = libs.searchDirs.map((d) => join(d, soname)).filter((p) => libs.files.isFile(p));
-  const cached = withCache ? libs.cache.entries.find((e) => e.name === soname)?.path : undefined;
+  const cached = withCache ? libs.cache.entries.find((e) => e.soname === soname)?.path : undefined;
   const all = [...found, ...(cached === undefined ? [] : [cached])];
   return [...new Set(all.map((p) => libs.files.resolve(p)!))];
 }
 
 /** The image's libc.so.6, parsed (its version definitions). */
 export async function imageLibc(libs: ImageLibs): Promise<ElfInfo | undefined> {
-  const entry = libs.cache.entries.find((e) => e.name === "libc.so.6");
+  const entry = libs.cache.entries.find((e) => e.soname === "libc.so.6");
   const path = entry?.path ?? libs.files.findIn(LIBC_DIRS, "libc.so.6");
   return path === undefined ? undefined : await imageElf(libs.files, path, false);
 }

@@ -18,7 +18,7 @@ import type { DeviceRequest } from "../runtime/devices.ts";
 import type { RunRequest } from "../runtime/spec.ts";
 import type { EnvOption } from "../runtime/env.ts";
 import { ImageFiles } from "./image_files.ts";
-import { type CacheEntry, serializeLdCache, withEntries } from "./ldcache.ts";
+import { type CacheEntry, NATIVE_FLAGS, serializeLdCache, withEntries } from "../sys/ldcache.ts";
 import { type Closure, hostClosure } from "./closure.ts";
 import { imageFilesOf, imageLibc, type ImageLibs, imageLibs, LD_CACHE } from "./image_libs.ts";
 import {
@@ -33,8 +33,6 @@ import {
 
 /** Where the injected libraries appear in the container. */
 export const INJECT_DIR = "/opt/shoal/mpi/lib";
-/** glibc's ld.so.cache flags of a 64-bit library (FLAG_ELF_LIBC6 | FLAG_X8664_LIB64 or FLAG_AARCH64_LIB64). */
-const LIB64_FLAGS = Deno.build.arch === "aarch64" ? 0x0a03 : 0x0303;
 
 export interface MpiImage {
   squashfsPath: string;
@@ -77,7 +75,7 @@ function siteType(config: SiteConfig, name: string | undefined) {
 /** The image's MPI SONAME: what the program needs, else the first its ld.so.cache lists. */
 function imageMpi(libs: ImageLibs): string | undefined {
   return libs.program?.needed.find((n) => mpiSoname(n) !== undefined) ??
-    libs.cache.entries.find((e) => mpiSoname(e.name) !== undefined)?.name;
+    libs.cache.entries.find((e) => mpiSoname(e.soname) !== undefined)?.soname;
 }
 
 type MpiType = ReturnType<typeof siteType>;
@@ -134,7 +132,7 @@ export async function injectMpi(
   );
   const warnings = await check(type, libs, imageSoname, closure);
   const [host] = closure.libraries.values();
-  const flags = libs.cache.entries.find((e) => e.name === "libc.so.6")?.flags ?? LIB64_FLAGS;
+  const flags = libs.cache.entries.find((e) => e.soname === "libc.so.6")?.flags ?? NATIVE_FLAGS;
   const entries: CacheEntry[] = [];
   const mounts: MountRequest[] = [];
   const details: string[] = [];
@@ -148,7 +146,7 @@ export async function injectMpi(
   for (const lib of closure.libraries.values()) {
     const at = join(INJECT_DIR, lib.soname);
     bind(lib.path, at, lib.neededBy);
-    entries.push({ name: lib.soname, path: at, flags, hwcap: 0n });
+    entries.push({ soname: lib.soname, path: at, flags, hwcap: 0n });
   }
   // The image's copies its loader finds before the cache (RPATH, LD_LIBRARY_PATH; image_libs.ts),
   // and its MPI wherever it is: a program the checks did not see may name its file.
@@ -162,7 +160,7 @@ export async function injectMpi(
     }
   }
   if (imageSoname !== host!.soname) {
-    entries.push({ name: imageSoname, path: join(INJECT_DIR, host!.soname), flags, hwcap: 0n });
+    entries.push({ soname: imageSoname, path: join(INJECT_DIR, host!.soname), flags, hwcap: 0n });
   }
   for (const dir of type.pluginDirs) {
     bind(dir.source, dir.destination ?? join(INJECT_DIR, basename(dir.source)), "plugins");

@@ -2,19 +2,25 @@
  * The dynamic linker's cache, /etc/ld.so.cache, in glibc's
  * "glibc-ld.so.cache1.1" format (glibc 2.32 and later write only it; older
  * ones put it after the libc5-era "ld.so-1.7.0" table, which is skipped).
- * Read to find an image's libraries by SONAME, and written back with the
- * injected libraries' entries, so that every program of the image finds them
- * without LD_LIBRARY_PATH (which programs and scripts reset or override).
+ * Read rather than asked of `ldconfig -p`, so that the tree looked at is the
+ * one given (an image, a CDI generator's root), not the running machine's;
+ * written back by `run --mpi` with the injected libraries' entries, so that
+ * every program of the image finds them without LD_LIBRARY_PATH (which
+ * programs and scripts reset or override).
  */
 import { ShoalError } from "../errors.ts";
 
+/** The ISA flags of this machine's 64-bit libraries (glibc's ldconfig.h: ELF libc6 | x86-64 or AArch64). */
+export const NATIVE_FLAGS: number = Deno.build.arch === "aarch64" ? 0x0a03 : 0x0303;
+
 export interface CacheEntry {
   /** The SONAME programs ask for. */
-  name: string;
+  soname: string;
   /** Where the linker opens it. */
   path: string;
   /** Kind of library (glibc's FLAG_ELF_LIBC6 | architecture bits). */
   flags: number;
+  /** Bit 62: the library is in a glibc-hwcaps subdirectory, named in the extension section. */
   hwcap: bigint;
 }
 
@@ -42,37 +48,37 @@ function startsWith(bytes: Uint8Array, at: number, magic: string): boolean {
 export function parseLdCache(bytes: Uint8Array, name: string): LdCache {
   if (bytes.length === 0) return { entries: [], headerFlags: 0 };
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const notCache = () =>
+    new ShoalError(`${name}: not a glibc linker cache (format 1.1)`, {
+      hint: "run ldconfig in that tree (for an image: a RUN step of its build)",
+    });
   let base = 0;
   if (startsWith(bytes, 0, OLD_MAGIC)) {
+    if (bytes.length < 16) throw notCache();
     const oldCount = view.getUint32(12, true);
     base = (12 + 4 + oldCount * 12 + 7) & ~7;
   }
-  if (!startsWith(bytes, base, NEW_MAGIC) || base + HEADER > bytes.length) {
-    throw new ShoalError(`${name}: not a glibc ld.so.cache (format 1.1)`, {
-      hint: "run ldconfig in the image (a RUN step of its build) and push it again",
-    });
-  }
+  if (!startsWith(bytes, base, NEW_MAGIC) || base + HEADER > bytes.length) throw notCache();
   const count = view.getUint32(base + 20, true);
   if (base + HEADER + count * ENTRY > bytes.length) {
-    throw new ShoalError(`${name}: truncated ld.so.cache`);
+    throw new ShoalError(`${name}: truncated linker cache (${count} entries announced)`);
   }
   const string = (off: number) => {
     const start = base + off;
-    let end = start;
-    while (end < bytes.length && bytes[end] !== 0) end++;
+    const end = bytes.indexOf(0, start);
+    if (start >= bytes.length || end < 0) {
+      throw new ShoalError(`${name}: string offset ${off} is outside the linker cache`);
+    }
     return decoder.decode(bytes.subarray(start, end));
   };
   const entries: CacheEntry[] = [];
   for (let i = 0; i < count; i++) {
     const at = base + HEADER + i * ENTRY;
-    const hwcap = view.getBigUint64(at + 16, true);
-    // Its directory is named in the extension section, which is not rewritten.
-    if ((hwcap & HWCAP_EXTENSION) !== 0n) continue;
     entries.push({
       flags: view.getInt32(at, true),
-      name: string(view.getUint32(at + 4, true)),
+      soname: string(view.getUint32(at + 4, true)),
       path: string(view.getUint32(at + 8, true)),
-      hwcap,
+      hwcap: view.getBigUint64(at + 16, true),
     });
   }
   return { entries, headerFlags: bytes[base + 28]! };
@@ -111,14 +117,22 @@ export function libcmp(a: string, b: string): number {
  * order ldconfig writes (names descending by libcmp, then higher flags first).
  */
 export function withEntries(cache: LdCache, add: CacheEntry[]): LdCache {
-  const replaced = new Set(add.map((e) => e.name));
-  const entries = [...cache.entries.filter((e) => !replaced.has(e.name)), ...add];
-  entries.sort((a, b) => libcmp(b.name, a.name) || b.flags - a.flags);
+  const replaced = new Set(add.map((e) => e.soname));
+  const entries = [...cache.entries.filter((e) => !replaced.has(e.soname)), ...add];
+  entries.sort((a, b) => libcmp(b.soname, a.soname) || b.flags - a.flags);
   return { entries, headerFlags: cache.headerFlags };
 }
 
-/** The cache file's bytes (new format only, no extension section). */
-export function serializeLdCache(cache: LdCache): Uint8Array {
+/**
+ * The cache file's bytes (new format only). Without the extension section,
+ * which is not rewritten: its glibc-hwcaps entries are left out, and the
+ * loader finds those libraries in their plain directories.
+ */
+export function serializeLdCache(full: LdCache): Uint8Array {
+  const cache = {
+    ...full,
+    entries: full.entries.filter((e) => (e.hwcap & HWCAP_EXTENSION) === 0n),
+  };
   const strings: number[] = [];
   const offsets = new Map<string, number>();
   const start = HEADER + cache.entries.length * ENTRY;
@@ -131,7 +145,7 @@ export function serializeLdCache(cache: LdCache): Uint8Array {
     }
     return off;
   };
-  const keys = cache.entries.map((e) => [offsetOf(e.name), offsetOf(e.path)] as const);
+  const keys = cache.entries.map((e) => [offsetOf(e.soname), offsetOf(e.path)] as const);
   const out = new Uint8Array(start + strings.length);
   const view = new DataView(out.buffer);
   out.set(encoder.encode(NEW_MAGIC), 0);
