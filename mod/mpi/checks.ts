@@ -14,7 +14,7 @@
  */
 import { ShoalError } from "../errors.ts";
 import type { ElfInfo } from "./elf.ts";
-import { isGlibc } from "./closure.ts";
+import { isGlibc } from "../sys/ldcache.ts";
 
 /** Dotted numbers compared numerically: 2.34 > 2.4. */
 export function compareVersions(a: string, b: string): number {

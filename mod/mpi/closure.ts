@@ -10,15 +10,7 @@
 import { basename, dirname, join } from "../path.ts";
 import { ConfigError, ShoalError } from "../errors.ts";
 import { type ElfInfo, isElf, readElfFile } from "./elf.ts";
-import { NATIVE_FLAGS, parseLdCache } from "../sys/ldcache.ts";
-
-/** glibc's libraries (and the dynamic linker), which stay the image's. */
-const GLIBC =
-  /^(ld-linux[^/]*|ld64|libc|libpthread|libdl|libm|librt|libresolv|libutil|libanl|libnsl|libBrokenLocale|libmvec|libthread_db|libc_malloc_debug|libmemusage|libpcprofile|libnss_[a-z0-9]+)\.so(\.\d+)*$/;
-
-export function isGlibc(soname: string): boolean {
-  return GLIBC.test(soname);
-}
+import { isGlibc, NATIVE_FLAGS, parseLdCache } from "../sys/ldcache.ts";
 
 const SITE_LIBRARY = "the site's MPI library";
 

@@ -13,6 +13,14 @@ import { ShoalError } from "../errors.ts";
 /** The ISA flags of this machine's 64-bit libraries (glibc's ldconfig.h: ELF libc6 | x86-64 or AArch64). */
 export const NATIVE_FLAGS: number = Deno.build.arch === "aarch64" ? 0x0a03 : 0x0303;
 
+/** glibc's own libraries (and its dynamic linker): a container keeps its image's. */
+const GLIBC =
+  /^(ld-linux[^/]*|ld64|libc|libpthread|libdl|libm|librt|libresolv|libutil|libanl|libnsl|libBrokenLocale|libmvec|libthread_db|libc_malloc_debug|libmemusage|libpcprofile|libnss_[a-z0-9]+)\.so(\.\d+)*$/;
+
+export function isGlibc(soname: string): boolean {
+  return GLIBC.test(soname);
+}
+
 export interface CacheEntry {
   /** The SONAME programs ask for. */
   soname: string;
