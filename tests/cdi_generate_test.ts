@@ -14,7 +14,7 @@ import { type RunSite, runSite } from "./support/run.ts";
 import { fakeAmdNode, fakeNvidiaNode, fakePciGpu, LIBDIR, TWO_GPUS } from "./support/fake_gpus.ts";
 import type { CdiSpec } from "../mod/cdi/spec.ts";
 import { gpuReport } from "../mod/doctor/gpu.ts";
-import { parseLdCache } from "../mod/gpu/ldcache.ts";
+import { parseLdCache } from "../mod/sys/ldcache.ts";
 import type { DoctorReport } from "../mod/doctor/report.ts";
 
 const VERSION = "550.54.14";
@@ -42,9 +42,10 @@ Deno.test("linker cache: ldconfig's file read as ldconfig -p lists it", async ()
     (await new Deno.Command("ldconfig", { args: ["-p"] }).output()).stdout,
   ).split("\n").slice(1).filter((l) => l.includes("=>"))
     .map((l) => [l.trim().split(" ")[0], l.split("=> ")[1]]);
-  const read = parseLdCache(await Deno.readFile("/etc/ld.so.cache")).map((l) => [l.soname, l.path]);
+  const read = parseLdCache(await Deno.readFile("/etc/ld.so.cache"), "/etc/ld.so.cache").entries
+    .map((l) => [l.soname, l.path]);
   assertEquals(read, expected);
-  assertThrows(() => parseLdCache(new Uint8Array(64)), Error, "not a glibc linker cache");
+  assertThrows(() => parseLdCache(new Uint8Array(64), "zeros"), Error, "not a glibc linker cache");
 });
 
 Deno.test("cdi generate: an NVIDIA node's GPUs by index and UUID, its nodes, driver libraries, nvidia-smi, firmware", async () => {

@@ -1,4 +1,5 @@
 import type { DoctorReport, RunVerdict } from "../doctor/report.ts";
+import type { HpcReport } from "../doctor/hpc.ts";
 import { ExitStatus } from "../errors.ts";
 import { formatOption } from "./context.ts";
 import { printJson, printLine, printTable } from "./output.ts";
@@ -33,6 +34,43 @@ Examples:
     if (!report.canRun) throw new ExitStatus(1);
   },
 });
+
+function printHpc(hpc: HpcReport): void {
+  printLine();
+  printLine("HPC:");
+  const s = hpc.slurm;
+  printLine(
+    s === null
+      ? "  Slurm: not in a Slurm job"
+      : `  Slurm: job ${s.jobId}, step ${s.stepId ?? "none (batch script or salloc)"}, node ${
+        s.node ?? "?"
+      }, local rank ${s.localRank ?? "?"}`,
+  );
+  printLine(`  Launcher interface: ${hpc.pmi.flavour ?? "none"} (${hpc.pmi.detail})`);
+  if (hpc.mpi.length === 0) {
+    printLine("  Host MPI for --mpi: none configured (the site config's mpi section)");
+  } else {
+    printLine("  Host MPI for --mpi:");
+    printTable(
+      ["TYPE", "LIBRARY", "SONAME", "IMAGE GLIBC", "STATUS"],
+      hpc.mpi.map((m) => [
+        `${m.name}${m.default ? " (default)" : ""}`,
+        m.library,
+        m.soname ?? "-",
+        m.glibcNeeded === null ? "-" : `>= ${m.glibcNeeded}`,
+        m.problem ?? `ok, ${m.libraries} files injected`,
+      ]),
+    );
+  }
+  const hooks = hpc.hooks.map((h) => `${h.name} (${h.stages.join(", ")})`);
+  printLine(`  OCI hooks: ${hooks.length === 0 ? "none installed" : hooks.join("; ")}`);
+  for (const e of hpc.hookErrors) printLine(`  unusable hook: ${e}`);
+  printLine(
+    `  Ranks share a container on this node: ${
+      hpc.ranksShareContainer === null ? "not known" : hpc.ranksShareContainer ? "yes" : "no"
+    }`,
+  );
+}
 
 const IDENTITY = { self: "as yourself", root: "with --root" } as const;
 const REPOSITORY = {
@@ -87,6 +125,7 @@ function printReport(report: DoctorReport): void {
     for (const [fix, runs] of more) printLine(`  ${runs.join("; ")}: ${fix}`);
   }
   printGpuSection(report.gpu);
+  printHpc(report.hpc);
   printLine();
   const [plain] = report.runs;
   if (plain!.runPath !== null) {

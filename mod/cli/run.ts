@@ -107,6 +107,8 @@ export const runCommand = defineCommand({
       "size limit of the writable layer (e.g. 2g)",
     ),
     preserveFds: value("--preserve-fds <N>", "pass file descriptors 3..3+N-1 to the container"),
+    mpi: flag("--mpi", "replace the image's MPI with the host's (the site's default MPI type)"),
+    mpiType: value("--mpi-type <NAME>", "as --mpi, with the site's MPI type NAME"),
   },
   more: `
 Options after IMAGE belong to the container's command. The container shares
@@ -151,6 +153,7 @@ Examples:
       writableTmpfsSize: opts.writableTmpfsSize === undefined
         ? undefined
         : parseSize("--writable-tmpfs-size", opts.writableTmpfsSize),
+      ...(opts.mpi || opts.mpiType !== undefined ? { mpi: { type: opts.mpiType } } : {}),
     };
     if (request.tty && !Deno.stdin.isTerminal()) {
       throw new UsageError("-t needs a terminal on standard input", {

@@ -74,6 +74,25 @@ const signatureRule = z.strictObject({
   (r) => r.policy === "none" || r.keys.length > 0,
   { message: "policy require needs at least one key" },
 ));
+/** A host MPI that `shoal run --mpi` injects (mod/mpi/inject.ts; docs/hpc.md). */
+export const mpiType = z.strictObject({
+  /** The MPI library (SONAME libmpi.so.N or libmpich.so.N) first, then others of it (C++, Fortran). */
+  libraries: z.array(absPath).check(z.minLength(1)),
+  /** Libraries injected besides what the libraries and plugins need (those dlopened by name). */
+  dependencies: z._default(z.array(absPath), []),
+  /** Directories searched for needed libraries before the node's ld.so.cache. */
+  libraryPath: z._default(z.array(absPath), []),
+  /** Plugin directories (UCX's ucx/, libfabric's providers); default destination: beside the libraries. */
+  pluginDirs: z._default(
+    z.array(z.strictObject({ source: absPath, destination: z.optional(absPath) })),
+    [],
+  ),
+  /** Extra bind mounts (a PMIx directory, a fabric's config). */
+  mounts: z._default(z.array(siteMount), []),
+  /** Device nodes, or directories of them such as /dev/infiniband; missing ones are skipped. */
+  devices: z._default(z.array(absPath), []),
+  env: z._default(z.record(envName, z.string()), {}),
+});
 
 export const siteConfigSchema = z.strictObject({
   /** Refuse to run when trusted files are not root-owned (docs/admin/security.md). */
@@ -189,6 +208,16 @@ export const siteConfigSchema = z.strictObject({
   })),
   /** CDI spec dirs, read in order (a later one's device wins) by runs with `--device vendor/class=name`. */
   cdiSpecDirs: z._default(z.array(absPath), ["/etc/cdi", "/var/run/cdi"]),
+  mpi: z.prefault(
+    z.strictObject({
+      /** The type `--mpi` injects; default the first of `types`. */
+      default: z.optional(nonEmpty),
+      types: z._default(z.record(nonEmpty, mpiType), {}),
+    }).check(z.refine((m) => m.default === undefined || m.default in m.types, {
+      message: "default must name one of mpi.types",
+    })),
+    {},
+  ),
   helper: z.prefault(
     z.strictObject({
       /** Whether the helper may kernel-mount squashfs images owned by users (not only root's). */

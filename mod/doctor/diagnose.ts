@@ -38,6 +38,7 @@ import { chooseRunPath, identityCheck } from "../host/runpath.ts";
 import { fuseCheck, fusermountCheck, runcCheck, squashfuseCheck } from "../host/tools.ts";
 import type { DoctorReport, RunVerdict } from "./report.ts";
 import { gpuReport } from "./gpu.ts";
+import { hpcReport } from "./hpc.ts";
 
 export interface DiagnoseOptions {
   /** Why the configuration did not load as it is (see loadForDoctor). */
@@ -153,6 +154,7 @@ export async function diagnose(
     runPathReason: plain.reason,
     canRun: plain.runPath !== null,
     gpu,
+    hpc: hpcReport(loaded, Deno.env.toObject()),
   };
 }
 

@@ -2,6 +2,7 @@
 import type { Check, RunPath } from "../host/check.ts";
 import type { SubidRange } from "../sys/subid.ts";
 import type { GpuReport } from "./gpu.ts";
+import type { HpcReport } from "./hpc.ts";
 
 /** What `shoal run` does for this user with one identity, from one repository. */
 export interface RunVerdict {
@@ -43,4 +44,6 @@ export interface DoctorReport {
   canRun: boolean;
   /** GPUs, their drivers and CDI specs; not part of canRun. */
   gpu: GpuReport;
+  /** Slurm, PMI, the site's host MPI types, OCI hooks (hpc.ts). */
+  hpc: HpcReport;
 }

@@ -13,6 +13,7 @@ import { basename } from "../path.ts";
 import type { CdiDeviceNode, CdiMount } from "../cdi/spec.ts";
 import { type Discovery, under } from "./discover.ts";
 import { readLdCache } from "./ldcache.ts";
+import { isGlibc } from "../sys/ldcache.ts";
 import {
   deviceNode,
   exists,
@@ -35,9 +36,6 @@ const BINARIES = [
 ];
 const BIN_DIRS = ["/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin"];
 
-/** glibc's own libraries: never injected, whatever their file is called. */
-const GLIBC = /^(libc|libm|libdl|librt|libpthread|libresolv|libutil|ld-linux[^.]*)\.so/;
-
 const MODPROBE =
   "load the driver's device nodes as root: nvidia-modprobe -c 0 -u (or run nvidia-smi once)";
 
@@ -49,7 +47,7 @@ const MODPROBE =
 function driverLibraries(root: string, version: string): CdiMount[] {
   const mounts: CdiMount[] = [];
   for (const lib of readLdCache(root)) {
-    if (GLIBC.test(lib.soname)) continue;
+    if (isGlibc(lib.soname)) continue;
     const real = resolveInTree(root, lib.path);
     if (real === null || !basename(real).endsWith(`.so.${version}`)) continue;
     mounts.push(readOnlyMount(root, real, lib.path));

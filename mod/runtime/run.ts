@@ -28,7 +28,7 @@ import {
   type RunBase,
   runBaseFor,
 } from "./rundir.ts";
-import { buildBundleSpec, type RunRequest } from "./spec.ts";
+import { buildBundleSpec, containerArgs, type RunRequest } from "./spec.ts";
 import { liveRuns, processStartTime, writeState } from "./state.ts";
 import { holdStopSignals, supervise } from "./supervise.ts";
 import { type Guard, startGuard } from "./guard.ts";
@@ -55,6 +55,8 @@ export interface RunOutcome {
 }
 
 const NAME_TRIES = 20;
+/** The image's ld.so.cache with the host MPI's libraries (`--mpi`), in the bundle. */
+const MPI_LD_CACHE = "mpi-ld.so.cache";
 /** The helper's request to end the container: SIGRTMIN+2, glibc's SIGRTMIN being 34. */
 const HELPER_END_SIGNAL = 36;
 
@@ -95,6 +97,17 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   logger.debug(`run path: ${choice.path}: ${choice.reason} (${now()})`);
   const launcher = launcherPassthrough(opts.preserveFds, user.env, request.mounts);
   for (const w of launcher.warnings) logger.warn(w);
+  // Loaded only by runs with --mpi; its checks refuse before anything is created.
+  const mpiModule = request.mpi && await import("../mpi/inject.ts");
+  const mpi = mpiModule &&
+    await mpiModule.injectMpi(
+      loaded.config,
+      request.mpi!.type,
+      image,
+      containerArgs(request, image),
+    );
+  for (const w of mpi?.warnings ?? []) logger.warn(w);
+  for (const d of mpi?.details ?? []) logger.debug(d);
 
   let base: RunBase | undefined;
   let claimed: Bundle | undefined;
@@ -135,8 +148,13 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       loaded.layout.execShim,
     );
     host.hooks = installedHooks(loaded);
+    let withMpi = request;
+    if (mpi !== undefined) {
+      Deno.writeFileSync(bundleFile(bundle, MPI_LD_CACHE), mpi.ldCache, { mode: 0o644 });
+      withMpi = mpiModule!.withInjection(request, mpi, join(dir, MPI_LD_CACHE));
+    }
     const built = await buildBundleSpec(
-      { ...request, mounts: [...request.mounts, ...launcher.mounts] },
+      { ...withMpi, mounts: [...withMpi.mounts, ...launcher.mounts] },
       image,
       loaded.config,
       { ...user, env: launcher.env },

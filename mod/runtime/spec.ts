@@ -79,6 +79,8 @@ export interface RunRequest {
   root: boolean;
   /** `--writable-tmpfs-size` in bytes: the driver's overlay size; not part of the spec. */
   writableTmpfsSize?: number;
+  /** `--mpi` / `--mpi-type`: the driver injects the host's MPI (mod/mpi/); not part of the spec. */
+  mpi?: { type?: string };
 }
 
 /** What the image store's metadata says about the image. */

@@ -128,7 +128,7 @@ function aptSources(mirrors: DebianMirrors): string {
 // ---------------------------------------------------------------------------
 // Build
 
-async function run(cmd: string, args: string[], logFile?: string): Promise<void> {
+export async function run(cmd: string, args: string[], logFile?: string): Promise<void> {
   const out = await new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "piped" })
     .output();
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
@@ -156,7 +156,7 @@ async function unmountBelow(dir: string): Promise<void> {
   for (const point of mounts) await run("umount", ["--lazy", point]);
 }
 
-async function removeTree(dir: string): Promise<void> {
+export async function removeTree(dir: string): Promise<void> {
   await unmountBelow(dir);
   await run("rm", ["-rf", "--one-file-system", "--", dir]);
 }
@@ -239,7 +239,7 @@ async function compressTo(
  * prefix, numeric uid/gid from the tree, PAX without the per-run atime and
  * ctime records, file capabilities kept, nothing from other filesystems.
  */
-async function packTree(root: string, out: string): Promise<Omit<DebianLayer, "path">> {
+export async function packTree(root: string, out: string): Promise<Omit<DebianLayer, "path">> {
   const top = [...Deno.readDirSync(root)].map((e) => e.name).sort();
   const child = new Deno.Command("tar", {
     args: [
@@ -267,7 +267,7 @@ async function packTree(root: string, out: string): Promise<Omit<DebianLayer, "p
   return packed;
 }
 
-async function writeAtomically(path: string, text: string): Promise<void> {
+export async function writeAtomically(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp-${crypto.randomUUID()}`;
   await Deno.writeTextFile(tmp, text, { mode: 0o644 });
   await Deno.rename(tmp, path);
