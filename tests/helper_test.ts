@@ -1134,8 +1134,12 @@ Deno.test("while the container runs, the helper holds no privilege and the calle
   await killedAfter(child, async () => {
     assertEquals(await out.next(), "65534");
     const container = Number(await out.next());
-    const [sleeper] = processesRunning(["sleep", subuid]);
-    assert(sleeper, "the sleeper runs");
+    // su has taken uid 65534 before its shell has become `sleep`.
+    assert(
+      await eventually(() => Promise.resolve(processesRunning(["sleep", subuid]).length > 0)),
+      "the sleeper runs",
+    );
+    const sleeper = processesRunning(["sleep", subuid])[0]!;
 
     const status = processStatus(child.pid);
     const { uid, gid } = f.user;
