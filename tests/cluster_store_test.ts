@@ -10,6 +10,7 @@
  */
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { runSite, testImages } from "./support/run.ts";
+import { makeKey, payloadFor, signPayload } from "./support/cosign.ts";
 import { busyboxImage, type Image, pushImage } from "./support/oci.ts";
 import { runAs, type TestUser, testUser, userArgv } from "./support/users.ts";
 import { publishImage, type PublishSource } from "../mod/image/cluster/publish.ts";
@@ -188,6 +189,42 @@ Deno.test("the cluster store's converter", async (t) => {
     },
   );
 
+  await t.step("where the site wants signatures, the converter verifies them itself", async () => {
+    const key = await makeKey();
+    await Deno.writeTextFile(`${site.dir}/site.pub`, key.pem, { mode: 0o644 });
+    await site.writeConfig({
+      store: { path: storePath, owner: OWNER, claimStaleSeconds: 2 },
+      signatures: [{ scope: "signed.example", policy: "require", keys: [`${site.dir}/site.pub`] }],
+    });
+    const third = busyboxImage({
+      extraEntries: [{ type: "file", path: "etc/third", content: "3\n" }],
+    });
+    const key3 = third.manifest.digest;
+    const src = { ...await source(third, work), registry: "signed.example" };
+    // A publisher that skips its own check gets nowhere: the converter refuses.
+    const err = await publishImage(converter(key3), src, silentLogger).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    assertMatch(
+      err?.message ?? "",
+      /requires a signature by .*site\.pub .* it has no cosign signature/,
+    );
+    const payload = payloadFor("signed.example/hpc/app", key3);
+    const signed = [{ payload, signature: await signPayload(key, payload) }];
+    const r = await publishImage(converter(key3), { ...src, signatures: signed }, silentLogger);
+    assertEquals(r.outcome, "published");
+    const meta = clusterMeta(
+      JSON.parse(Deno.readTextFileSync(`${imageDir(paths, key3)}/meta.json`)),
+      "",
+    );
+    assertEquals(meta.signatures.map((s) => [s.digest, s.repository]), [[
+      key3,
+      "signed.example/hpc/app",
+    ]]);
+    await site.writeConfig({ store: { path: storePath, owner: OWNER, claimStaleSeconds: 2 } });
+  });
+
   await t.step("an interrupted publish is taken over once its claim goes stale", async () => {
     const second = busyboxImage({
       extraEntries: [{ type: "file", path: "etc/second", content: "2\n" }],
@@ -216,9 +253,9 @@ Deno.test("the cluster store's converter", async (t) => {
     child.kill("SIGKILL");
     await child.status;
     assertEquals([...Deno.readDirSync(paths.staging)].length, 1);
-    assertEquals(
-      [...Deno.readDirSync(`${paths.images}/sha256`)].map((e) => e.name),
-      [digest.slice(7)],
+    assert(
+      ![...Deno.readDirSync(`${paths.images}/sha256`)].some((e) => e.name === key.slice(7)),
+      "a killed publish left an image",
     );
     const started = Date.now();
     const r = await publishImage(converter(key), src, silentLogger);
