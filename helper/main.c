@@ -12,6 +12,7 @@
  *                   -- RUNC_ARGS...
  *   shoal-mount check
  *   shoal-mount publish DIGEST
+ *   shoal-mount ref DIGEST
  *   shoal-mount unref DIGEST
  *   shoal-mount --version
  *
@@ -55,6 +56,10 @@
  *   keeps no hold on it: it runs as another uid, so they can neither trace
  *   nor signal it, and everything it takes from them (standard input) it
  *   checks against DIGEST.
+ * ref: a pull of an image the store already has: as the owner (same checks
+ *   and drop), records the caller's reference STORE/refs/UID/<algorithm>-<hex>
+ *   when STORE/images/<algorithm>/<hex>/image.sqsh is a regular file; no
+ *   converter runs, nothing is downloaded.
  * unref: the caller's `shoal rmi` of a store image: as the owner (same
  *   checks and drop), removes STORE/refs/UID/<algorithm>-<hex> for the
  *   caller's own uid, which is what the garbage collector counts.
@@ -350,6 +355,7 @@ int main(int argc, char **argv) {
   who_is_calling();
   if (strcmp(argv[1], "check") == 0 && argc == 2) check();
   if (strcmp(argv[1], "publish") == 0 && argc == 3) publish(argv[2]);
+  if (strcmp(argv[1], "ref") == 0 && argc == 3) ref(argv[2]);
   if (strcmp(argv[1], "unref") == 0 && argc == 3) unref(argv[2]);
   if (strcmp(argv[1], "run") != 0) usage("unknown command '%s'", argv[1]);
   int sep = 2;

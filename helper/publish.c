@@ -43,14 +43,41 @@ static int store_for(const char *action, const char *digest, struct config *cfg,
   return open_store(cfg, owner);
 }
 
+/* The caller's reference file, relative to the store. */
+static void ref_name(char name[PATH_MAX], const char *digest) {
+  size_t a = strcspn(digest, ":");
+  fmt_path(name, "refs/%u/%.*s-%s", (unsigned)me.uid, (int)a, digest, digest + a + 1);
+}
+
+void ref(const char *digest) {
+  struct config cfg = {0};
+  struct store_owner owner;
+  int store = store_for("ref", digest, &cfg, &owner);
+  drop_to(owner.uid, owner.gid, 0, NULL);
+  char image[PATH_MAX], dir[PATH_MAX], name[PATH_MAX];
+  size_t a = strcspn(digest, ":");
+  fmt_path(image, "images/%.*s/%s/" STORE_IMAGE_FILE, (int)a, digest, digest + a + 1);
+  struct stat st;
+  if (fstatat(store, image, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode))
+    refuse("pull the image again: it will be published", "the cluster store has no image %s", digest);
+  fmt_path(dir, "refs/%u", (unsigned)me.uid);
+  umask(022);
+  if (mkdirat(store, "refs", 0755) && errno != EEXIST) refuse("ask your admin", "cannot make refs: %s", ERR);
+  if (mkdirat(store, dir, 0755) && errno != EEXIST) refuse("ask your admin", "cannot make %s: %s", dir, ERR);
+  ref_name(name, digest);
+  int fd = openat(store, name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0) refuse("ask your admin", "cannot record \"%s/%s\": %s", cfg.store, name, ERR);
+  close(fd);
+  exit(0);
+}
+
 void unref(const char *digest) {
   struct config cfg = {0};
   struct store_owner owner;
   int store = store_for("unref", digest, &cfg, &owner);
   drop_to(owner.uid, owner.gid, 0, NULL);
   char name[PATH_MAX];
-  size_t a = strcspn(digest, ":");
-  fmt_path(name, "refs/%u/%.*s-%s", (unsigned)me.uid, (int)a, digest, digest + a + 1);
+  ref_name(name, digest);
   if (unlinkat(store, name, 0) && errno != ENOENT)
     refuse("ask your admin", "cannot remove \"%s/%s\": %s", cfg.store, name, ERR);
   exit(0);

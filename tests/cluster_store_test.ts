@@ -136,6 +136,11 @@ Deno.test("the cluster store's converter", async (t) => {
       .then(() => undefined, (e: Error) => e);
     assertMatch(bad?.message ?? "", /publish takes the manifest's digest/);
     assertEquals(committed(), undefined);
+    // A reference to an image the store does not have is refused, and none is recorded.
+    const ref = await runAs(user, helper, ["ref", digest]);
+    assertEquals(ref.code, 1);
+    assertMatch(ref.stderr, /the cluster store has no image sha256:/);
+    assertEquals([...Deno.readDirSync(paths.refs)], []);
   });
 
   await t.step(

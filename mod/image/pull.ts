@@ -29,6 +29,9 @@ import { repositoryFor } from "./store/repository.ts";
 import { LocalWriteError } from "./store/write_error.ts";
 import type { ImageRecord } from "./store/metadata.ts";
 import { storedImageAdmitted, verifyPulledImage } from "./signature/verify.ts";
+import { exists } from "./cluster/claim.ts";
+import { IMAGE_FILE, imageDir } from "./cluster/layout.ts";
+import { join } from "../path.ts";
 
 export interface PullRequest {
   reference: string;
@@ -175,13 +178,20 @@ export async function pull(
         throw err;
       });
 
-    const helper = loaded.paths.helper;
-    if (store.cluster !== undefined && helper !== undefined) {
+    if (store.cluster !== undefined) {
       // Published into the site's cluster store: converted there once, by its owner.
       const { publishImage } = await import("./cluster/publish.ts");
+      const { referStoreImage } = await import("./cluster/refs.ts");
       let downloadedAt = resolvedAt;
       try {
-        const outcome = await publishImage([helper, "publish", resolved.manifestDigest], {
+        // An image the store has costs no converter: the helper records the reference itself.
+        const found = exists(join(imageDir(store.cluster, resolved.manifestDigest), IMAGE_FILE));
+        if (found) await referStoreImage(loaded, resolved.manifestDigest);
+        const outcome = found ? { outcome: "exists" as const } : await publishImage([
+          loaded.paths.helper,
+          "publish",
+          resolved.manifestDigest,
+        ], {
           registry: ref.registry,
           repository: ref.repository,
           digest: resolved.manifestDigest,
