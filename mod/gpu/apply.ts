@@ -7,7 +7,7 @@
  */
 import type { OciSpec } from "../runtime/oci.ts";
 import { applyCdiDevices, type CdiContext, setEnv } from "../cdi/apply.ts";
-import { readDevices } from "../cdi/registry.ts";
+import { readDevices, type ResolvedDevice } from "../cdi/registry.ts";
 import type { GpuRequest } from "./option.ts";
 import { jobGpus } from "./job.ts";
 import { selectGpus } from "./select.ts";
@@ -28,11 +28,18 @@ export async function applyGpus(
   run: GpuRun,
   ctx: CdiContext,
   warnings: string[],
-): Promise<void> {
+): Promise<ResolvedDevice[]> {
   const known = await readDevices(ctx.dirs, ctx.checked);
   const selection = selectGpus(known, run.gpus, jobGpus(run.hostEnv), ctx.dirs);
-  await applyCdiDevices(spec, [...run.cdi, ...selection.devices], ctx, warnings, known);
+  const devices = await applyCdiDevices(
+    spec,
+    [...run.cdi, ...selection.devices],
+    ctx,
+    warnings,
+    known,
+  );
   for (const [name, value] of Object.entries(visibilityEnv(selection, spec.process.env))) {
     if (!run.userSet.includes(name)) setEnv(spec, `${name}=${value}`);
   }
+  return devices;
 }

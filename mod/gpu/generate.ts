@@ -16,6 +16,9 @@ import {
   minimumVersion,
 } from "../cdi/spec.ts";
 import { under } from "./discover.ts";
+import { type ElfInfo, isElf, readElfFile } from "../mpi/elf.ts";
+import { glibcNeed } from "../mpi/checks.ts";
+import { GLIBC_ANNOTATION, GLIBC_LIBRARY_ANNOTATION } from "../cdi/glibc.ts";
 
 /** A generated spec, and what the admin should know about what it lacks. */
 export interface Generated {
@@ -75,6 +78,24 @@ export function uniqueMounts(mounts: CdiMount[]): CdiMount[] {
 }
 
 /**
+ * The ELF files among mounts (driver libraries and programs), parsed, with
+ * their container paths: what they need of the image's glibc.
+ */
+function elfFiles(mounts: CdiMount[]): { path: string; elf: ElfInfo }[] {
+  return mounts.flatMap((m) => {
+    try {
+      if (!Deno.statSync(m.hostPath).isFile) return [];
+      using file = Deno.openSync(m.hostPath);
+      const head = new Uint8Array(4);
+      if (file.readSync(head) !== 4 || !isElf(head)) return [];
+      return [{ path: m.containerPath, elf: readElfFile(m.hostPath, false) }];
+    } catch {
+      return []; // not a file shoal can read: nothing to check
+    }
+  });
+}
+
+/**
  * The spec of `kind`: one device per GPU (by each of its names), "all" with
  * every GPU's edits, and what every device needs in the spec's own edits.
  */
@@ -90,6 +111,14 @@ export function finishSpec(
     name: "all",
     containerEdits: { deviceNodes: gpus.flatMap((g) => g.edits.deviceNodes ?? []) },
   });
-  const body = { kind, devices, containerEdits: common };
+  const need = glibcNeed(elfFiles(common.mounts ?? []));
+  const body = {
+    kind,
+    ...(need !== undefined && {
+      annotations: { [GLIBC_ANNOTATION]: need.version, [GLIBC_LIBRARY_ANNOTATION]: need.library },
+    }),
+    devices,
+    containerEdits: common,
+  };
   return checkSpec({ cdiVersion: minimumVersion(body), ...body });
 }

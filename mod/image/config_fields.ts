@@ -7,12 +7,21 @@ import type { NewImage } from "./store/metadata.ts";
 
 type ConfigFields = Pick<
   NewImage,
-  "env" | "entrypoint" | "cmd" | "workdir" | "user" | "labels" | "passwd" | "group" | "created"
+  | "env"
+  | "entrypoint"
+  | "cmd"
+  | "workdir"
+  | "user"
+  | "labels"
+  | "passwd"
+  | "group"
+  | "created"
+  | "glibc"
 >;
 
 export function configFields(
   config: ImageConfig,
-  tree: { passwd?: string; group?: string },
+  tree: { passwd?: string; group?: string; glibc?: string },
 ): ConfigFields {
   const c = config.config ?? {};
   return {
@@ -25,5 +34,6 @@ export function configFields(
     passwd: tree.passwd ?? "",
     group: tree.group ?? "",
     ...(config.created !== undefined && { created: config.created }),
+    ...(tree.glibc !== undefined && { glibc: tree.glibc }),
   };
 }

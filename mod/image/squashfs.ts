@@ -10,6 +10,7 @@ import { randomHex } from "../bytes.ts";
 import type { compressions } from "../config/choices.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError } from "../errors.ts";
+import { imageGlibc } from "./glibc.ts";
 import type { Logger } from "../log.ts";
 import { flattenLayers, type FlattenResult } from "./flatten.ts";
 import type { LayerBlob } from "./layer.ts";
@@ -67,6 +68,8 @@ export function siteSquashfsOptions(
 export interface SquashfsResult extends FlattenResult {
   /** Size of the squashfs file in bytes. */
   size: number;
+  /** The newest GLIBC_x.y the image's libc.so.6 defines (image/glibc.ts). */
+  glibc?: string;
 }
 
 /** Level ranges of the compressors, as `tar2sqfs -c NAME -X help` gives them. */
@@ -166,7 +169,9 @@ export async function buildSquashfs(
     await syncAndRename(tmp, dest);
     const { size } = await Deno.stat(dest);
     options.logger?.verbose(`wrote ${dest}: ${flattened.entries} entries, ${size} bytes`);
-    return { ...flattened, size };
+    // Kept with the image so that runs given host libraries compare without reading it.
+    const glibc = await imageGlibc(dest).catch(() => undefined);
+    return { ...flattened, size, ...(glibc !== undefined && { glibc }) };
   } catch (err) {
     await Deno.remove(tmp).catch(() => {});
     throw err;

@@ -84,10 +84,13 @@ export interface RunRequest {
 }
 
 /** What the image store's metadata says about the image. */
-export type ImageInfo = Pick<
-  ImageMetadata,
-  "env" | "entrypoint" | "cmd" | "workdir" | "user" | "passwd" | "group"
->;
+export type ImageInfo =
+  & Pick<
+    ImageMetadata,
+    "env" | "entrypoint" | "cmd" | "workdir" | "user" | "passwd" | "group" | "glibc"
+  >
+  /** Where it is stored, for the checks that read it (cdi/glibc.ts). */
+  & { reference?: string; squashfsPath?: string };
 
 /** The calling user, as the host knows them. */
 export interface UserInfo {
@@ -639,14 +642,22 @@ export async function buildBundleSpec(
       gidMappings: gids.mappings,
     };
     // Loaded only by runs that ask for CDI devices or GPUs: others read no spec dir.
+    let devices;
     if (request.gpus === undefined) {
       const { applyCdiDevices } = await import("../cdi/apply.ts");
-      await applyCdiDevices(spec, cdi, ctx, warnings);
+      devices = await applyCdiDevices(spec, cdi, ctx, warnings);
     } else {
       const { applyGpus } = await import("../gpu/apply.ts");
       const userSet = request.env.map((e) => e.name);
-      await applyGpus(spec, { gpus: request.gpus, cdi, hostEnv: user.env, userSet }, ctx, warnings);
+      devices = await applyGpus(
+        spec,
+        { gpus: request.gpus, cdi, hostEnv: user.env, userSet },
+        ctx,
+        warnings,
+      );
     }
+    const { checkDriverGlibc } = await import("../cdi/glibc.ts");
+    await checkDriverGlibc(devices, image);
   }
   if (config.seccompProfile !== undefined) {
     spec.linux.seccomp = seccompProfile(config.seccompProfile);

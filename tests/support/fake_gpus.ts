@@ -41,11 +41,24 @@ export async function fakeNode(root: string, path: string): Promise<void> {
   await must("mknod", ["-m", "666", full, "c", "1", "3"]);
 }
 
-/** An ELF shared library `file` with `soname`, holding the string `marker`. */
-export async function fakeLibrary(root: string, file: string, soname: string, marker: string) {
+/**
+ * An ELF shared library `file` with `soname`, holding the string `marker`;
+ * `newGlibc`: it calls dlopen, which this host's glibc versions GLIBC_2.34.
+ */
+export async function fakeLibrary(
+  root: string,
+  file: string,
+  soname: string,
+  marker: string,
+  newGlibc = false,
+) {
   const source = await Deno.makeTempFile({ suffix: ".c" });
   try {
-    await Deno.writeTextFile(source, `const char shoal_marker[] = "${marker}";\n`);
+    await Deno.writeTextFile(
+      source,
+      `const char shoal_marker[] = "${marker}";\n` +
+        (newGlibc ? "#include <dlfcn.h>\nvoid *shoal_load(void) { return dlopen(0, 0); }\n" : ""),
+    );
     await Deno.mkdir(`${root}${file.slice(0, file.lastIndexOf("/"))}`, { recursive: true });
     await must("gcc", [
       "-shared",
@@ -83,7 +96,12 @@ export async function fakePciGpu(root: string, address: string, vendor: string, 
  * an older driver, a library not of the driver, nvidia-smi (a script saying
  * "fake nvidia-smi VERSION") and the GSP firmware.
  */
-export async function fakeNvidiaNode(root: string, version: string, gpus = TWO_GPUS) {
+export async function fakeNvidiaNode(
+  root: string,
+  version: string,
+  gpus = TWO_GPUS,
+  newGlibc = false,
+) {
   await write(
     root,
     "/proc/driver/nvidia/version",
@@ -105,7 +123,13 @@ export async function fakeNvidiaNode(root: string, version: string, gpus = TWO_G
   for (const node of ["nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"]) {
     await fakeNode(root, `/dev/${node}`);
   }
-  await fakeLibrary(root, `${LIBDIR}/libcuda.so.${version}`, "libcuda.so.1", `libcuda ${version}`);
+  await fakeLibrary(
+    root,
+    `${LIBDIR}/libcuda.so.${version}`,
+    "libcuda.so.1",
+    `libcuda ${version}`,
+    newGlibc,
+  );
   await fakeLibrary(
     root,
     `${LIBDIR}/libnvidia-ml.so.${version}`,

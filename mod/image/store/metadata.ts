@@ -75,6 +75,8 @@ export const runFieldsShape = {
   group: string(),
   /** The image's creation time from its config, when it says. */
   created: optional(string()),
+  /** The newest GLIBC_x.y its libc.so.6 defines (image/glibc.ts); absent without one. */
+  glibc: optional(string()),
   /** Bytes of the squashfs file. */
   size: integer(0),
   /** Digests of the layer blobs the image was built from. */
