@@ -102,6 +102,10 @@ export const runCommand = defineCommand({
       "size limit of the writable layer (e.g. 2g)",
     ),
     preserveFds: value("--preserve-fds <N>", "pass file descriptors 3..3+N-1 to the container"),
+    join: value(
+      "--join <KEY>",
+      "share one container with the other runs given KEY (ranks of a Slurm, hydra or PMIx step on one node share one anyway)",
+    ),
   },
   more: `
 Options after IMAGE belong to the container's command. The container shares
@@ -160,6 +164,7 @@ Examples:
       centralized: opts.centralizedRepository,
       request,
       preserveFds,
+      join: opts.join,
       logger,
     });
     if (outcome.error !== undefined) {
