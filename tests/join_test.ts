@@ -9,6 +9,8 @@
 import { assert, assertEquals } from "./support/assert.ts";
 import { eventually, type RunSite, runSite } from "./support/run.ts";
 import type { RunState } from "../mod/runtime/state.ts";
+import { JOIN_DIR, keyDigest } from "../mod/runtime/join.ts";
+import { openRunBase } from "../mod/runtime/rundir.ts";
 
 /**
  * Rank $RANK of two: says its pid in the container's /tmp (private to one
@@ -20,11 +22,15 @@ const RANK = "echo $$ > /tmp/rank$RANK; o=$((1 - RANK)); i=0; " +
   "while [ ! -s /tmp/rank$o ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; " +
   "p=$(cat /tmp/rank$o); ls /proc/$p/fd >/dev/null && echo fd ok; " +
   'tr "\\0" "\\n" < /proc/$p/environ | grep "^RANK=" | sed "s/^/environ /"; ' +
-  "echo ns $(readlink /proc/self/ns/user /proc/self/ns/mnt); sleep 1";
+  "echo ns $(readlink /proc/self/ns/user) $(readlink /proc/self/ns/mnt); sleep 1";
 
-async function output(
-  child: Deno.ChildProcess,
-): Promise<{ code: number; out: string; err: string }> {
+interface Output {
+  code: number;
+  out: string;
+  err: string;
+}
+
+async function output(child: Deno.ChildProcess): Promise<Output> {
   const [status, out, err] = await Promise.all([
     child.status,
     new Response(child.stdout).text(),
@@ -33,28 +39,46 @@ async function output(
   return { code: status.code, out, err };
 }
 
-async function runs(site: RunSite): Promise<RunState[]> {
+/** The user's live runs named `name`. */
+async function runsNamed(site: RunSite, name: string): Promise<RunState[]> {
   const r = await site.shoal("user", ["ps", "--format", "json"]);
   assertEquals(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout);
+  return (JSON.parse(r.stdout) as RunState[]).filter((s) => s.name === name);
 }
 
-/** The user's run dir holds nothing of a run any more: no bundle, no join file. */
-async function runDirEmpty(site: RunSite): Promise<string[]> {
-  const r = await site.shoal("user", ["ps", "--format", "json"]);
+/**
+ * What is left in the user's run dir of the runs named `names` and of the
+ * step `key` (after a `shoal ps`, which removes what dead runs left).
+ */
+async function leftOf(site: RunSite, key: string, names: string[]): Promise<string[]> {
   const user = (await site.user("user"))!;
-  const base = `/run/user/${user.uid}/shoal`;
-  const ls = async (dir: string) => {
-    const names: string[] = [];
+  await site.shoal("user", ["ps"]);
+  const base = openRunBase({ uid: user.uid }, false)?.path ?? `/tmp/shoal-${user.uid}`;
+  const h = await keyDigest(`join:${key}`);
+  const paths = [
+    ...names.map((n) => `${base}/${n}`),
+    ...["json", "lock", "members"].map((x) => `${base}/${JOIN_DIR}/${h}.${x}`),
+  ];
+  const left: string[] = [];
+  for (const p of paths) {
     try {
-      for await (const e of Deno.readDir(dir)) names.push(e.name);
-    } catch { /* no such dir */ }
-    return names;
-  };
-  const tmp = `/tmp/shoal-${user.uid}`;
-  const left = [...await ls(base), ...await ls(tmp)].filter((n) => n !== ".join");
-  const join = [...await ls(`${base}/.join`), ...await ls(`${tmp}/.join`)];
-  return [...left, ...join, ...(r.stdout.trim() === "[]" ? [] : [r.stdout])];
+      await Deno.lstat(p);
+      left.push(p);
+    } catch { /* gone */ }
+  }
+  return left;
+}
+
+/** `shoal run --join KEY --name NAME IMAGE CMD...` as the user: NAME is the leader's. */
+function joined(
+  site: RunSite,
+  key: string,
+  name: string,
+  image: string,
+  cmd: string[],
+  env: string[] = [],
+) {
+  return site.spawn("user", ["run", "--join", key, "--name", name, ...env, image, ...cmd]);
 }
 
 for (const helper of [true, false]) {
@@ -65,30 +89,31 @@ for (const helper of [true, false]) {
     const key = `k${crypto.randomUUID().slice(0, 8)}`;
 
     await t.step("two runs with one --join KEY see one container", async () => {
+      const name = `j${crypto.randomUUID().slice(0, 8)}`;
       const ranks = [0, 1].map((rank) =>
-        site.spawn("user", ["run", "--join", key, "-e", `RANK=${rank}`, image, "sh", "-c", RANK])
+        joined(site, key, name, image, ["sh", "-c", RANK], ["-e", `RANK=${rank}`])
       );
-      const [a, b] = await Promise.all((await Promise.all(ranks)).map(output));
+      const [a, b] = (await Promise.all((await Promise.all(ranks)).map(output))) as [
+        Output,
+        Output,
+      ];
       assertEquals(a.code, 0, a.err);
       assertEquals(b.code, 0, b.err);
       for (const [r, other] of [[a, 1], [b, 0]] as const) {
         assert(r.out.includes("fd ok\n"), r.out + r.err);
         assert(r.out.includes(`environ RANK=${other}\n`), r.out + r.err);
       }
-      const ns = (text: string) => text.split("\n").find((l) => l.startsWith("ns "));
-      assertEquals(ns(a.out), ns(b.out));
+      const ns = (text: string) => text.split("\n").find((l) => l.startsWith("ns user:"));
       assert(ns(a.out) !== undefined, a.out);
-      assertEquals(await runDirEmpty(site), []);
+      assertEquals(ns(a.out), ns(b.out));
+      assertEquals(await leftOf(site, key, [name]), []);
     });
 
     await t.step("the first run ending does not end the others", async () => {
-      const first = await site.spawn("user", ["run", "--join", key, image, "sleep", "0.5"]);
-      assert(await eventually(async () => (await runs(site)).length === 1, 10_000));
-      const second = await site.spawn("user", [
-        "run",
-        "--join",
-        key,
-        image,
+      const name = `j${crypto.randomUUID().slice(0, 8)}`;
+      const first = await joined(site, key, name, image, ["sleep", "0.5"]);
+      assert(await eventually(async () => (await runsNamed(site, name)).length === 1, 10_000));
+      const second = await joined(site, key, name, image, [
         "sh",
         "-c",
         "sleep 2; echo still here; exit 3",
@@ -96,13 +121,14 @@ for (const helper of [true, false]) {
       const [a, b] = await Promise.all([output(first), output(second)]);
       assertEquals(a.code, 0, a.err);
       assertEquals([b.code, b.out], [3, "still here\n"], b.err);
-      assertEquals(await runDirEmpty(site), []);
+      assertEquals(await leftOf(site, key, [name]), []);
     });
 
     await t.step("a run asking for another container is refused in one line", async () => {
-      const first = await site.spawn("user", ["run", "--join", key, image, "sleep", "3"]);
+      const name = `j${crypto.randomUUID().slice(0, 8)}`;
+      const first = await joined(site, key, name, image, ["sleep", "3"]);
       try {
-        assert(await eventually(async () => (await runs(site)).length === 1, 10_000));
+        assert(await eventually(async () => (await runsNamed(site, name)).length === 1, 10_000));
         const r = await site.shoal("user", [
           "run",
           "--join",
@@ -118,18 +144,20 @@ for (const helper of [true, false]) {
       } finally {
         await output(first);
       }
+      assertEquals(await leftOf(site, key, [name]), []);
     });
 
     await t.step("the leader's shoal killed: the others end, nothing stays", async () => {
-      const first = await site.spawn("user", ["run", "--join", key, image, "sleep", "60"]);
-      assert(await eventually(async () => (await runs(site)).length === 1, 10_000));
-      const [leader] = await runs(site);
-      const second = await site.spawn("user", ["run", "--join", key, image, "sleep", "60"]);
-      // The joiner's rank runs: a second sleep in the leader's run dir's container.
+      const name = `j${crypto.randomUUID().slice(0, 8)}`;
+      const first = await joined(site, key, name, image, ["sleep", "60"]);
+      assert(await eventually(async () => (await runsNamed(site, name)).length === 1, 10_000));
+      const [leader] = await runsNamed(site, name);
+      const second = await joined(site, key, name, image, ["sh", "-c", "touch /tmp/in; sleep 60"]);
+      // The joiner's rank runs in the leader's container.
       assert(
         await eventually(async () => {
-          const r = await site.shoal("user", ["exec", leader!.name, "sh", "-c", "pgrep -c sleep"]);
-          return r.stdout.trim() === "2";
+          const r = await site.shoal("user", ["exec", name, "test", "-e", "/tmp/in"]);
+          return r.code === 0;
         }, 10_000),
       );
       const started = Date.now();
@@ -139,8 +167,8 @@ for (const helper of [true, false]) {
       assert(b.code !== 0, b.out + b.err);
       assert(Date.now() - started < 15_000, "the joined run ended soon");
       assert(
-        await eventually(async () => (await runDirEmpty(site)).length === 0, 10_000),
-        (await runDirEmpty(site)).join(" "),
+        await eventually(async () => (await leftOf(site, key, [name])).length === 0, 10_000),
+        (await leftOf(site, key, [name])).join(" "),
       );
     });
 
@@ -156,7 +184,7 @@ for (const helper of [true, false]) {
         "readlink /proc/self/ns/mnt > /tmp/ns; sleep 30",
       ]);
       try {
-        assert(await eventually(async () => (await runs(site)).length === 1, 10_000));
+        assert(await eventually(async () => (await runsNamed(site, name)).length === 1, 10_000));
         const user = (await site.user("user"))!;
         const r = await site.shoal("user", [
           "exec",
@@ -179,9 +207,9 @@ for (const helper of [true, false]) {
       }
       const missing = await site.shoal("user", ["exec", name, "true"]);
       assertEquals(missing.code, 1);
-      assertEquals(
-        missing.stderr.trim().split("\n")[0],
-        `shoal: error: no running container named '${name}'`,
+      assert(
+        missing.stderr.startsWith(`shoal: error: no running container named '${name}'`),
+        missing.stderr,
       );
     });
   });

@@ -98,9 +98,12 @@ export async function runInStep(ctx: RunContext, step: StepKey): Promise<RunOutc
       }
       // Both locks are theirs to release from here.
       const record = liveRecord(ctx.base, dir, h);
-      return record === undefined
-        ? await lead(ctx, dir, h, election, member, step)
-        : await joinStep(ctx, record, election, member, step);
+      if (record === undefined) return await lead(ctx, dir, h, election, member, step);
+      try {
+        return await joinStep(ctx, record, election, member, step);
+      } finally {
+        removeOrphaned(ctx.base, dir, h);
+      }
     }
   } finally {
     closeFd(dir);
@@ -247,17 +250,36 @@ async function lastOut(ctx: RunContext, dir: number, h: string, step: StepKey): 
     }
     const election = await lockAt(dir, `${h}.lock`, Date.now() + grace + END_MS, step);
     try {
-      for (const name of [`${h}.json`, `${h}.members`, `${h}.lock`]) {
-        try {
-          Deno.removeSync(fdPath(dir, name));
-        } catch { /* gone already */ }
-      }
+      removeStepFiles(dir, h);
     } finally {
       release(election);
       release(file);
     }
   } finally {
     stop.release();
+  }
+}
+
+/**
+ * The step's files, when its leader is gone (killed: its container went
+ * with it) and no rank is left: the last rank out removes them.
+ */
+function removeOrphaned(base: RunBase, dir: number, h: string): void {
+  const election = tryLockAt(dir, `${h}.lock`, true);
+  const members = election && tryLockAt(dir, `${h}.members`, true);
+  try {
+    if (members !== undefined && liveRecord(base, dir, h) === undefined) removeStepFiles(dir, h);
+  } finally {
+    if (members !== undefined) release(members);
+    if (election !== undefined) release(election);
+  }
+}
+
+function removeStepFiles(dir: number, h: string): void {
+  for (const name of [`${h}.json`, `${h}.members`, `${h}.lock`]) {
+    try {
+      Deno.removeSync(fdPath(dir, name));
+    } catch { /* gone already */ }
   }
 }
 
@@ -390,7 +412,8 @@ async function lockAt(
   }
 }
 
-async function keyDigest(key: string): Promise<string> {
+/** The step files' name for `key` (H in the header). */
+export async function keyDigest(key: string): Promise<string> {
   const bytes = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
   return Array.from(new Uint8Array(bytes).subarray(0, 16), (b) => b.toString(16).padStart(2, "0"))
     .join("");

@@ -28,7 +28,7 @@ import { BUNDLE, type Bundle, bundleFile, runBaseFor } from "./rundir.ts";
 import { type EarlyStop, holdStopSignals, supervise } from "./supervise.ts";
 
 /** runc exec's own fatal error on stderr. */
-const EXEC_FATAL_PREFIX = "runc exec failed: ";
+const EXEC_FATAL_PREFIX = "exec failed: ";
 const SIGKILL = 9;
 
 export interface ExecRequest {
