@@ -6,7 +6,8 @@
  * rank of a step on a node joins one container (join.ts), found by a key:
  *
  * - `--join KEY`: the user's own, for any launcher (or none);
- * - Slurm: SLURM_JOB_ID.SLURM_STEP_ID, when the step has more than one task
+ * - Slurm: SLURM_JOB_ID.SLURM_STEP_ID (and its srun's SLURM_SRUN_COMM_PORT),
+ *   when the step has more than one task
  *   on this node (SLURM_STEP_TASKS_PER_NODE, e.g. "4(x2),1", at this node's
  *   index SLURM_NODEID: what srun gives each task);
  * - MPICH's hydra: its proxy on this node (the hydra_pmi_proxy process the
@@ -42,8 +43,10 @@ export function stepKey(
   const step = env.SLURM_STEP_ID;
   if (job !== undefined && step !== undefined) {
     const local = slurmLocalTasks(env.SLURM_STEP_TASKS_PER_NODE, env.SLURM_NODEID);
+    // The step's srun (its port) too: a job id alone is reused when a cluster starts afresh.
+    const srun = env.SLURM_SRUN_COMM_PORT ?? "";
     return local !== undefined && local > 1
-      ? { key: `slurm:${job}.${step}`, source: "slurm", localRanks: local }
+      ? { key: `slurm:${job}.${step}:${srun}`, source: "slurm", localRanks: local }
       : undefined;
   }
   const hydra = count(env.MPI_LOCALNRANKS);
