@@ -11,6 +11,7 @@ import { eventually, type RunSite, runSite } from "./support/run.ts";
 import type { RunState } from "../mod/runtime/state.ts";
 import { JOIN_DIR, keyDigest } from "../mod/runtime/join.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
+import { slurmLocalTasks, stepKey } from "../mod/runtime/step_key.ts";
 
 /**
  * Rank $RANK of two: says its pid in the container's /tmp (private to one
@@ -214,3 +215,30 @@ for (const helper of [true, false]) {
     });
   });
 }
+
+Deno.test("step keys: ranks of one step on one node share; a lone rank does not", () => {
+  const slurm = {
+    SLURM_JOB_ID: "7",
+    SLURM_STEP_ID: "0",
+    SLURM_SRUN_COMM_PORT: "4242",
+    SLURM_STEP_TASKS_PER_NODE: "3(x2),1",
+  };
+  assertEquals(stepKey({ ...slurm, SLURM_NODEID: "1" }), {
+    key: "slurm:7.0:4242",
+    source: "slurm",
+    localRanks: 3,
+  });
+  assertEquals(stepKey({ ...slurm, SLURM_NODEID: "2" }), undefined);
+  assertEquals(slurmLocalTasks("2(x3),1", "3"), 1);
+  assertEquals(slurmLocalTasks("garbage", "0"), undefined);
+  const hydra = { PMI_RANK: "1", MPI_LOCALNRANKS: "2" };
+  assertEquals(stepKey(hydra, undefined, () => "99.123"), {
+    key: "hydra:99.123",
+    source: "hydra",
+    localRanks: 2,
+  });
+  assertEquals(stepKey({ ...hydra, MPI_LOCALNRANKS: "1" }, undefined, () => "99.123"), undefined);
+  assertEquals(stepKey({ PMIX_NAMESPACE: "ns", OMPI_COMM_WORLD_LOCAL_SIZE: "4" })?.key, "pmix:ns");
+  assertEquals(stepKey({}), undefined);
+  assertEquals(stepKey(slurm, "mine"), { key: "join:mine", source: "join" });
+});

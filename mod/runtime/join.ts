@@ -57,6 +57,7 @@ import {
   bundleFile,
   closeBundle,
   componentWhy,
+  NAME_PATTERN,
   removeBundle,
   type RunBase,
 } from "./rundir.ts";
@@ -328,7 +329,8 @@ function liveRecord(base: RunBase, dir: number, h: string): StepRecord | undefin
   } catch {
     return undefined; // none yet, or its leader died while writing it
   }
-  if (typeof record?.name !== "string" || typeof record.container !== "object") return undefined;
+  if (typeof record?.name !== "string" || !NAME_PATTERN.test(record.name)) return undefined;
+  if (typeof record.container !== "object" || record.container === null) return undefined;
   const state = readState(base, record.name);
   try {
     const info = lstatAt(base.fd, record.name);

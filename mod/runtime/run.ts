@@ -2,7 +2,8 @@
  * `shoal run`'s engine: finds the image, picks the path, writes the bundle,
  * launches and supervises the container, and removes every file of the run
  * when it ends. Returns the container's exit status; prints nothing (warnings
- * and debug lines go to the logger).
+ * and debug lines go to the logger). The path's own steps are launch.ts's;
+ * runs that share a container (a step's ranks, `--join`) go on in join.ts.
  */
 import { join } from "../path.ts";
 import type { LoadedConfig } from "../config/load.ts";
