@@ -173,6 +173,29 @@ for (const helper of [true, false]) {
       );
     });
 
+    await t.step("a signal to a rank's shoal reaches that rank only", async () => {
+      const name = `j${crypto.randomUUID().slice(0, 8)}`;
+      const first = await joined(site, key, name, image, ["sh", "-c", "sleep 3; echo first"]);
+      assert(await eventually(async () => (await runsNamed(site, name)).length === 1, 10_000));
+      const second = await joined(site, key, name, image, [
+        "sh",
+        "-c",
+        'trap "echo got TERM; exit 5" TERM; touch /tmp/ready; while :; do sleep 0.1; done',
+      ]);
+      assert(
+        await eventually(
+          async () =>
+            (await site.shoal("user", ["exec", name, "test", "-e", "/tmp/ready"])).code === 0,
+          10_000,
+        ),
+      );
+      Deno.kill(second.pid, "SIGTERM");
+      const [a, b] = await Promise.all([output(first), output(second)]);
+      assertEquals([b.code, b.out], [5, "got TERM\n"], b.err);
+      assertEquals([a.code, a.out], [0, "first\n"], a.err);
+      assertEquals(await leftOf(site, key, [name]), []);
+    });
+
     await t.step("shoal exec: a command in a named run, its status and identity", async () => {
       const name = `x${crypto.randomUUID().slice(0, 8)}`;
       const main = await site.spawn("user", [
@@ -200,8 +223,19 @@ for (const helper of [true, false]) {
         ]);
         assertEquals([r.code, r.stdout], [7, `${user.uid} image y /tmp\nsame\n`], r.stderr);
         const root = await site.shoal("user", ["exec", "-u", "root", name, "true"]);
+        // Started before the run ends: it ends with it.
+        const lingering = await site.spawn("user", ["exec", name, "sleep", "31.5"]);
+        assert(
+          await eventually(async () => {
+            const ps = await site.shoal("user", ["exec", name, "ps", "-o", "args"]);
+            return ps.stdout.includes("sleep 31.5");
+          }, 10_000),
+        );
         assertEquals(root.code, 2, root.stderr);
         assert(root.stderr.includes("-u root:"), root.stderr);
+        await site.shoal("user", ["kill", name]);
+        const ended = await output(lingering);
+        assert(ended.code !== 0, ended.err);
       } finally {
         await site.shoal("user", ["kill", name]);
         await output(main);

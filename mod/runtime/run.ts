@@ -193,8 +193,8 @@ export function startLaunch(ctx: RunContext, bundle: Bundle): Launch {
   });
 }
 
-/** The run's config.json and identity files for a container in the bundle dir `dir`. */
-export function specFor(ctx: RunContext, dir: string, init: boolean): Promise<BundleSpec> {
+/** The run's config.json and identity files for a container in the bundle dir `dir`; warns. */
+export async function specFor(ctx: RunContext, dir: string, init: boolean): Promise<BundleSpec> {
   const { loaded, opts: { request }, launcher } = ctx;
   const host = hostInfo(
     ctx.path === "helper" ? { kind: "join", path: join(dir, USERNS_FILE) } : { kind: "inherit" },
@@ -203,13 +203,15 @@ export function specFor(ctx: RunContext, dir: string, init: boolean): Promise<Bu
     loaded.layout.execShim,
   );
   host.hooks = installedHooks(loaded);
-  return buildBundleSpec(
+  const built = await buildBundleSpec(
     { ...request, init, mounts: [...request.mounts, ...launcher.mounts] },
     ctx.image,
     loaded.config,
     { ...ctx.user, env: launcher.env },
     host,
   );
+  for (const w of built.warnings) ctx.opts.logger.warn(w);
+  return built;
 }
 
 /** Writes config.json (`spec`: the run's, or a step container's) and the identity files. */
