@@ -3,7 +3,8 @@
  * IMAGE true` (one container, every rank joins it with runc exec; what
  * `srun -n 64 shoal run` does, join.ts) against 64 concurrent bare `runc run`
  * of the same image's bundle (64 containers), and against 64 concurrent plain
- * `shoal run` (64 containers), on both run paths: total wall time from the
+ * `shoal run` (64 containers), and 64 `shoal version` (what a shoal process
+ * costs before it runs anything), on both run paths: total wall time from the
  * start to the last rank's end, and the median per rank, medians of ROUNDS
  * rounds. Run as root (it sets up a site install and runs everything as the
  * test user).
@@ -42,9 +43,17 @@ for (const path of ["helper", "unprivileged"] as const) {
     site.bin,
     ["run", "--root", "--join", `${key}-${round}`, site.image, "true"],
   ]);
-  const alone = await medianWave(() => [site.bin, ["run", "--root", site.image, "true"]]);
+  // Names of their own: generated ones are reused within a wave, where a run's sweep of
+  // ended runs can remove a new run's bundle of the same name (a known race, state.ts).
+  const alone = await medianWave((round, i) => [
+    site.bin,
+    ["run", "--root", "--name", `${key}-${round}-${i}`, site.image, "true"],
+  ]);
+  // What every rank's shoal costs before it does anything: Deno's start and the CLI.
+  const started = await medianWave(() => [site.bin, ["version"]]);
   console.log(`path: ${path}`);
   line("runc run x64 (floor)", runc, runc);
   line("shoal run --join (one container)", joined, runc);
   line("shoal run (64 containers)", alone, runc);
+  line("shoal version x64 (start-up alone)", started, runc);
 }

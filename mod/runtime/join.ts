@@ -191,6 +191,9 @@ async function joinStep(
   const fd = openAt(base.fd, record.name, O.RDONLY | O.DIRECTORY);
   const bundle: Bundle = { name: record.name, path: `${base.path}/${record.name}`, fd };
   try {
+    // Its membership keeps the container: the others need not wait while it builds its spec.
+    const state = readState(base, record.name)!;
+    release(election);
     // Built for that bundle, as the leader built it for its own.
     const spec = (await specFor(ctx, bundle.path, true)).spec;
     const differs = firstDifference(record.container, whatItIs(ctx, spec));
@@ -204,8 +207,6 @@ async function joinStep(
         },
       );
     }
-    const state = readState(base, record.name)!;
-    release(election);
     ctx.opts.logger.debug(`joining ${record.name} (${ctx.now()})`);
     return await execProcess({
       runc: ctx.loaded.paths.runc!,
@@ -394,7 +395,12 @@ function tryLockAt(dir: number, name: string, exclusive: boolean): Deno.FsFile |
   return undefined;
 }
 
-/** Takes `name`'s exclusive flock, waiting for it until `deadline`. */
+/**
+ * Takes `name`'s exclusive flock, waiting for it until `deadline`: blocked in
+ * flock(2) on a thread of Deno's pool, so that the kernel hands it on at once
+ * (64 ranks polling would cost more than they wait). A wait that times out
+ * ends shoal, and the blocked call with it.
+ */
 async function lockAt(
   dir: number,
   name: string,
@@ -402,15 +408,21 @@ async function lockAt(
   step: StepKey,
 ): Promise<Deno.FsFile> {
   for (;;) {
-    const file = tryLockAt(dir, name, true);
-    if (file !== undefined) return file;
-    if (Date.now() > deadline) {
+    const file = openIn(dir, name);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
+    });
+    const locked = await Promise.race([file.lock(true).then(() => true), late]);
+    clearTimeout(timer);
+    if (!locked) {
       throw new ShoalError(
         `${describeKey(step)}: timed out waiting for the step's container (${name} is locked)`,
         { hint: "another rank of the step is stuck starting it: end the step and run it again" },
       );
     }
-    await sleep(POLL_MS);
+    if (stillThere(dir, name, file)) return file;
+    release(file);
   }
 }
 
