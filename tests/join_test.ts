@@ -15,13 +15,17 @@ import { slurmLocalTasks, stepKey } from "../mod/runtime/step_key.ts";
 
 /**
  * Rank $RANK of two: says its pid in the container's /tmp (private to one
- * container), waits for the other's, lists the other's descriptors and reads
- * its environment (both need the same user namespace), then says its
- * namespaces and waits a moment so that the other can look at it too.
+ * container), waits for the other's, lists the other's descriptors, reads a
+ * byte of its memory and its environment (all need the same user namespace),
+ * then says its namespaces and waits a moment so that the other can look at
+ * it too.
  */
 const RANK = "echo $$ > /tmp/rank$RANK; o=$((1 - RANK)); i=0; " +
   "while [ ! -s /tmp/rank$o ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; " +
   "p=$(cat /tmp/rank$o); ls /proc/$p/fd >/dev/null && echo fd ok; " +
+  // Its memory, as cross-memory attach (process_vm_readv) reads it: the same ptrace check.
+  "a=$((0x$(head -n1 /proc/$p/maps | cut -d- -f1))); " +
+  '[ "$(dd if=/proc/$p/mem bs=1 count=1 skip=$a 2>/dev/null | wc -c)" = 1 ] && echo mem ok; ' +
   'tr "\\0" "\\n" < /proc/$p/environ | grep "^RANK=" | sed "s/^/environ /"; ' +
   "echo ns $(readlink /proc/self/ns/user) $(readlink /proc/self/ns/mnt); sleep 1";
 
@@ -101,7 +105,7 @@ for (const helper of [true, false]) {
       assertEquals(a.code, 0, a.err);
       assertEquals(b.code, 0, b.err);
       for (const [r, other] of [[a, 1], [b, 0]] as const) {
-        assert(r.out.includes("fd ok\n"), r.out + r.err);
+        assert(r.out.includes("fd ok\nmem ok\n"), r.out + r.err);
         assert(r.out.includes(`environ RANK=${other}\n`), r.out + r.err);
       }
       const ns = (text: string) => text.split("\n").find((l) => l.startsWith("ns user:"));

@@ -260,6 +260,8 @@ for (const helper of [true, false]) {
 
       await t.step("scancel of a shared step: nothing of it stays", async () => {
         const name = `cancelled-${crypto.randomUUID().slice(0, 8)}`;
+        // A duration of its own: the host's process table is shared, other tests sleep too.
+        const sleep = `60.${Math.floor(Math.random() * 1e6)}`;
         const [cmd, ...args] = slurm.argv(user, "srun", [
           "-n",
           "3",
@@ -267,10 +269,11 @@ for (const helper of [true, false]) {
           `--job-name=${name}`,
           "sh",
           "-c",
-          'exec "$0" run --name "$1" "$2" sh -c "sleep 60"',
+          'exec "$0" run --name "$1" "$2" sleep "$3"',
           site.bin,
           name,
           image,
+          sleep,
         ]);
         const srun = new Deno.Command(cmd!, {
           args,
@@ -288,7 +291,7 @@ for (const helper of [true, false]) {
           assert(
             await eventually(async () => {
               const r = await site.shoal("user", ["exec", name, "sh", "-c", "ps -o args"]);
-              return r.stdout.split("\n").filter((l) => l.startsWith("sleep 60")).length === 3;
+              return r.stdout.split("\n").filter((l) => l === `sleep ${sleep}`).length === 3;
             }, 15_000),
           );
           const cancel = await slurm.run(user, "scancel", [`--name=${name}`]);
@@ -299,7 +302,12 @@ for (const helper of [true, false]) {
               [...await joinFiles(base)].every((f) => before.has(f)),
             15_000,
           );
-          assert(gone, `left: ${slurm.jobProcesses().join("; ") || `files in ${base}`}`);
+          assert(
+            gone,
+            `left: ${slurm.jobProcesses().join("; ")} ${
+              [...await joinFiles(base)].filter((f) => !before.has(f)).join(" ")
+            } ${(await exists(`${base}/${name}`)) ? name : ""}`,
+          );
         } finally {
           await slurm.run(user, "scancel", [`--name=${name}`]);
           try {

@@ -64,7 +64,7 @@ import {
 import { INIT_PATH } from "./spec.ts";
 import { isRunProcess, readState, writeState } from "./state.ts";
 import type { StepKey } from "./step_key.ts";
-import { holdStopSignals } from "./supervise.ts";
+import { type EarlyStop, holdStopSignals } from "./supervise.ts";
 
 /** The directory of the join files in the run base. */
 export const JOIN_DIR = ".join";
@@ -122,6 +122,9 @@ async function lead(
 ): Promise<RunOutcome> {
   const { request } = ctx.opts;
   const logger = ctx.opts.logger;
+  // Until its files are removed: a stop signal (scancel's TERM comes to every process of
+  // the step, more than once) must not end this shoal before that.
+  const stop = holdStopSignals();
   const bundle = claimName(ctx.base, request.name);
   let launch: Launch | undefined;
   let container: ReturnType<typeof spawn> | undefined;
@@ -161,21 +164,22 @@ async function lead(
     });
     release(member);
     logger.debug(`own rank ended with ${outcome.status}; waiting for the others (${ctx.now()})`);
-    await lastOut(ctx, dir, h, step);
+    await lastOut(ctx, dir, h, step, stop);
     return outcome;
   } finally {
     release(election);
     release(member);
-    if (container !== undefined) {
-      launch!.end(container.pid);
-      if (await statusWithin(container, END_MS) === undefined) {
-        libc().kill(container.pid, SIGKILL);
-        await container.status;
-      }
-    }
+    // Ended and finished at once (path B's guard then sweeps once after the other):
+    // Slurm's KillWait after scancel may be short.
+    if (container !== undefined) launch!.end(container.pid);
     await launch?.finish();
+    if (container !== undefined && await statusWithin(container, END_MS) === undefined) {
+      libc().kill(container.pid, SIGKILL);
+      await container.status;
+    }
     closeBundle(bundle);
     removeBundle(ctx.base, bundle.name);
+    stop.release();
   }
 }
 
@@ -238,13 +242,18 @@ async function joinStep(
  * stopTimeoutSeconds), then removes the step's files under the election lock:
  * from then on a rank that comes starts a new container.
  */
-async function lastOut(ctx: RunContext, dir: number, h: string, step: StepKey): Promise<void> {
-  const stop = holdStopSignals();
+async function lastOut(
+  ctx: RunContext,
+  dir: number,
+  h: string,
+  step: StepKey,
+  stop: EarlyStop,
+): Promise<void> {
   const grace = ctx.loaded.config.runtime.stopTimeoutSeconds * 1000;
   let stoppedAt: number | undefined;
   const members = tryLockAt(dir, `${h}.members`, true);
+  const file = members ?? Deno.openSync(fdPath(dir, `${h}.members`), { read: true });
   try {
-    const file = members ?? Deno.openSync(fdPath(dir, `${h}.members`), { read: true });
     while (members === undefined && !file.tryLockSync(true)) {
       if (stop.signal !== undefined) stoppedAt ??= Date.now();
       if (stoppedAt !== undefined && Date.now() - stoppedAt > grace) break;
@@ -255,10 +264,9 @@ async function lastOut(ctx: RunContext, dir: number, h: string, step: StepKey): 
       removeStepFiles(dir, h);
     } finally {
       release(election);
-      release(file);
     }
   } finally {
-    stop.release();
+    release(file);
   }
 }
 
