@@ -17,8 +17,7 @@ import { slurmLocalTasks, stepKey } from "../mod/runtime/step_key.ts";
  * Rank $RANK of two: says its pid in the container's /tmp (private to one
  * container), waits for the other's, lists the other's descriptors, reads a
  * byte of its memory and its environment (all need the same user namespace),
- * then says its namespaces and waits a moment so that the other can look at
- * it too.
+ * then says its namespaces and waits until the other has looked at it too.
  */
 const RANK = "echo $$ > /tmp/rank$RANK; o=$((1 - RANK)); i=0; " +
   "while [ ! -s /tmp/rank$o ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; " +
@@ -27,7 +26,8 @@ const RANK = "echo $$ > /tmp/rank$RANK; o=$((1 - RANK)); i=0; " +
   "a=$((0x$(head -n1 /proc/$p/maps | cut -d- -f1))); " +
   '[ "$(dd if=/proc/$p/mem bs=1 count=1 skip=$a 2>/dev/null | wc -c)" = 1 ] && echo mem ok; ' +
   'tr "\\0" "\\n" < /proc/$p/environ | grep "^RANK=" | sed "s/^/environ /"; ' +
-  "echo ns $(readlink /proc/self/ns/user) $(readlink /proc/self/ns/mnt); sleep 1";
+  "echo ns $(readlink /proc/self/ns/user) $(readlink /proc/self/ns/mnt); touch /tmp/done$RANK; " +
+  "i=0; while [ ! -e /tmp/done$o ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done";
 
 interface Output {
   code: number;
