@@ -8,6 +8,7 @@
  */
 import { assert, assertEquals } from "./support/assert.ts";
 import { eventually, type RunSite, runSite } from "./support/run.ts";
+import { runAs } from "./support/users.ts";
 import type { RunState } from "../mod/runtime/state.ts";
 import { JOIN_DIR, keyDigest } from "../mod/runtime/join.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
@@ -112,6 +113,22 @@ for (const helper of [true, false]) {
       assert(ns(a.out) !== undefined, a.out);
       assertEquals(ns(a.out), ns(b.out));
       assertEquals(await leftOf(site, key, [name]), []);
+    });
+
+    await t.step("hydra's mpiexec: the ranks on this node share one container", async () => {
+      const user = (await site.user("user"))!;
+      const r = await runAs(user, "mpiexec", [
+        "-n",
+        "2",
+        site.bin,
+        "run",
+        image,
+        "readlink",
+        "/proc/self/ns/mnt",
+      ]);
+      assertEquals(r.code, 0, r.stderr);
+      const [a, b] = r.stdout.trim().split("\n");
+      assert(a?.startsWith("mnt:[") && a === b, r.stdout);
     });
 
     await t.step("the first run ending does not end the others", async () => {
