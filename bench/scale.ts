@@ -8,31 +8,15 @@
  *   .tools/bin/deno run -A bench/scale.ts [CONTAINERS]
  */
 import { RUNC, runcArgs, runSite } from "./lib/run_site.ts";
-import { median } from "./lib/stats.ts";
+import { type Wave, wave } from "./lib/wave.ts";
 
 const count = Number(Deno.args[0] ?? 64);
 await using site = await runSite();
 await site.usePath("helper");
 
-async function wave(
-  start: (i: number) => [string, string[]],
-): Promise<{ wall: number; each: number }> {
-  const began = performance.now();
-  const times = await Promise.all(
-    Array.from({ length: count }, async (_, i) => {
-      const [cmd, args] = start(i);
-      const t = performance.now();
-      const r = await site.run(cmd, args);
-      if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.stderr.trim()}`);
-      return performance.now() - t;
-    }),
-  );
-  return { wall: performance.now() - began, each: median(times) };
-}
-
-const runc = await wave((i) => [RUNC, runcArgs(site, `scale-${Deno.pid}-${i}`)]);
-const shoal = await wave(() => [site.bin, ["run", "--root", site.image, "true"]]);
-const line = (name: string, w: { wall: number; each: number }) =>
+const runc = await wave(site, count, (i) => [RUNC, runcArgs(site, `scale-${Deno.pid}-${i}`)]);
+const shoal = await wave(site, count, () => [site.bin, ["run", "--root", site.image, "true"]]);
+const line = (name: string, w: Wave) =>
   console.log(
     `  ${name.padEnd(26)} total ${(w.wall / 1000).toFixed(2).padStart(6)} s   ` +
       `per container ${w.each.toFixed(0).padStart(5)} ms`,

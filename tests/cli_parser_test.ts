@@ -132,7 +132,6 @@ Deno.test("did-you-mean guesses only close misspellings; other tools' commands g
   const advice: [string, string][] = [
     ["logs", "goes where its 'shoal run' writes"],
     ["shell", "'shoal run -it IMAGE sh'"],
-    ["exec", "cannot enter a running container; 'shoal run IMAGE COMMAND'"],
     ["build", "build with docker, podman or buildah"],
     ["start", "started by 'shoal run'"],
     ["stop", "'shoal kill NAME TERM'"],

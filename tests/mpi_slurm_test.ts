@@ -3,14 +3,10 @@
  * (tests/support/slurm.ts), as an unprivileged user, on both run paths:
  * both ranks run hello on the injected host MPI and see each other.
  *
- * Each rank has its own container today (two sibling user namespaces), so
- * MPICH 4's UCX needs `UCX_POSIX_USE_PROC_LINK=n` (it cannot open the peer's
- * /proc/PID/fd) and `UCX_TLS=^cma` (process_vm_readv is refused between
- * the namespaces); without them MPI_Init fails ("initial_address_exchange
- * ... Shared memory error"), with the injected MPI as with the image's own.
- * Once the ranks of a step share one container (issue 12, item 2) these
- * variables go. MPICH 3 (ch3:nemesis) needs none: its shared memory is files
- * in /dev/shm, which the containers share.
+ * The ranks of the step share one container (mod/runtime/join.ts), so
+ * MPICH 4 over UCX needs no transport settings: with a container each,
+ * UCX could not open the peer's /proc/PID/fd nor use cross-memory attach,
+ * and MPI_Init failed ("initial_address_exchange ... Shared memory error").
  */
 import { assertEquals, assertMatch } from "./support/assert.ts";
 import { runSite } from "./support/run.ts";
@@ -18,7 +14,6 @@ import { startSlurm } from "./support/slurm.ts";
 import { mpiSite } from "./support/mpi_images.ts";
 
 const sorted = (text: string) => text.trim().split("\n").map((l) => l.trimEnd()).sort();
-const UCX_APART = { UCX_TLS: "^cma", UCX_POSIX_USE_PROC_LINK: "n" };
 
 for (const helper of [true, false]) {
   const tag = helper ? "path A (helper)" : "path B (squashfuse)";
@@ -31,7 +26,7 @@ for (const helper of [true, false]) {
       slurm.run(user, "srun", ["-n", "2", "--mpi=pmi2", site.bin, "run", ...args], env);
 
     await t.step("the host's MPICH 4 injected, 2 ranks", async () => {
-      const r = await srun(["--mpi", images.mpich4], UCX_APART);
+      const r = await srun(["--mpi", images.mpich4]);
       assertEquals(r.code, 0, r.stderr);
       assertEquals(
         sorted(r.stdout),
@@ -54,7 +49,7 @@ for (const helper of [true, false]) {
 
     await t.step("ping-pong of 8 B to 4 MB between the ranks on the injected MPIs", async () => {
       const runs: [string[], Record<string, string>][] = [
-        [["--mpi", images.mpich4, "pingpong"], UCX_APART],
+        [["--mpi", images.mpich4, "pingpong"], {}],
         [["--mpi-type", "mpich3", images.mpich4, "pingpong"], {}],
       ];
       for (const [args, env] of runs) {

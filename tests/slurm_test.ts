@@ -10,6 +10,7 @@ import type { Result } from "./support/shoal.ts";
 import { startSlurm, type TestSlurm } from "./support/slurm.ts";
 import type { TestUser } from "./support/users.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
+import { JOIN_DIR } from "../mod/runtime/join.ts";
 
 /** Output lines sorted (ranks print in any order). */
 const sorted = (text: string) => text.trim().split("\n").map((l) => l.trimEnd()).sort();
@@ -209,4 +210,123 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * Rank $SLURM_PROCID of $SLURM_NTASKS: says its pid in the container's /tmp,
+ * lists the next rank's descriptors and reads its environment (both need one
+ * user namespace), says its namespaces, and waits until every rank has looked.
+ */
+const STEP_RANK = "r=$SLURM_PROCID; n=$SLURM_NTASKS; o=$(((r + 1) % n)); echo $$ > /tmp/rank$r; " +
+  "i=0; while [ ! -s /tmp/rank$o ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; " +
+  "p=$(cat /tmp/rank$o); ls /proc/$p/fd >/dev/null && e=$(tr '\\0' '\\n' < /proc/$p/environ | " +
+  "grep ^SLURM_PROCID=); touch /tmp/done$r; " +
+  'echo "$r $e $(readlink /proc/self/ns/user) $(readlink /proc/self/ns/mnt)"; ' +
+  "i=0; while [ $(ls /tmp | grep -c done) -lt $n ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done";
+
+for (const helper of [true, false]) {
+  const tag = helper ? "path A (helper)" : "path B (squashfuse)";
+  Deno.test(`${tag}: the ranks of a step on a node share one container`, async (t) => {
+    const site = await runSite(helper);
+    const image = await site.image("user");
+    const user = (await site.user("user"))!;
+    const slurm = await startSlurm();
+    try {
+      for (const n of [2, 4]) {
+        await t.step(`srun -n ${n}: one container, each rank sees the next one's fds`, async () => {
+          const r = await slurm.run(user, "srun", [
+            "-n",
+            String(n),
+            // More tasks than this machine's CPUs.
+            "--overcommit",
+            "--mpi=pmi2",
+            site.bin,
+            "run",
+            image,
+            "sh",
+            "-c",
+            STEP_RANK,
+          ]);
+          assertEquals(r.code, 0, r.stderr);
+          const lines = sorted(r.stdout);
+          assertEquals(lines.length, n, r.stdout + r.stderr);
+          const namespaces = new Set(lines.map((l) => l.split(" ").slice(2).join(" ")));
+          assertEquals(namespaces.size, 1, r.stdout);
+          for (const [rank, line] of lines.entries()) {
+            assert(line.startsWith(`${rank} SLURM_PROCID=${(rank + 1) % n} user:[`), line);
+          }
+        });
+      }
+
+      await t.step("scancel of a shared step: nothing of it stays", async () => {
+        const name = `cancelled-${crypto.randomUUID().slice(0, 8)}`;
+        // A duration of its own: the host's process table is shared, other tests sleep too.
+        const sleep = `60.${Math.floor(Math.random() * 1e6)}`;
+        const [cmd, ...args] = slurm.argv(user, "srun", [
+          "-n",
+          "3",
+          "--overcommit",
+          `--job-name=${name}`,
+          "sh",
+          "-c",
+          'exec "$0" run --name "$1" "$2" sleep "$3"',
+          site.bin,
+          name,
+          image,
+          sleep,
+        ]);
+        const srun = new Deno.Command(cmd!, {
+          args,
+          cwd: user.home,
+          stdout: "null",
+          stderr: "null",
+        })
+          .spawn();
+        const base = openRunBase({ uid: user.uid }, false)?.path ?? `/tmp/shoal-${user.uid}`;
+        const before = await joinFiles(base);
+        try {
+          assert(await eventually(() => exists(`${base}/${name}`), 15_000), "the step runs");
+          assert((await joinFiles(base)).size > before.size, "the ranks share a container");
+          // Every rank has joined: three sleeps in the step's container.
+          assert(
+            await eventually(async () => {
+              const r = await site.shoal("user", ["exec", name, "sh", "-c", "ps -o args"]);
+              return r.stdout.split("\n").filter((l) => l === `sleep ${sleep}`).length === 3;
+            }, 15_000),
+          );
+          const cancel = await slurm.run(user, "scancel", [`--name=${name}`]);
+          assertEquals(cancel.code, 0, cancel.stderr);
+          const gone = await eventually(
+            async () =>
+              slurm.jobProcesses().length === 0 && !(await exists(`${base}/${name}`)) &&
+              [...await joinFiles(base)].every((f) => before.has(f)),
+            15_000,
+          );
+          assert(
+            gone,
+            `left: ${slurm.jobProcesses().join("; ")} ${
+              [...await joinFiles(base)].filter((f) => !before.has(f)).join(" ")
+            } ${(await exists(`${base}/${name}`)) ? name : ""}`,
+          );
+        } finally {
+          await slurm.run(user, "scancel", [`--name=${name}`]);
+          try {
+            srun.kill("SIGKILL");
+          } catch { /* ended */ }
+          await srun.status;
+        }
+      });
+    } finally {
+      await slurm.stop();
+    }
+  });
+}
+
+/** The step files in the run dir's join dir. */
+async function joinFiles(base: string): Promise<Set<string>> {
+  const names = new Set<string>();
+  try {
+    for await (const e of Deno.readDir(`${base}/${JOIN_DIR}`)) names.add(e.name);
+  } catch { /* no join dir yet */ }
+  return names;
 }

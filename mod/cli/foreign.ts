@@ -9,8 +9,6 @@ const ONE_RUN = "a container lives as long as its 'shoal run'";
 /** The command's name to the advice that follows "shoal has no 'NAME' command: ". */
 export const FOREIGN_COMMANDS: Readonly<Record<string, string>> = {
   logs: "a container's output goes where its 'shoal run' writes (redirect it to a file to keep it)",
-  exec:
-    "shoal cannot enter a running container; 'shoal run IMAGE COMMAND' runs a command in a new one",
   shell: "'shoal run -it IMAGE sh' (or bash) gives a shell in a new container",
   attach: `${ONE_RUN}, attached to its terminal ('shoal run -it' for a terminal)`,
   build:

@@ -20,6 +20,11 @@ export const program: Program = {
       load: async () => (await import("./run.ts")).runCommand,
     },
     {
+      name: "exec",
+      summary: "run a command in one of your running containers",
+      load: async () => (await import("./exec.ts")).execCommand,
+    },
+    {
       name: "ps",
       summary: "list your running containers",
       load: async () => (await import("./ps.ts")).psCommand,

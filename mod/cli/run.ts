@@ -109,6 +109,10 @@ export const runCommand = defineCommand({
     preserveFds: value("--preserve-fds <N>", "pass file descriptors 3..3+N-1 to the container"),
     mpi: flag("--mpi", "replace the image's MPI with the host's (the site's default MPI type)"),
     mpiType: value("--mpi-type <NAME>", "as --mpi, with the site's MPI type NAME"),
+    join: value(
+      "--join <KEY>",
+      "share one container with the other runs given KEY (ranks of a Slurm, hydra or PMIx step on one node share one anyway)",
+    ),
   },
   more: `
 Options after IMAGE belong to the container's command. The container shares
@@ -169,6 +173,7 @@ Examples:
       centralized: opts.centralizedRepository,
       request,
       preserveFds,
+      join: opts.join,
       logger,
     });
     if (outcome.error !== undefined) {

@@ -146,31 +146,41 @@ export function rootIsUser(m: IdMaps, uid: number, gid: number): boolean {
   return own(m.uidMappings, uid) && own(m.gidMappings, gid);
 }
 
+/** Where runc keeps its state on path B: in the holder's mount namespace only. */
+export function fuseStateDir(bundle: string): string {
+  return join(bundle, BUNDLE.mountArea, "state");
+}
+
 /**
- * The chain's argv, entering the holder `holderPid` made by the guard as root
- * of its user namespace, with the caller's supplementary groups, and running
- * runc there. When that root is the user (--root, or root itself) the user
- * already is it; otherwise nsenter sets uid and gid 0, and its setgroups(2)
- * call, which --preserve-credentials lets fail, fails on the namespace's
- * "deny".
+ * The start of an argv that enters the holder `holderPid` made by the guard
+ * as root of its user namespace, with the caller's supplementary groups.
+ * When that root is the user (--root, or root itself) the user already is
+ * it; otherwise nsenter sets uid and gid 0, and its setgroups(2) call, which
+ * --preserve-credentials lets fail, fails on the namespace's "deny".
  */
-export function chainArgv(l: FuseLaunch, holderPid: number): string[] {
-  const state = join(l.bundle, BUNDLE.mountArea, "state");
+export function enterArgv(holderPid: number, asRoot: boolean): string[] {
   return [
     "nsenter",
     `--target=${holderPid}`,
     "--user",
     "--mount",
     "--preserve-credentials",
-    ...(l.rootIsUser ? [] : ["--setuid=0", "--setgid=0"]),
+    ...(asRoot ? [] : ["--setuid=0", "--setgid=0"]),
     "--",
+  ];
+}
+
+/** The chain's argv: runc run in the holder `holderPid` made by the guard (enterArgv). */
+export function chainArgv(l: FuseLaunch, holderPid: number): string[] {
+  return [
+    ...enterArgv(holderPid, l.rootIsUser),
     l.runc,
     "--log",
     join(l.bundle, BUNDLE.runcLog),
     "--log-format",
     "json",
     "--root",
-    state,
+    fuseStateDir(l.bundle),
     "run",
     ...l.runcOptions,
     "--bundle",

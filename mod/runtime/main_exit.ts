@@ -111,7 +111,8 @@ async function pidWritten(
   return undefined;
 }
 
-function readPid(file: string): number | undefined {
+/** The pid in `file` (runc's --pid-file), or undefined. */
+export function readPid(file: string): number | undefined {
   try {
     const text = Deno.readTextFileSync(file).trim();
     return /^[1-9]\d*$/.test(text) ? Number(text) : undefined;

@@ -2,18 +2,20 @@
  * `shoal run`'s engine: finds the image, picks the path, writes the bundle,
  * launches and supervises the container, and removes every file of the run
  * when it ends. Returns the container's exit status; prints nothing (warnings
- * and debug lines go to the logger).
+ * and debug lines go to the logger). The path's own steps are launch.ts's;
+ * runs that share a container (a step's ranks, `--join`) go on in join.ts.
  */
 import { join } from "../path.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { RunPath } from "../host/check.ts";
+import type { ImageRecord } from "../image/store/store.ts";
 import { readerFor } from "../image/store/reader.ts";
 import { callerInfo, hostInfo } from "./caller.ts";
 import { choosePath } from "./choose.ts";
-import { idMap } from "./idmap.ts";
-import { chainArgv, rootIsUser } from "./launch_fuse.ts";
-import { helperArgv, USERNS_FILE } from "./launch_helper.ts";
+import { USERNS_FILE } from "./launch_helper.ts";
+import { type Launch, prepareLaunch } from "./launch.ts";
 import { generateName } from "./names.ts";
 import { installedHooks } from "./hooks.ts";
 import { RUNC_FATAL_PREFIX, runcFailure } from "./runc_error.ts";
@@ -28,14 +30,21 @@ import {
   type RunBase,
   runBaseFor,
 } from "./rundir.ts";
-import { buildBundleSpec, containerArgs, type RunRequest } from "./spec.ts";
-import { liveRuns, processStartTime, writeState } from "./state.ts";
-import { holdStopSignals, supervise } from "./supervise.ts";
-import { type Guard, startGuard } from "./guard.ts";
+import {
+  buildBundleSpec,
+  type BundleSpec,
+  containerArgs,
+  type RunRequest,
+  type UserInfo,
+} from "./spec.ts";
+import { liveRuns, processStartTime, type RunState, writeState } from "./state.ts";
+import { type EarlyStop, holdStopSignals, supervise } from "./supervise.ts";
 import { MAIN_PID_FILE } from "./main_exit.ts";
-import { libc } from "../sys/libc.ts";
 import { symlinkAtRaw } from "../sys/raw_path.ts";
-import { launcherPassthrough } from "./pmi.ts";
+import { type LauncherPassthrough, launcherPassthrough } from "./pmi.ts";
+import { stepKey } from "./step_key.ts";
+import type { ExecTarget } from "./launch.ts";
+import type { MpiInjection } from "../mpi/inject.ts";
 
 export interface RunOptions {
   /** The image reference or IMAGE ID as the user gave it. */
@@ -44,6 +53,8 @@ export interface RunOptions {
   request: RunRequest;
   /** `--preserve-fds N`: descriptors 3..3+N-1 reach the container. */
   preserveFds: number;
+  /** `--join KEY`: share one container with the other runs given KEY (join.ts). */
+  join?: string;
   logger: Logger;
 }
 
@@ -54,11 +65,26 @@ export interface RunOutcome {
   error?: ShoalError;
 }
 
+/** What a run has settled before it makes any file: for run.ts and join.ts alike. */
+export interface RunContext {
+  loaded: LoadedConfig;
+  opts: RunOptions;
+  user: UserInfo;
+  image: ImageRecord;
+  path: RunPath;
+  launcher: LauncherPassthrough;
+  base: RunBase;
+  /** Stop signals held while the run makes its files (holdStopSignals). */
+  early: EarlyStop;
+  /** "at N ms" since shoal's start, for debug lines. */
+  now(): string;
+  /** `--mpi`: what the host's MPI adds to the container (mpi/inject.ts). */
+  mpi?: { injection: MpiInjection; module: typeof import("../mpi/inject.ts") };
+}
+
 const NAME_TRIES = 20;
 /** The image's ld.so.cache with the host MPI's libraries (`--mpi`), in the bundle. */
 const MPI_LD_CACHE = "mpi-ld.so.cache";
-/** The helper's request to end the container: SIGRTMIN+2, glibc's SIGRTMIN being 34. */
-const HELPER_END_SIGNAL = 36;
 
 export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Promise<RunOutcome> {
   const { request, logger } = opts;
@@ -99,139 +125,69 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   for (const w of launcher.warnings) logger.warn(w);
   // Loaded only by runs with --mpi; its checks refuse before anything is created.
   const mpiModule = request.mpi && await import("../mpi/inject.ts");
-  const mpi = mpiModule &&
-    await mpiModule.injectMpi(
+  const mpi = mpiModule && {
+    module: mpiModule,
+    injection: await mpiModule.injectMpi(
       loaded.config,
       request.mpi!.type,
       image,
       containerArgs(request, image),
-    );
-  for (const w of mpi?.warnings ?? []) logger.warn(w);
-  for (const d of mpi?.details ?? []) logger.debug(d);
+    ),
+  };
+  for (const w of mpi?.injection.warnings ?? []) logger.warn(w);
+  for (const d of mpi?.injection.details ?? []) logger.debug(d);
+  const step = stepKey(user.env, opts.join);
+  if (step !== undefined) logger.debug(`step key ${step.key} from ${step.source}`);
 
-  let base: RunBase | undefined;
   let claimed: Bundle | undefined;
-  let guardStart: Promise<Guard> | undefined;
+  let launch: Launch | undefined;
   // From here on a stop signal leaves files to remove: it must not end shoal before that.
   const early = holdStopSignals();
+  let base: RunBase | undefined;
   try {
     base = runBaseFor(loaded.runBase, true)!;
     if (base.notice !== undefined) logger.warn(base.notice);
-    claimed = claimName(base, request.name);
-    const { name, path: dir } = claimed;
-    const bundle = claimed;
-    logger.debug(`bundle: ${dir} (${now()})`);
-    // Path B: the user namespace is made and the image mounted while the bundle is written.
-    const fuseIds = choice.path === "helper" ? undefined : {
-      uidMappings: idMap(user.uid, user.subuid, request.root).mappings,
-      gidMappings: idMap(user.gid, user.subgid, request.root).mappings,
-      newuidmap: loaded.paths.newuidmap,
-      newgidmap: loaded.paths.newgidmap,
-      setgroups: request.root ? "allow" as const : "deny" as const,
-    };
-    const asRoot = fuseIds !== undefined && rootIsUser(fuseIds, user.uid, user.gid);
-    guardStart = fuseIds && startGuard(loaded.layout.guardScript, fuseIds, {
-      bundle: dir,
-      image: image.squashfsPath,
-      tmpfsSize: request.writableTmpfsSize,
-      squashfuse: loaded.paths.squashfuse!,
-      rootIsUser: asRoot,
-    });
-    // Its failure surfaces where the run awaits it; it is finished below in any case.
-    guardStart?.catch(() => {});
-    const host = hostInfo(
-      choice.path === "helper"
-        ? { kind: "join", path: join(dir, USERNS_FILE) }
-        : { kind: "inherit" },
-      dir,
-      request.init ? loaded.paths.init : undefined,
-      loaded.layout.execShim,
-    );
-    host.hooks = installedHooks(loaded);
-    let withMpi = request;
-    if (mpi !== undefined) {
-      Deno.writeFileSync(bundleFile(bundle, MPI_LD_CACHE), mpi.ldCache, { mode: 0o644 });
-      withMpi = mpiModule!.withInjection(request, mpi, join(dir, MPI_LD_CACHE));
-    }
-    const built = await buildBundleSpec(
-      { ...withMpi, mounts: [...withMpi.mounts, ...launcher.mounts] },
+    const ctx: RunContext = {
+      loaded,
+      opts,
+      user,
       image,
-      loaded.config,
-      { ...user, env: launcher.env },
-      host,
-    );
-    for (const w of built.warnings) logger.warn(w);
-    Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.config), JSON.stringify(built.spec));
-    for (const link of built.links) symlinkAtRaw(link.target, bundle.fd, link.name);
-    // Mounted over the image's with the default identity only (spec.ts).
-    if (!request.root) {
-      Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.passwd), built.passwd, { mode: 0o644 });
-      Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.group), built.group, { mode: 0o644 });
-    }
+      path: choice.path,
+      launcher,
+      base,
+      early,
+      now,
+      ...(mpi && { mpi }),
+    };
+    // Loaded only by runs that share a container: a single run pays nothing for it.
+    if (step !== undefined) return await (await import("./join.ts")).runInStep(ctx, step);
+    claimed = claimName(base, request.name);
+    const bundle = claimed;
+    logger.debug(`bundle: ${bundle.path} (${now()})`);
+    // Path B: the user namespace is made and the image mounted while the bundle is written.
+    launch = startLaunch(ctx, bundle);
+    const built = await specFor(ctx, bundle.path, request.init);
+    writeBundle(ctx, bundle, built, built.spec);
     logger.debug(`config.json written (${now()})`);
+    const target = await launch.ready();
+    logger.debug(`ready to start the container (${now()})`);
     const runcOptions = [
       "--pid-file",
-      join(dir, MAIN_PID_FILE),
+      join(bundle.path, MAIN_PID_FILE),
       ...(launcher.preserveFds > 0 ? ["--preserve-fds", String(launcher.preserveFds)] : []),
     ];
-    const state = {
-      name,
-      image: image.reference,
-      pid: Deno.pid,
-      startTime: processStartTime(Deno.pid) ?? 0,
-      id: name,
-      created: new Date().toISOString(),
-      status: "running" as const,
-      runPath: choice.path,
-      command: built.command,
-    };
-    const superviseRun = (argv: string[], end: (child: number) => void) =>
-      supervise({
-        argv,
-        stdin: request.stdin || request.tty,
-        tty: request.tty,
-        holdPrefix: RUNC_FATAL_PREFIX,
-        // Watched through its descriptor, as everything of the bundle shoal reads.
-        bundle: bundleFile(bundle, "."),
-        stopTimeout: loaded.config.runtime.stopTimeoutSeconds,
-        end,
-        moves: launcher.moves,
-        early,
-      }, () => writeState(bundle, state));
-
-    let result;
-    if (choice.path === "helper") {
-      result = await superviseRun(
-        helperArgv({
-          helper: loaded.paths.helper,
-          bundle: dir,
-          image: image.squashfsPath,
-          root: request.root,
-          tmpfsSize: request.writableTmpfsSize,
-          id: name,
-          runcOptions,
-        }),
-        (helper) => libc().kill(helper, HELPER_END_SIGNAL),
-      );
-    } else {
-      const guard = await guardStart!;
-      logger.debug(`user namespace ready, image mounted (${now()})`);
-      try {
-        result = await superviseRun(
-          chainArgv({
-            bundle: dir,
-            runc: loaded.paths.runc!,
-            id: name,
-            runcOptions,
-            rootIsUser: asRoot,
-          }, guard.holder),
-          () => guard.end(),
-        );
-        logger.debug(`runc exited; the guard cleans up (${now()})`);
-      } finally {
-        await guard.finish();
-      }
-    }
+    const result = await supervise({
+      argv: launch.runArgv(runcOptions),
+      stdin: request.stdin || request.tty,
+      tty: request.tty,
+      holdPrefix: RUNC_FATAL_PREFIX,
+      // Watched through its descriptor, as everything of the bundle shoal reads.
+      bundle: bundleFile(bundle, "."),
+      stopTimeout: loaded.config.runtime.stopTimeoutSeconds,
+      end: launch.end,
+      moves: launcher.moves,
+      early,
+    }, () => writeState(bundle, runState(ctx, bundle, target, built.command)));
     logger.debug(`container exited with status ${result.status} (${now()})`);
     // runc's own failure shows as a held line first; only then is its log worth reading.
     const failure = result.held.length > 0
@@ -245,7 +201,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     return { status: result.status };
   } finally {
     early.release();
-    await (await guardStart?.catch(() => undefined))?.finish();
+    await launch?.finish();
     if (claimed !== undefined) {
       closeBundle(claimed);
       removeBundle(base!, claimed.name);
@@ -253,7 +209,83 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   }
 }
 
-function readLog(path: string): string {
+/** The run path's launch for `bundle`, whose name is runc's container id. */
+export function startLaunch(ctx: RunContext, bundle: Bundle): Launch {
+  const { request } = ctx.opts;
+  return prepareLaunch(ctx.loaded, {
+    path: ctx.path,
+    user: ctx.user,
+    root: request.root,
+    tmpfsSize: request.writableTmpfsSize,
+    bundle: bundle.path,
+    id: bundle.name,
+    image: ctx.image.squashfsPath,
+  });
+}
+
+/** The run's config.json and identity files for a container in the bundle dir `dir`; warns. */
+export async function specFor(ctx: RunContext, dir: string, init: boolean): Promise<BundleSpec> {
+  const { loaded, opts: { request }, launcher } = ctx;
+  const host = hostInfo(
+    ctx.path === "helper" ? { kind: "join", path: join(dir, USERNS_FILE) } : { kind: "inherit" },
+    dir,
+    init ? loaded.paths.init : undefined,
+    loaded.layout.execShim,
+  );
+  host.hooks = installedHooks(loaded);
+  const asked = ctx.mpi === undefined
+    ? request
+    : ctx.mpi.module.withInjection(request, ctx.mpi.injection, join(dir, MPI_LD_CACHE));
+  const built = await buildBundleSpec(
+    { ...asked, init, mounts: [...asked.mounts, ...launcher.mounts] },
+    ctx.image,
+    loaded.config,
+    { ...ctx.user, env: launcher.env },
+    host,
+  );
+  for (const w of built.warnings) ctx.opts.logger.warn(w);
+  return built;
+}
+
+/** Writes config.json (`spec`: the run's, or a step container's) and the identity files. */
+export function writeBundle(ctx: RunContext, bundle: Bundle, built: BundleSpec, spec = built.spec) {
+  Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.config), JSON.stringify(spec));
+  if (ctx.mpi !== undefined) {
+    Deno.writeFileSync(bundleFile(bundle, MPI_LD_CACHE), ctx.mpi.injection.ldCache, {
+      mode: 0o644,
+    });
+  }
+  for (const link of built.links) symlinkAtRaw(link.target, bundle.fd, link.name);
+  // Mounted over the image's with the default identity only (spec.ts).
+  if (!ctx.opts.request.root) {
+    Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.passwd), built.passwd, { mode: 0o644 });
+    Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.group), built.group, { mode: 0o644 });
+  }
+}
+
+/** The state `shoal ps`, `kill` and `exec` read, for the run supervised by this shoal. */
+export function runState(
+  ctx: RunContext,
+  bundle: Bundle,
+  target: ExecTarget,
+  command: string[],
+): RunState {
+  return {
+    name: bundle.name,
+    image: ctx.image.reference,
+    pid: Deno.pid,
+    startTime: processStartTime(Deno.pid) ?? 0,
+    id: bundle.name,
+    created: new Date().toISOString(),
+    status: "running",
+    runPath: ctx.path,
+    command,
+    ...(target.holder === undefined ? {} : { holder: target.holder }),
+    ...(target.rootIsUser === undefined ? {} : { rootIsUser: target.rootIsUser }),
+  };
+}
+
+export function readLog(path: string): string {
   try {
     return Deno.readTextFileSync(path);
   } catch {
@@ -262,7 +294,7 @@ function readLog(path: string): string {
 }
 
 /** Claims the run's name by creating its bundle dir; `--name` must be free among live runs. */
-function claimName(base: RunBase, wanted: string | undefined): Bundle {
+export function claimName(base: RunBase, wanted: string | undefined): Bundle {
   // Listing also removes the bundle dirs of runs whose shoal is gone, freeing their names.
   const live = liveRuns(base);
   if (wanted !== undefined) {

@@ -68,7 +68,7 @@ export function runcFailure(logText: string): RuncFailure | undefined {
       ),
     };
   }
-  const detail = message.replace(/^runc run failed: /, "");
+  const detail = message.replace(/^(runc run|exec) failed: /, "");
   return {
     status: 125,
     error: new ShoalError(`the container did not start: ${detail}`, {

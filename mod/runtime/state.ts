@@ -9,7 +9,18 @@
  * Sync file calls: `shoal run` lists the runs on every start, and each async
  * call costs ~0.5 ms in a fresh process (bench/startup.ts).
  */
-import { array, integer, nonEmpty, object, oneOf, type Out, string, tryShape } from "../shape.ts";
+import {
+  array,
+  boolean,
+  integer,
+  nonEmpty,
+  object,
+  oneOf,
+  optional,
+  type Out,
+  string,
+  tryShape,
+} from "../shape.ts";
 import {
   closeFd,
   fdPath,
@@ -46,6 +57,10 @@ const runStateShape = {
   /** "helper" (kernel squashfs under shoal-mount) or "unprivileged" (squashfuse). */
   runPath: oneOf(["helper", "unprivileged"]),
   command: array(string()),
+  /** Path B: the guard's holder, which `runc exec` enters (launch.ts ExecTarget). */
+  holder: optional(integer(1)),
+  /** Path B: whether root of the container's user namespace is the user. */
+  rootIsUser: optional(boolean),
 };
 const runState = object(runStateShape);
 export type RunState = Out<typeof runStateShape>;
