@@ -131,7 +131,7 @@ async function lead(
   try {
     logger.debug(`leading ${step.key} in ${bundle.path} (${ctx.now()})`);
     launch = startLaunch(ctx, bundle);
-    const built = await specFor(ctx, bundle.path, true);
+    const built = await specFor(ctx, bundle, true);
     const spec = built.spec;
     writeBundle(ctx, bundle, built, {
       ...spec,
@@ -199,7 +199,7 @@ async function joinStep(
     const state = readState(base, record.name)!;
     release(election);
     // Built for that bundle, as the leader built it for its own.
-    const spec = (await specFor(ctx, bundle.path, true)).spec;
+    const spec = (await specFor(ctx, bundle, true)).spec;
     const differs = firstDifference(record.container, whatItIs(ctx, spec));
     if (differs !== undefined) {
       throw new ShoalError(

@@ -166,7 +166,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     logger.debug(`bundle: ${bundle.path} (${now()})`);
     // Path B: the user namespace is made and the image mounted while the bundle is written.
     launch = startLaunch(ctx, bundle);
-    const built = await specFor(ctx, bundle.path, request.init);
+    const built = await specFor(ctx, bundle, request.init);
     writeBundle(ctx, bundle, built, built.spec);
     logger.debug(`config.json written (${now()})`);
     const target = await launch.ready();
@@ -224,8 +224,13 @@ export function startLaunch(ctx: RunContext, bundle: Bundle): Launch {
 }
 
 /** The run's config.json and identity files for a container in the bundle dir `dir`; warns. */
-export async function specFor(ctx: RunContext, dir: string, init: boolean): Promise<BundleSpec> {
+export async function specFor(
+  ctx: RunContext,
+  bundle: Bundle,
+  init: boolean,
+): Promise<BundleSpec> {
   const { loaded, opts: { request }, launcher } = ctx;
+  const dir = bundle.path;
   const host = hostInfo(
     ctx.path === "helper" ? { kind: "join", path: join(dir, USERNS_FILE) } : { kind: "inherit" },
     dir,
@@ -233,6 +238,7 @@ export async function specFor(ctx: RunContext, dir: string, init: boolean): Prom
     loaded.layout.execShim,
   );
   host.hooks = installedHooks(loaded);
+  if (ctx.mpi !== undefined) writeMpiCache(bundle, ctx.mpi.injection.ldCache);
   const asked = ctx.mpi === undefined
     ? request
     : ctx.mpi.module.withInjection(request, ctx.mpi.injection, join(dir, MPI_LD_CACHE));
@@ -247,14 +253,22 @@ export async function specFor(ctx: RunContext, dir: string, init: boolean): Prom
   return built;
 }
 
+/**
+ * The linker cache `--mpi` binds over the image's, written once into the
+ * bundle: a joined rank finds it there, bound into the running container,
+ * and must not rewrite what the others' loaders may be reading.
+ */
+function writeMpiCache(bundle: Bundle, cache: Uint8Array): void {
+  try {
+    Deno.writeFileSync(bundleFile(bundle, MPI_LD_CACHE), cache, { mode: 0o644, createNew: true });
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+  }
+}
+
 /** Writes config.json (`spec`: the run's, or a step container's) and the identity files. */
 export function writeBundle(ctx: RunContext, bundle: Bundle, built: BundleSpec, spec = built.spec) {
   Deno.writeTextFileSync(bundleFile(bundle, BUNDLE.config), JSON.stringify(spec));
-  if (ctx.mpi !== undefined) {
-    Deno.writeFileSync(bundleFile(bundle, MPI_LD_CACHE), ctx.mpi.injection.ldCache, {
-      mode: 0o644,
-    });
-  }
   for (const link of built.links) symlinkAtRaw(link.target, bundle.fd, link.name);
   // Mounted over the image's with the default identity only (spec.ts).
   if (!ctx.opts.request.root) {

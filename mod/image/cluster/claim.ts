@@ -88,7 +88,7 @@ export async function claimImage(
     if (exists(target)) return "exists";
     try {
       Deno.mkdirSync(dir, { mode: 0o755 });
-      return await held(paths, dir, target, owner, options);
+      return held(paths, dir, target, owner, options);
     } catch (err) {
       if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
     }
@@ -122,13 +122,13 @@ function ownerLine(dir: string): string {
   }
 }
 
-async function held(
+function held(
   paths: ClusterPaths,
   dir: string,
   target: string,
   owner: string,
   options: ClaimOptions,
-): Promise<Claim> {
+): Claim {
   const token = randomHex(8);
   const line = `${owner} (claim ${token})`;
   Deno.writeTextFileSync(join(dir, OWNER), `${line}\n`, { mode: 0o644 });
