@@ -7,24 +7,13 @@
 import { assert, assertEquals } from "./support/assert.ts";
 import { eventually, runSite } from "./support/run.ts";
 import type { Result } from "./support/shoal.ts";
-import { startSlurm, type TestSlurm } from "./support/slurm.ts";
+import { pmiExchange, startSlurm, type TestSlurm, wrapped } from "./support/slurm.ts";
 import type { TestUser } from "./support/users.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
 import { JOIN_DIR } from "../mod/runtime/join.ts";
 
 /** Output lines sorted (ranks print in any order). */
 const sorted = (text: string) => text.trim().split("\n").map((l) => l.trimEnd()).sort();
-
-/**
- * A PMI-1 exchange over the descriptor, as MPICH's PMI client starts one:
- * init, a barrier both ranks must reach, finalize; the replies' commands
- * printed after the rank, the descriptor and its socket, then `more`.
- */
-function pmiExchange(more = ""): string {
-  return 'pmi() { printf "cmd=$1\\n" >&"$PMI_FD"; read -r reply <&"$PMI_FD"; echo "${reply%% *}"; }; ' +
-    'a=$(pmi "init pmi_version=1 pmi_subversion=1"); b=$(pmi barrier_in); c=$(pmi finalize); ' +
-    `echo "rank $PMI_RANK of $PMI_SIZE fd $PMI_FD $(readlink /proc/self/fd/$PMI_FD) $a $b $c${more}"`;
-}
 
 /** The task prints its PMI socket, then runs pmiExchange(more) in the container. */
 function pmiRanks(bin: string, image: string, more = ""): string[] {
@@ -50,11 +39,6 @@ function assertPmi(r: Result, more = ""): void {
         `cmd=response_to_init cmd=barrier_out cmd=finalize_ack${more}`,
     );
   }
-}
-
-/** Runs `outer` in the task, then execs `shoal run IMAGE sh -c INNER` ($0 shoal, $1 image, $2 inner). */
-function wrapped(outer: string, bin: string, image: string, inner: string): string[] {
-  return ["sh", "-c", `${outer}; exec "$0" run "$1" sh -c "$2"`, bin, image, inner];
 }
 
 for (const helper of [true, false]) {
