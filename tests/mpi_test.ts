@@ -226,7 +226,22 @@ Deno.test("shoal doctor: the HPC section lists the site's host MPI types and the
     types.gone!.problem!,
     /gone\/libmpich\.so\.12 \(the site's MPI library\): does not exist/,
   );
-  assertEquals(hpc.ranksShareContainer, null);
+  assertEquals([hpc.ranksShareContainer, hpc.ranksDetail], [
+    false,
+    "this step has one rank on this node",
+  ]);
+  const step = {
+    ...env,
+    SLURM_STEP_TASKS_PER_NODE: "2",
+    SLURM_NODEID: "0",
+    SLURM_SRUN_COMM_PORT: "4",
+  };
+  const shared = await site.shoal("user", ["doctor", "--format", "json"], { env: step });
+  const ranks = (JSON.parse(shared.stdout) as { hpc: HpcReport }).hpc;
+  assertEquals([ranks.ranksShareContainer, ranks.ranksDetail], [
+    true,
+    "the 2 ranks of this slurm step on this node share one",
+  ]);
 
   const text = await site.shoal("user", ["doctor"], {
     env: { ...env, PMI_FD: "3", PMI_RANK: "1" },

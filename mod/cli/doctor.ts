@@ -65,11 +65,8 @@ function printHpc(hpc: HpcReport): void {
   const hooks = hpc.hooks.map((h) => `${h.name} (${h.stages.join(", ")})`);
   printLine(`  OCI hooks: ${hooks.length === 0 ? "none installed" : hooks.join("; ")}`);
   for (const e of hpc.hookErrors) printLine(`  unusable hook: ${e}`);
-  printLine(
-    `  Ranks share a container on this node: ${
-      hpc.ranksShareContainer === null ? "not known" : hpc.ranksShareContainer ? "yes" : "no"
-    }`,
-  );
+  const share = hpc.ranksShareContainer === null ? "-" : hpc.ranksShareContainer ? "yes" : "no";
+  printLine(`  Ranks share a container on this node: ${share} (${hpc.ranksDetail})`);
 }
 
 const IDENTITY = { self: "as yourself", root: "with --root" } as const;

@@ -4,6 +4,7 @@
  * types for `--mpi` with each library's ABI and what it needs of an image's
  * glibc, and the installed OCI hooks. Plain data; the CLI prints it.
  */
+import { stepKey } from "../runtime/step_key.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError } from "../errors.ts";
 import { readHooks } from "../runtime/hooks.ts";
@@ -27,11 +28,12 @@ export interface HpcReport {
   /** Hook files every run refuses until they are fixed. */
   hookErrors: string[];
   /**
-   * Whether the ranks of one job step on this node share one container
-   * (issue 12, item 2). Null: not decided here; the step-sharing code's
-   * stepKey(env) fills it.
+   * Whether the ranks of this job step on this node share one container
+   * (runtime/step_key.ts): null outside a job step, where nothing is shared
+   * until a launcher starts ranks; `ranksDetail` says why.
    */
   ranksShareContainer: boolean | null;
+  ranksDetail: string;
 }
 
 export interface MpiTypeReport {
@@ -113,6 +115,28 @@ export function hpcReport(loaded: LoadedConfig, env: Record<string, string>): Hp
     mpi: mpiTypes(loaded.config),
     hooks: listing.hooks.map((h) => ({ name: h.name, stages: h.stages, path: h.hook.path })),
     hookErrors: listing.errors.map((e) => e.message),
-    ranksShareContainer: null,
+    ...ranks(env),
   };
+}
+
+/** What stepKey decides for a rank started with this environment. */
+function ranks(
+  env: Record<string, string>,
+): Pick<HpcReport, "ranksShareContainer" | "ranksDetail"> {
+  const key = stepKey(env);
+  if (key !== undefined) {
+    return {
+      ranksShareContainer: true,
+      ranksDetail: `the ${key.localRanks} ranks of this ${key.source} step on this node share one`,
+    };
+  }
+  const inStep = env.SLURM_STEP_ID !== undefined || env.MPI_LOCALNRANKS !== undefined ||
+    env.PMIX_NAMESPACE !== undefined;
+  return inStep
+    ? { ranksShareContainer: false, ranksDetail: "this step has one rank on this node" }
+    : {
+      ranksShareContainer: null,
+      ranksDetail:
+        "not in a job step; the ranks of a Slurm, hydra or PMIx step on one node share one",
+    };
 }
