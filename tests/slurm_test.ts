@@ -242,6 +242,25 @@ for (const helper of [true, false]) {
         });
       }
 
+      await t.step("the step's /dev/shm is its ranks' own, and goes with the step", async () => {
+        const tag = `shoal-shm-${crypto.randomUUID().slice(0, 8)}`;
+        const r = await slurm.run(user, "srun", [
+          "-n",
+          "2",
+          site.bin,
+          "run",
+          image,
+          "sh",
+          "-c",
+          `touch /dev/shm/${tag}-$SLURM_PROCID; i=0; ` +
+          `while [ $(ls /dev/shm | grep -c ${tag}) -lt 2 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; ` +
+          `ls /dev/shm | grep -c ${tag}`,
+        ]);
+        assertEquals([r.code, sorted(r.stdout)], [0, ["2", "2"]], r.stderr);
+        const left = [...Deno.readDirSync("/dev/shm")].filter((e) => e.name.startsWith(tag));
+        assertEquals(left, [], "the step's files are in the host's /dev/shm");
+      });
+
       await t.step("scancel of a shared step: nothing of it stays", async () => {
         const name = `cancelled-${crypto.randomUUID().slice(0, 8)}`;
         // A duration of its own: the host's process table is shared, other tests sleep too.

@@ -42,7 +42,7 @@ import { type EarlyStop, holdStopSignals, supervise } from "./supervise.ts";
 import { MAIN_PID_FILE } from "./main_exit.ts";
 import { symlinkAtRaw } from "../sys/raw_path.ts";
 import { type LauncherPassthrough, launcherPassthrough } from "./pmi.ts";
-import { stepKey } from "./step_key.ts";
+import { type StepKey, stepKey } from "./step_key.ts";
 import type { ExecTarget } from "./launch.ts";
 import type { MpiInjection } from "../mpi/inject.ts";
 
@@ -78,6 +78,8 @@ export interface RunContext {
   early: EarlyStop;
   /** "at N ms" since shoal's start, for debug lines. */
   now(): string;
+  /** The key of the step whose container this run shares (step_key.ts), if any. */
+  step?: StepKey;
   /** `--mpi`: what the host's MPI adds to the container (mpi/inject.ts). */
   mpi?: { injection: MpiInjection; module: typeof import("../mpi/inject.ts") };
 }
@@ -158,6 +160,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       early,
       now,
       ...(mpi && { mpi }),
+      ...(step && { step }),
     };
     // Loaded only by runs that share a container: a single run pays nothing for it.
     if (step !== undefined) return await (await import("./join.ts")).runInStep(ctx, step);
@@ -242,8 +245,10 @@ export async function specFor(
   const asked = ctx.mpi === undefined
     ? request
     : ctx.mpi.module.withInjection(request, ctx.mpi.injection, join(dir, MPI_LD_CACHE));
+  // A job step's ranks (a key, or Slurm's step on its own here) get a /dev/shm of their own.
+  const privateShm = ctx.step !== undefined || ctx.user.env.SLURM_STEP_ID !== undefined;
   const built = await buildBundleSpec(
-    { ...asked, init, mounts: [...asked.mounts, ...launcher.mounts] },
+    { ...asked, init, privateShm, mounts: [...asked.mounts, ...launcher.mounts] },
     ctx.image,
     loaded.config,
     { ...ctx.user, env: launcher.env },

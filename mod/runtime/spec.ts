@@ -13,8 +13,11 @@
  * - /proc is the host's (recursive bind) unless the pid namespace is private,
  *   since a proc instance can only be mounted by the owner of its pid
  *   namespace. /sys is the host's, read-only, as runc's rootless defaults.
- * - /dev/shm is the host's (intra-node MPI shared memory); /tmp a private
- *   tmpfs; /etc/resolv.conf and /etc/hosts the host's, read-only.
+ * - /dev/shm is the host's (shared memory with the host's processes and other
+ *   containers), except in a job step: there the step's ranks share one
+ *   container (join.ts), and a tmpfs of its own keeps their shared-memory
+ *   files, which a killed rank leaves, from outliving the step; /tmp a
+ *   private tmpfs; /etc/resolv.conf and /etc/hosts the host's, read-only.
  * - No cgroupsPath and no resources: rootless runc cannot use cgroup v1, and a
  *   limit the user could not set outside is not theirs to set inside.
  * - No rlimits: the caller's limits (ulimit, Slurm's) carry over unchanged.
@@ -81,6 +84,11 @@ export interface RunRequest {
   writableTmpfsSize?: number;
   /** `--mpi` / `--mpi-type`: the driver injects the host's MPI (mod/mpi/); not part of the spec. */
   mpi?: { type?: string };
+  /**
+   * A tmpfs of the container's own at /dev/shm instead of the host's: for the ranks of a job
+   * step (run.ts), whose shared-memory files then end with the step's container.
+   */
+  privateShm?: boolean;
 }
 
 /** What the image store's metadata says about the image. */
@@ -310,12 +318,19 @@ function baseMounts(request: RunRequest, host: HostInfo): OciMount[] {
       source: "devpts",
       options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
     },
-    {
-      destination: "/dev/shm",
-      type: "bind",
-      source: "/dev/shm",
-      options: ["rbind", "nosuid", "nodev", "noexec"],
-    },
+    request.privateShm
+      ? {
+        destination: "/dev/shm",
+        type: "tmpfs",
+        source: "shm",
+        options: ["nosuid", "nodev", "noexec", "mode=1777"],
+      }
+      : {
+        destination: "/dev/shm",
+        type: "bind",
+        source: "/dev/shm",
+        options: ["rbind", "nosuid", "nodev", "noexec"],
+      },
   ];
   if (host.mqueue) {
     mounts.push({
