@@ -182,7 +182,7 @@ export async function supervise(
   // SIGUSR1 and SIGUSR2 are held blocked, away from Deno (sys/signals.ts), and
   // come through a signalfd; the others through Deno's listeners.
   const usr = signalsHeld();
-  const stopHeld = usr ? forwardHeldSignals(child.pid) : async () => {};
+  const stopHeld = usr ? forwardHeldSignals(child.pid, fromSlurmStep) : async () => {};
   const listened = FORWARDED_SIGNALS.filter((sig) =>
     !usr || (sig !== "SIGUSR1" && sig !== "SIGUSR2")
   );
@@ -286,4 +286,20 @@ async function copyStderr(
 function startsLike(text: string, prefix: string): boolean {
   const n = Math.min(text.length, prefix.length);
   return text.slice(0, n) === prefix.slice(0, n);
+}
+
+/**
+ * Whether `sender` is a Slurm step daemon: slurmstepd signals every process
+ * of the step itself (`scancel --signal`, `srun --signal`; proctrack/cgroup
+ * and linuxproc find the container's processes too, as they descend from the
+ * task), so the container's process has the signal already and passing it on
+ * would deliver it twice. proctrack/pgid, which signals the task's process
+ * group only, would need it passed on (docs/hpc.md).
+ */
+function fromSlurmStep(sender: number): boolean {
+  try {
+    return Deno.readTextFileSync(`/proc/${sender}/comm`).startsWith("slurmstepd");
+  } catch {
+    return false;
+  }
 }

@@ -83,9 +83,13 @@ function strings(bytes: Uint8Array<ArrayBuffer>) {
 /**
  * Passes SIGUSR1 and SIGUSR2, held blocked, to `pid` as they come (and those
  * that came before), until the returned function is called; it resolves once
- * the signalfd is closed.
+ * the signalfd is closed. A signal whose sender `reachesAll` says reaches
+ * every process itself (Slurm's step signals) is not passed a second time.
  */
-export function forwardHeldSignals(pid: number): () => Promise<void> {
+export function forwardHeldSignals(
+  pid: number,
+  reachesAll: (sender: number) => boolean = () => false,
+): () => Promise<void> {
   const c = libc();
   const set = new BigUint64Array(16);
   set[0] = HELD;
@@ -108,6 +112,8 @@ export function forwardHeldSignals(pid: number): () => Promise<void> {
         const n = Number(await c.read(sfd, info, BigInt(info.length)));
         for (let at = 0; at + SIGINFO_SIZE <= n; at += SIGINFO_SIZE) {
           const signo = view.getUint32(at, true);
+          // struct signalfd_siginfo: ssi_signo, ssi_errno, ssi_code, then ssi_pid.
+          if (reachesAll(view.getUint32(at + 12, true))) continue;
           try {
             Deno.kill(pid, signo === SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
           } catch { /* already gone */ }
