@@ -13,9 +13,15 @@
  * without devices (issue 13: within 10%), and `--gpus all`. The nodes are /dev/null's, the
  * libraries small files of the site's.
  *
+ * And as a user runs on a site install by default, as themselves: their own
+ * pulled image from the site's cluster store (helper path, issue 14: within
+ * 2.0x of the floor), and from their own repository where the site has no
+ * store (the unprivileged path).
+ *
  *   .tools/bin/deno run -A bench/startup.ts [RUNS]
  */
-import { runAs } from "../tests/support/users.ts";
+import { runAs, testUser } from "../tests/support/users.ts";
+import { busyboxImage, pushImage } from "../tests/support/oci.ts";
 import { spawnAs } from "../tests/support/helper.ts";
 import { RUNC, runcArgs, runSite } from "./lib/run_site.ts";
 import { median } from "./lib/stats.ts";
@@ -122,6 +128,38 @@ async function benchCdiSpec(prefix: string): Promise<string> {
   await Deno.writeTextFile(`${dir}/bench.json`, JSON.stringify(spec), { mode: 0o644 });
   return dir;
 }
+// The site's cluster store, owned by an account of its own, with the user's image published in it.
+const storeOwner = await testUser("shoal-store-t", false);
+const store = `${site.prefix}/store`;
+await Deno.mkdir(store, { mode: 0o755 });
+await Deno.chown(store, storeOwner.uid, storeOwner.gid);
+const storeConfig = { store: { path: store, owner: storeOwner.name } };
+await pushImage(site.registry, "bench/busybox-store", "latest", busyboxImage());
+const storeImage = `${site.registry.host}/bench/busybox-store:latest`;
+await site.usePath("helper", storeConfig);
+const published = await site.run(site.bin, ["pull", "-q", storeImage]);
+if (published.code !== 0) throw new Error(`publish: ${published.stderr}`);
+const asUser: Record<
+  string,
+  { path: "helper" | "unprivileged"; extra: Record<string, unknown>; args: string[] }
+> = {
+  "your image from the cluster store (helper path)": {
+    path: "helper",
+    extra: storeConfig,
+    args: ["run", storeImage, "true"],
+  },
+  "your image, no store (unprivileged path)": {
+    path: "unprivileged",
+    extra: {},
+    args: ["run", site.image, "true"],
+  },
+};
+const asUserTimes: Record<string, number[]> = {};
+for (const c of Object.values(asUser)) {
+  await site.usePath(c.path, c.extra);
+  await timed(site.bin, c.args); // warm
+}
+
 let n = 0;
 const floorRun = () => timed(RUNC, runcArgs(site, `bench-${Deno.pid}-${n++}`));
 
@@ -144,6 +182,10 @@ await floorRun();
 for (let round = 0; round < runs; round++) {
   times.floor!.push(await floorRun());
   times.version!.push(await timed(site.bin, ["version"]));
+  for (const [name, c] of Object.entries(asUser)) {
+    await site.usePath(c.path, c.extra);
+    (asUserTimes[name] ??= []).push(await timed(site.bin, c.args));
+  }
   for (const path of paths) {
     if (usable[path] !== undefined) continue;
     await site.usePath(path, cdi);
@@ -183,6 +225,8 @@ for (const path of paths) {
   console.log(`    peak RSS of shoal: ${((await peakRss(shoalArgs)) / 1e6).toFixed(1)} MB`);
 }
 row("  for comparison: shoal version", median(times.version!));
+console.log("as yourself, on a site install with the helper:");
+for (const [name, list] of Object.entries(asUserTimes)) row(`shoal run: ${name}`, median(list));
 
 /** Peers run after shoal, each its own series (they share nothing with shoal's runs). */
 async function medianOf(what: () => Promise<number>): Promise<number> {

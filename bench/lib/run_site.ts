@@ -18,6 +18,8 @@ export interface RunSite extends AsyncDisposable {
   bin: string;
   prefix: string;
   image: string;
+  /** The loopback registry the image came from (benchmarks push more there). */
+  registry: TestRegistry;
   /** A bundle of the image for bare `runc run` (--root mapping, host PID namespace). */
   bundle: string;
   /** Selects the run path through the site config: "helper" or "unprivileged"; `extra` keys too. */
@@ -80,6 +82,7 @@ export async function runSite(name = "shoal-bench"): Promise<RunSite> {
     bin,
     prefix,
     image,
+    registry,
     bundle,
     usePath,
     run,
