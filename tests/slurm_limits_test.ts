@@ -80,8 +80,9 @@ for (const helper of [true, false]) {
       // runc exec, between shoal and the rank, relays what it gets, so a rank may see it twice
       // (docs/hpc.md); the old code also passed it on itself, up to three times.
       const lines = sorted(await out);
-      for (const rank of [0, 1]) assert(lines.includes(`rank ${rank} got 1`), lines.join("; "));
-      assert(lines.every((l) => /got [12]$/.test(l)), lines.join("; "));
+      const said = `${lines.join("; ")}\n${await err}`;
+      for (const rank of [0, 1]) assert(lines.includes(`rank ${rank} got 1`), said);
+      assert(lines.every((l) => /got [12]$/.test(l)), said);
       assert(
         await eventually(() => Promise.resolve(slurm.jobProcesses().length === 0), 15_000),
         `left: ${slurm.jobProcesses().join("; ")}`,
