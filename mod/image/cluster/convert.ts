@@ -28,6 +28,7 @@ import type { Logger } from "../../log.ts";
 import { join } from "../../path.ts";
 import { configFields } from "../config_fields.ts";
 import { digestOf, hasherFor } from "../registry/hash.ts";
+import { isDigest } from "../registry/digest.ts";
 import {
   type ImageConfig,
   imageLayers,
@@ -262,9 +263,9 @@ function usedBy(paths: ClusterPaths, uid: number): number {
   try {
     names = [...Deno.readDirSync(join(paths.refs, String(uid)))].map((e) => e.name);
   } catch { /* no reference yet */ }
-  for (const name of names) {
+  for (const digest of names.map((n) => n.replace("-", ":")).filter(isDigest)) {
     try {
-      used += Deno.statSync(join(imageDir(paths, name.replace("-", ":")), IMAGE_FILE)).size;
+      used += Deno.statSync(join(imageDir(paths, digest), IMAGE_FILE)).size;
     } catch { /* removed by gc since: takes no space */ }
   }
   return used;

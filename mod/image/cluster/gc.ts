@@ -11,6 +11,7 @@
 import { join } from "../../path.ts";
 import { exists, trashAndRemove } from "./claim.ts";
 import { type ClusterPaths, digestName, imageDir } from "./layout.ts";
+import { isDigest } from "../registry/digest.ts";
 
 export interface GcOptions {
   retentionMs: number;
@@ -39,11 +40,11 @@ function names(dir: string): string[] {
   }
 }
 
-/** Every image's digest: images/<algorithm>/<hex>. */
+/** Every image's digest: images/<algorithm>/<hex> (anything else there is not an image). */
 function storedDigests(paths: ClusterPaths): string[] {
   return names(paths.images).flatMap((alg) =>
     names(join(paths.images, alg)).map((hex) => `${alg}:${hex}`)
-  );
+  ).filter(isDigest);
 }
 
 /** The digests some user holds a reference to: refs/<uid>/<algorithm>-<hex>. */
