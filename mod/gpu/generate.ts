@@ -4,6 +4,7 @@
  * finished spec, written with the oldest cdiVersion its fields allow (the
  * most CDI readers take it) and checked by the same parser runs use.
  */
+import { exists } from "../sys/fs.ts";
 import { ShoalError } from "../errors.ts";
 import { dirname, join } from "../path.ts";
 import {
@@ -36,15 +37,6 @@ export function deviceNode(root: string, path: string, fix: string): CdiDeviceNo
   }
   // The node's type and numbers are the host's, filled in by stat at run time.
   return root === "/" ? { path } : { path, hostPath: under(root, path) };
-}
-
-export function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

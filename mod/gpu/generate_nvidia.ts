@@ -14,9 +14,9 @@ import type { CdiDeviceNode, CdiMount } from "../cdi/spec.ts";
 import { type Discovery, under } from "./discover.ts";
 import { readLdCache } from "./ldcache.ts";
 import { isGlibc } from "../sys/ldcache.ts";
+import { exists } from "../sys/fs.ts";
 import {
   deviceNode,
-  exists,
   finishSpec,
   type Generated,
   readOnlyMount,

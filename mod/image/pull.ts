@@ -29,7 +29,7 @@ import { repositoryFor } from "./store/repository.ts";
 import { LocalWriteError } from "./store/write_error.ts";
 import type { ImageRecord } from "./store/metadata.ts";
 import { storedImageAdmitted, verifyPulledImage } from "./signature/verify.ts";
-import { exists } from "./cluster/claim.ts";
+import { exists } from "../sys/fs.ts";
 import { IMAGE_FILE, imageDir } from "./cluster/layout.ts";
 import { join } from "../path.ts";
 

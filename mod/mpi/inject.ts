@@ -10,6 +10,7 @@
  * lead to INJECT_DIR: every program of the image finds them. Loaded only by
  * runs with --mpi.
  */
+import { exists as fileExists } from "../sys/fs.ts";
 import { basename, join } from "../path.ts";
 import { ConfigError, ShoalError, UsageError } from "../errors.ts";
 import type { SiteConfig } from "../config/schema.ts";
@@ -231,10 +232,8 @@ function deviceNodes(path: string): string[] {
 
 function exists(path: string): boolean {
   try {
-    Deno.statSync(path);
-    return true;
+    return fileExists(path);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
     throw new ShoalError(`--mpi: ${path}: ${(err as Error).message}`);
   }
 }

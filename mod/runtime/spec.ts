@@ -22,6 +22,7 @@
  *   limit the user could not set outside is not theirs to set inside.
  * - No rlimits: the caller's limits (ulimit, Slurm's) carry over unchanged.
  */
+import { exists } from "../sys/fs.ts";
 import { join, normalize, resolve } from "../path.ts";
 import { ConfigError, ShoalError, UsageError } from "../errors.ts";
 import type { SiteConfig } from "../config/schema.ts";
@@ -278,16 +279,6 @@ export function containerCwd(request: RunRequest, image: ImageInfo): string {
     return normalize(request.workdir);
   }
   return image.workdir === "" ? "/" : resolve("/", image.workdir);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
 }
 
 /** The runc rootless defaults, adapted to a shared pid/IPC namespace (see the header). */

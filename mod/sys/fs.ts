@@ -31,3 +31,18 @@ export function statfs(path: string): FsStat {
     flags: Number(view.getBigUint64(80, true)),
   };
 }
+
+/**
+ * Whether something is at `path` (symlinks followed): false only when
+ * nothing is; any other failure (a directory that may not be searched) is
+ * thrown, since it says nothing about what is there.
+ */
+export function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}

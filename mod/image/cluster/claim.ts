@@ -11,6 +11,7 @@
  * directory has a random name inside the claim that the successor's claim
  * does not have, so its later writes and its commit fail.
  */
+import { exists } from "../../sys/fs.ts";
 import { join } from "../../path.ts";
 import { randomHex } from "../../bytes.ts";
 import { ShoalError } from "../../errors.ts";
@@ -43,16 +44,6 @@ function mtimeMs(path: string): number | undefined {
     return Deno.statSync(path).mtime?.getTime();
   } catch {
     return undefined;
-  }
-}
-
-/** Whether anything is at `path` (followed). */
-export function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

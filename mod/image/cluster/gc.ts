@@ -9,7 +9,8 @@
  * open.
  */
 import { join } from "../../path.ts";
-import { exists, trashAndRemove } from "./claim.ts";
+import { trashAndRemove } from "./claim.ts";
+import { exists } from "../../sys/fs.ts";
 import { type ClusterPaths, digestName, imageDir } from "./layout.ts";
 import { isDigest } from "../registry/digest.ts";
 
