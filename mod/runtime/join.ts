@@ -36,8 +36,8 @@ import { ShoalError } from "../errors.ts";
 import { closeFd, fdPath, fstat, lstatAt, mkdirAt, O, openAt } from "../sys/dirfd.ts";
 import { spawn, statusWithin } from "../sys/spawn.ts";
 import { libc } from "../sys/libc.ts";
-import type { Launch } from "./launch.ts";
-import { execProcess } from "./launch_exec.ts";
+import type { ExecTarget, Launch } from "./launch.ts";
+import { execProcess, execTarget } from "./launch_exec.ts";
 import { MAIN_PID_FILE, readPid } from "./main_exit.ts";
 import type { OciProcess, OciSpec } from "./oci.ts";
 import {
@@ -150,18 +150,7 @@ async function lead(
     const record: StepRecord = { name: bundle.name, container: whatItIs(ctx, spec) };
     Deno.writeTextFileSync(fdPath(dir, `${h}.json`), JSON.stringify(record), { mode: 0o600 });
     release(election);
-    const outcome = await execProcess({
-      runc: ctx.loaded.paths.runc!,
-      target,
-      bundle,
-      dev: ctx.base.dev,
-      process: rankProcess(ctx, spec.process),
-      stdin: request.stdin,
-      preserveFds: ctx.launcher.preserveFds,
-      moves: ctx.launcher.moves,
-      stopTimeout: ctx.loaded.config.runtime.stopTimeoutSeconds,
-      early: ctx.early,
-    });
+    const outcome = await execRank(ctx, target, bundle, spec.process);
     release(member);
     logger.debug(`own rank ended with ${outcome.status}; waiting for the others (${ctx.now()})`);
     await lastOut(ctx, dir, h, step, stop);
@@ -191,7 +180,7 @@ async function joinStep(
   member: Deno.FsFile,
   step: StepKey,
 ): Promise<RunOutcome> {
-  const { base, opts: { request } } = ctx;
+  const { base } = ctx;
   const fd = openAt(base.fd, record.name, O.RDONLY | O.DIRECTORY);
   const bundle: Bundle = { name: record.name, path: `${base.path}/${record.name}`, fd };
   try {
@@ -212,24 +201,7 @@ async function joinStep(
       );
     }
     ctx.opts.logger.debug(`joining ${record.name} (${ctx.now()})`);
-    return await execProcess({
-      runc: ctx.loaded.paths.runc!,
-      target: {
-        runPath: state.runPath,
-        bundle: bundle.path,
-        id: state.id,
-        holder: state.holder,
-        rootIsUser: state.rootIsUser,
-      },
-      bundle,
-      dev: base.dev,
-      process: rankProcess(ctx, spec.process),
-      stdin: request.stdin,
-      preserveFds: ctx.launcher.preserveFds,
-      moves: ctx.launcher.moves,
-      stopTimeout: ctx.loaded.config.runtime.stopTimeoutSeconds,
-      early: ctx.early,
-    });
+    return await execRank(ctx, execTarget(state, bundle), bundle, spec.process);
   } finally {
     release(election);
     release(member);
@@ -450,4 +422,25 @@ function release(file: Deno.FsFile): void {
   try {
     file.close();
   } catch { /* closed already */ }
+}
+
+/** This rank's process, exec'd into the step's container and supervised until it ends. */
+function execRank(
+  ctx: RunContext,
+  target: ExecTarget,
+  bundle: Bundle,
+  process: OciProcess,
+): Promise<RunOutcome> {
+  return execProcess({
+    runc: ctx.loaded.paths.runc!,
+    target,
+    bundle,
+    dev: ctx.base.dev,
+    process: rankProcess(ctx, process),
+    stdin: ctx.opts.request.stdin,
+    preserveFds: ctx.launcher.preserveFds,
+    moves: ctx.launcher.moves,
+    stopTimeout: ctx.loaded.config.runtime.stopTimeoutSeconds,
+    early: ctx.early,
+  });
 }

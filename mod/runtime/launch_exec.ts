@@ -15,7 +15,7 @@ import { ShoalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { EnvOption } from "./env.ts";
 import { currentCaller, userOptionIsRoot } from "./user_option.ts";
-import { liveRuns } from "./state.ts";
+import { liveRuns, type RunState } from "./state.ts";
 import { closeFd, fdPath, mkdirAt, O, openAt, removeTreeAt } from "../sys/dirfd.ts";
 import { libc } from "../sys/libc.ts";
 import type { FdMove } from "./pmi.ts";
@@ -149,13 +149,7 @@ export async function execInRun(
     const state = run.state;
     return await execProcess({
       runc: loaded.paths.runc!,
-      target: {
-        runPath: state.runPath,
-        bundle: bundle.path,
-        id: state.id,
-        holder: state.holder,
-        rootIsUser: state.rootIsUser,
-      },
+      target: execTarget(state, bundle),
       bundle,
       dev: base!.dev,
       process: {
@@ -175,4 +169,15 @@ export async function execInRun(
     early.release();
     closeFd(fd);
   }
+}
+
+/** How to exec into the container a run's state describes, whose bundle is `bundle`. */
+export function execTarget(state: RunState, bundle: Bundle): ExecTarget {
+  return {
+    runPath: state.runPath,
+    bundle: bundle.path,
+    id: state.id,
+    holder: state.holder,
+    rootIsUser: state.rootIsUser,
+  };
 }
