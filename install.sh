@@ -321,7 +321,7 @@ if [ -f "$ROOT/helper/exec_shim.c" ]; then
   [ -d "$STAGE/helper" ] || cp -R "$ROOT/helper" "$STAGE/helper"
   if ! command -v make >/dev/null 2>&1; then
     SHIM_NOTE="building it needs make (scripts/bootstrap installs it)"
-  elif make -s -B -C "$STAGE/helper" shoal-exec >"$STAGE/err" 2>&1; then
+  elif make -s -B -C "$STAGE/helper" shoal-exec shoal-enter >"$STAGE/err" 2>&1; then
     SHIM=yes
   else
     SHIM_NOTE="building it failed, it needs gcc and libc6-dev: $(tail -n 1 "$STAGE/err")"
@@ -445,6 +445,7 @@ else
 fi
 if [ "$SHIM" = yes ]; then
   install_file "$STAGE/helper/shoal-exec" libexec/shoal/shoal-exec 755 "exec shim for bytes that are not UTF-8"
+  install_file "$STAGE/helper/shoal-enter" libexec/shoal/shoal-enter 755 "the ranks' way into their step's container"
 else
   warn "$prefix/libexec/shoal/shoal-exec not installed ($SHIM_NOTE): commands and environments that are not UTF-8 will be refused"
 fi
@@ -500,7 +501,7 @@ check_chain() {
     p=$(dirname "$p")
   done
 }
-for f in etc/shoal.json etc/hooks.d libexec/shoal/shoal-mount libexec/shoal/shoal-exec; do
+for f in etc/shoal.json etc/hooks.d libexec/shoal/shoal-mount libexec/shoal/shoal-exec libexec/shoal/shoal-enter; do
   [ -e "$prefix/$f" ] || continue
   check_chain "$prefix/$f"
   check_chain "$(readlink -f "$prefix/$f")"

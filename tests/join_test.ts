@@ -6,7 +6,7 @@
  * one ending does not end the others, a killed leader leaves no one hanging
  * and nothing behind, and a run asking for another container is refused.
  */
-import { assert, assertEquals } from "./support/assert.ts";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { eventually, type RunSite, runSite } from "./support/run.ts";
 import { runAs } from "./support/users.ts";
 import type { RunState } from "../mod/runtime/state.ts";
@@ -28,6 +28,8 @@ const RANK = "echo $$ > /tmp/rank$RANK; o=$((1 - RANK)); i=0; " +
   '[ "$(dd if=/proc/$p/mem bs=1 count=1 skip=$a 2>/dev/null | wc -c)" = 1 ] && echo mem ok; ' +
   'tr "\\0" "\\n" < /proc/$p/environ | grep "^RANK=" | sed "s/^/environ /"; ' +
   "echo ns $(readlink /proc/self/ns/user) $(readlink /proc/self/ns/mnt); touch /tmp/done$RANK; " +
+  // Its parent: the rank's own shoal, with no runc exec in between (shoal-enter).
+  "echo parent $(cat /proc/$PPID/comm); " +
   "i=0; while [ ! -e /tmp/done$o ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done";
 
 interface Output {
@@ -112,6 +114,8 @@ for (const helper of [true, false]) {
       const ns = (text: string) => text.split("\n").find((l) => l.startsWith("ns user:"));
       assert(ns(a.out) !== undefined, a.out);
       assertEquals(ns(a.out), ns(b.out));
+      // Each rank's process is its shoal's child: a signal for the rank passes nothing else.
+      for (const r of [a, b]) assertMatch(r.out, /^parent (deno|shoal)$/m);
       assertEquals(await leftOf(site, key, [name]), []);
     });
 

@@ -21,6 +21,8 @@ export interface InstallLayout {
   helper: string;
   /** The exec shim for commands that are not UTF-8, `<prefix>/libexec/shoal/shoal-exec`. */
   execShim: string;
+  /** How a step's ranks enter its container, `<prefix>/libexec/shoal/shoal-enter` (enter.c). */
+  enterShim: string;
   /** OCI hook definitions, `<prefix>/etc/hooks.d`. */
   hooksDir: string;
   /**
@@ -69,6 +71,7 @@ function layoutAt(kind: InstallLayout["kind"], prefix: string): InstallLayout {
     configFile: join(prefix, "etc", "shoal.json"),
     helper: join(prefix, "libexec", "shoal", "shoal-mount"),
     execShim: join(prefix, "libexec", "shoal", "shoal-exec"),
+    enterShim: join(prefix, "libexec", "shoal", "shoal-enter"),
     hooksDir: join(prefix, "etc", "hooks.d"),
     guardScript: kind === "checkout"
       ? join(prefix, "mod", "runtime", "shoal-guard.sh")

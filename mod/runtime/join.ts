@@ -39,6 +39,7 @@ import { libc } from "../sys/libc.ts";
 import type { ExecTarget, Launch } from "./launch.ts";
 import { execProcess, execTarget } from "./launch_exec.ts";
 import { MAIN_PID_FILE, readPid } from "./main_exit.ts";
+import { exists } from "../sys/fs.ts";
 import type { OciProcess, OciSpec } from "./oci.ts";
 import {
   claimName,
@@ -424,14 +425,24 @@ function release(file: Deno.FsFile): void {
   } catch { /* closed already */ }
 }
 
-/** This rank's process, exec'd into the step's container and supervised until it ends. */
+/**
+ * This rank's process, exec'd into the step's container and supervised until
+ * it ends: entered directly (shoal-enter) where runc exec would add nothing
+ * shoal-enter does not do, otherwise through runc exec.
+ */
 function execRank(
   ctx: RunContext,
   target: ExecTarget,
   bundle: Bundle,
   process: OciProcess,
 ): Promise<RunOutcome> {
+  const { loaded, opts: { request } } = ctx;
+  const shim = loaded.layout.enterShim;
+  const pid = readPid(bundleFile(bundle, MAIN_PID_FILE));
+  const direct = !request.tty && request.pid !== "private" &&
+    loaded.config.seccompProfile === undefined && pid !== undefined && exists(shim);
   return execProcess({
+    ...(direct && { enter: { shim, pid: pid! } }),
     runc: ctx.loaded.paths.runc!,
     target,
     bundle,

@@ -18,6 +18,7 @@ import { currentCaller, userOptionIsRoot } from "./user_option.ts";
 import { liveRuns, type RunState } from "./state.ts";
 import { closeFd, fdPath, mkdirAt, O, openAt, removeTreeAt } from "../sys/dirfd.ts";
 import { libc } from "../sys/libc.ts";
+import { CAP_NAMES } from "../sys/caps.ts";
 import type { FdMove } from "./pmi.ts";
 import { execArgv, type ExecTarget } from "./launch.ts";
 import { MAIN_PID_FILE, readPid } from "./main_exit.ts";
@@ -29,6 +30,8 @@ import { type EarlyStop, holdStopSignals, supervise } from "./supervise.ts";
 
 /** runc exec's own fatal error on stderr. */
 const EXEC_FATAL_PREFIX = "exec failed: ";
+/** shoal-enter's own (enter.c): a namespace it could not enter, a directory it could not reach. */
+const ENTER_FATAL_PREFIX = "shoal-enter: ";
 const SIGKILL = 9;
 
 export interface ExecRequest {
@@ -44,10 +47,18 @@ export interface ExecRequest {
   moves: FdMove[];
   stopTimeout: number;
   early?: EarlyStop;
+  /**
+   * Enter the container directly (shoal-enter, helper/enter.c) instead of
+   * through runc exec: its first process's pid, and the program. For a
+   * process without a terminal, in a container without a seccomp profile or
+   * a private pid namespace (the caller decides).
+   */
+  enter?: { shim: string; pid: number };
 }
 
 /** Runs `r.process` in the container to its end. */
 export async function execProcess(r: ExecRequest): Promise<RunOutcome> {
+  if (r.enter !== undefined && !r.process.terminal) return await enterProcess(r, r.enter);
   const name = `exec-${crypto.randomUUID().slice(0, 12)}`;
   mkdirAt(r.bundle.fd, name, 0o700);
   const fd = openAt(r.bundle.fd, name, O.RDONLY | O.DIRECTORY);
@@ -180,4 +191,50 @@ export function execTarget(state: RunState, bundle: Bundle): ExecTarget {
     holder: state.holder,
     rootIsUser: state.rootIsUser,
   };
+}
+
+/** The capabilities config.json gives a process, as the mask shoal-enter keeps. */
+function capabilityMask(process: OciProcess): string {
+  let mask = 0n;
+  for (const name of process.capabilities?.permitted ?? []) {
+    const cap = (CAP_NAMES as readonly string[]).indexOf(name.toLowerCase());
+    if (cap < 0) throw new ShoalError(`unknown capability ${name} in the container's config`);
+    mask |= 1n << BigInt(cap);
+  }
+  return mask.toString(16);
+}
+
+/**
+ * The process through shoal-enter: it becomes the process itself, a child
+ * of this shoal with nothing between them, so a signal sent to the whole
+ * step (Slurm's) reaches it once, and no Go runtime starts for it.
+ */
+async function enterProcess(r: ExecRequest, enter: { shim: string; pid: number }) {
+  const p = r.process;
+  const result = await supervise({
+    argv: [
+      enter.shim,
+      String(enter.pid),
+      (p.user.umask ?? 0o022).toString(8),
+      capabilityMask(p),
+      // runc sets a root process's groups to its additionalGids (none); another keeps the caller's.
+      p.user.uid === 0 ? "clear" : "keep",
+      "--",
+      p.cwd,
+      ...p.args,
+    ],
+    env: p.env ?? [],
+    stdin: r.stdin,
+    tty: false,
+    holdPrefix: ENTER_FATAL_PREFIX,
+    bundle: fdPath(r.bundle.fd),
+    stopTimeout: r.stopTimeout,
+    end: (child) => libc().kill(child, SIGKILL),
+    moves: r.moves,
+    early: r.early,
+  });
+  const fatal = result.held.join("").trim();
+  if (fatal !== "") return { status: result.status, error: new ShoalError(fatal) };
+  result.release();
+  return { status: result.status };
 }

@@ -79,6 +79,8 @@ export interface SuperviseOptions {
   end(child: number): void;
   /** Descriptors given to the child at other numbers (the PMI socket, pmi.ts). */
   moves?: { from: number; to: number }[];
+  /** The child's environment, NAME=VALUE, in place of shoal's. */
+  env?: string[];
   /** Stop signals that came while the run was being prepared (holdStopSignals). */
   early?: EarlyStop;
 }
@@ -145,6 +147,7 @@ export async function supervise(
     stderr: "pipe",
     newSession: !ownsTerminal,
     moves: opts.moves,
+    ...(opts.env !== undefined && { env: opts.env }),
   });
   const main = watchMainExit(opts.bundle, child);
   let ended = false;

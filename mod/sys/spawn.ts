@@ -32,6 +32,8 @@ export interface SpawnOptions {
    * order: a later one's `from` must not be an earlier one's `to`.
    */
   moves?: { from: number; to: number }[];
+  /** NAME=VALUE entries in place of shoal's own environment. */
+  env?: string[];
 }
 
 export interface ChildProcess {
@@ -69,8 +71,14 @@ export function spawn(argv: string[], opts: SpawnOptions = {}): ChildProcess {
     return array;
   };
   const args = pointerArray(argv);
-  const { envp: env, strings: envStrings } = environment();
-  strings.push(envStrings);
+  let env: BigUint64Array<ArrayBuffer>;
+  if (opts.env === undefined) {
+    const own = environment();
+    env = own.envp;
+    strings.push(own.strings);
+  } else {
+    env = pointerArray(opts.env);
+  }
   const devNull = cString("/dev/null");
 
   const actions = new Uint8Array(FILE_ACTIONS_SIZE);
