@@ -83,6 +83,7 @@ Deno.test("layout: a compiled binary's prefix is the parent of its bin directory
     configFile: "/opt/shoal/etc/shoal.json",
     helper: "/opt/shoal/libexec/shoal/shoal-mount",
     execShim: "/opt/shoal/libexec/shoal/shoal-exec",
+    enterShim: "/opt/shoal/libexec/shoal/shoal-enter",
     hooksDir: "/opt/shoal/etc/hooks.d",
     guardScript: "/opt/shoal/libexec/shoal/shoal-guard",
   });
