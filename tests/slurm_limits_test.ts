@@ -9,10 +9,18 @@
  */
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { eventually, runSite } from "./support/run.ts";
-import { startSlurm } from "./support/slurm.ts";
+import { cancelJob, startSlurm, type TestSlurm } from "./support/slurm.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
 
 const sorted = (text: string) => text.trim().split("\n").filter((l) => l !== "").sort();
+
+/** No process of a job is left on the node (within 15 s: Slurm's KillWait, then KILL). */
+async function assertNothingLeft(slurm: TestSlurm): Promise<void> {
+  assert(
+    await eventually(() => Promise.resolve(slurm.jobProcesses().length === 0), 15_000),
+    `left: ${slurm.jobProcesses().join("; ")}`,
+  );
+}
 
 /** The run base's entries (bundles and the .join directory's files), as the user has them. */
 function runFiles(uid: number): string[] {
@@ -79,16 +87,9 @@ for (const helper of [true, false]) {
       // Slurm signals every process of the step itself, the rank's included: shoal passes on
       // none of those, and nothing else sits between shoal and the rank (shoal-enter).
       assertEquals(sorted(await out), ["rank 0 got 1", "rank 1 got 1"], await err);
-      assert(
-        await eventually(() => Promise.resolve(slurm.jobProcesses().length === 0), 15_000),
-        `left: ${slurm.jobProcesses().join("; ")}`,
-      );
+      await assertNothingLeft(slurm);
     } finally {
-      await slurm.run(user, "scancel", [`--name=${name}`]);
-      try {
-        srun.kill("SIGKILL");
-      } catch { /* ended */ }
-      await srun.status;
+      await cancelJob(slurm, user, name, srun);
     }
   });
 }
@@ -113,10 +114,7 @@ Deno.test("path A (helper): a step past its time limit is ended, and nothing of 
   ]);
   assert(r.code !== 0, "the step ran to its end");
   assertMatch(r.stderr, /DUE TO TIME LIMIT/);
-  assert(
-    await eventually(() => Promise.resolve(slurm.jobProcesses().length === 0), 15_000),
-    `left: ${slurm.jobProcesses().join("; ")}`,
-  );
+  await assertNothingLeft(slurm);
   assertEquals(runFiles(user.uid), before);
   assertEquals([...Deno.readDirSync("/dev/shm")].filter((e) => e.name.startsWith(shm)), []);
 });

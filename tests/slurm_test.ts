@@ -7,7 +7,7 @@
 import { assert, assertEquals } from "./support/assert.ts";
 import { eventually, runSite } from "./support/run.ts";
 import type { Result } from "./support/shoal.ts";
-import { pmiExchange, startSlurm, type TestSlurm, wrapped } from "./support/slurm.ts";
+import { cancelJob, pmiExchange, startSlurm, type TestSlurm, wrapped } from "./support/slurm.ts";
 import type { TestUser } from "./support/users.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
 import { JOIN_DIR } from "../mod/runtime/join.ts";
@@ -178,11 +178,7 @@ async function scancelLeavesNothing(slurm: TestSlurm, user: TestUser, bin: strin
     );
     assert(gone, `left: ${slurm.jobProcesses().join("; ") || `the run dir ${bundle}`}`);
   } finally {
-    await slurm.run(user, "scancel", [`--name=${name}`]);
-    try {
-      srun.kill("SIGKILL");
-    } catch { /* ended */ }
-    await srun.status;
+    await cancelJob(slurm, user, name, srun);
     await stderr;
   }
 }
@@ -312,11 +308,7 @@ for (const helper of [true, false]) {
             } ${(await exists(`${base}/${name}`)) ? name : ""}`,
           );
         } finally {
-          await slurm.run(user, "scancel", [`--name=${name}`]);
-          try {
-            srun.kill("SIGKILL");
-          } catch { /* ended */ }
-          await srun.status;
+          await cancelJob(slurm, user, name, srun);
         }
       });
     } finally {

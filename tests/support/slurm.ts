@@ -390,3 +390,21 @@ export function pmiExchange(more = ""): string {
 export function wrapped(outer: string, bin: string, image: string, inner: string): string[] {
   return ["sh", "-c", `${outer}; exec "$0" run "$1" sh -c "$2"`, bin, image, inner];
 }
+
+/**
+ * Ends a job started in the background by name (scancel, whatever state it
+ * is in) and its srun, and waits for srun: what a test does whichever way it
+ * ended.
+ */
+export async function cancelJob(
+  slurm: TestSlurm,
+  user: TestUser,
+  name: string,
+  srun: Deno.ChildProcess,
+): Promise<void> {
+  await slurm.run(user, "scancel", [`--name=${name}`]);
+  try {
+    srun.kill("SIGKILL");
+  } catch { /* ended */ }
+  await srun.status;
+}
