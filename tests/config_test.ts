@@ -95,6 +95,9 @@ Deno.test("layout: a bundle install is found from its script, not from Deno's pa
   assertEquals(l.prefix, "/opt/site");
   assertEquals(l.configFile, "/opt/site/etc/shoal.json");
   assertEquals(l.helper, "/opt/site/libexec/shoal/shoal-mount");
+  // `shoal run`'s own bundle entry, which the launcher starts for `run`.
+  const run = installLayout("/opt/site/lib/shoal/deno", "file:///opt/site/lib/shoal/shoal-run.js");
+  assertEquals([run.kind, run.prefix], ["bundle", "/opt/site"]);
 });
 
 Deno.test("layout: a checkout's prefix is the directory holding main.ts", () => {

@@ -8,6 +8,7 @@
 import { assert, assertEquals } from "./support/assert.ts";
 import { runSite } from "./support/run.ts";
 import { runCommand } from "./support/shoal.ts";
+import { installedShoal } from "./support/install.ts";
 
 const ROOT = new URL("../", import.meta.url);
 const DENO = Deno.execPath();
@@ -98,6 +99,21 @@ Deno.test("no localeCompare in the modules a run loads (its first call loads ICU
     /\.localeCompare\s*\(/.test(code(Deno.readTextFileSync(new URL(spec))))
   ).map(local);
   assertEquals(broken, [], "compare with mod/compare.ts instead");
+});
+
+Deno.test("no timer in the modules a run or a step's rank loads (the first setTimeout or clearTimeout loads Deno's timers, ~5 ms)", () => {
+  const joinUrl = new URL("mod/runtime/join.ts", ROOT).href;
+  const broken = staticClosure(graph, [...runPath, joinUrl]).filter((spec) =>
+    spec.startsWith(ROOT.href) &&
+    /\b(setTimeout|clearTimeout|setInterval|clearInterval)\s*\(/.test(
+      code(Deno.readTextFileSync(new URL(spec))),
+    )
+  ).map(local);
+  assertEquals(
+    broken,
+    [],
+    "wait on a descriptor in poll(2) instead (mod/sys/spawn.ts, statusWithin)",
+  );
 });
 
 Deno.test("the launcher and the compiled binary keep the V8 flags and lazy dynamic imports", () => {
@@ -192,22 +208,77 @@ function bundleClosure(dir: string, entry: string): string[] {
   return [...seen].sort();
 }
 
-Deno.test("the installed bundle, as install.sh builds it, loads no node: module at start either", async () => {
+/** `entry` bundled with code splitting as install.sh does it, into a new directory. */
+async function bundled(entry: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-bundle-" });
+  const out = await new Deno.Command(DENO, {
+    args: ["bundle", "--quiet", "--code-splitting", "--outdir", dir, entry],
+    cwd: ROOT.pathname,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert(out.success, new TextDecoder().decode(out.stderr));
+  return dir;
+}
+
+Deno.test("the installed bundles, as install.sh builds them, load no node: module at start either", async () => {
   // The bundler may hoist what one lazily loaded module needs (a CommonJS package's require()
   // shim, node:module) into a chunk every start loads: the source graph above cannot see that.
-  const dir = await Deno.makeTempDir({ prefix: "shoal-bundle-" });
+  for (const entry of ["main", "main_run"]) {
+    const dir = await bundled(`${entry}.ts`);
+    try {
+      const loaded = bundleClosure(dir, `${entry}.js`);
+      assert(loaded.length > 1, `the bundle's entry imports nothing: ${loaded}`);
+      assertEquals(loaded.filter((f) => !f.endsWith(".js")), [], `${entry}.ts's bundle`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});
+
+/**
+ * Each file Deno loads costs ~0.1 ms, whatever its size. In the whole
+ * program's bundle a run loads ~35 files: its modules are spread over the
+ * chunks that each set of commands shares. `shoal run`'s own bundle has only
+ * its own lazy parts to split off.
+ */
+const RUN_BUNDLE_FILES = 12;
+
+Deno.test(`shoal run's own bundle loads at most ${RUN_BUNDLE_FILES} files at start`, async () => {
+  const dir = await bundled("main_run.ts");
   try {
-    const out = await new Deno.Command(DENO, {
-      args: ["bundle", "--quiet", "--code-splitting", "--outdir", dir, "main.ts"],
-      cwd: ROOT.pathname,
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert(out.success, new TextDecoder().decode(out.stderr));
-    const loaded = bundleClosure(dir, "main.js");
-    assert(loaded.length > 1, `the bundle's entry imports nothing: ${loaded}`);
-    assertEquals(loaded.filter((f) => !f.endsWith(".js")), []);
+    const loaded = bundleClosure(dir, "main_run.js");
+    assert(
+      loaded.length <= RUN_BUNDLE_FILES,
+      `main_run.ts's bundle loads ${loaded.length} files at start: ${loaded.join(" ")}; ` +
+        "import what only some runs need with import(), as run.ts does join.ts",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("the installed launcher starts shoal run's own bundle for run, and the whole program otherwise", async () => {
+  const { bin, prefix } = await installedShoal();
+  const entries = async (args: string[]) => {
+    const log = await Deno.makeTempFile({ prefix: "shoal-strace-" });
+    try {
+      await runCommand("strace", ["-f", "-qq", "-e", "trace=openat", "-o", log, bin, ...args]);
+      const opened = [
+        ...(await Deno.readTextFile(log)).matchAll(/"([^"]*\/lib\/shoal\/[^"/]*\.js)"/g),
+      ]
+        .map((m) => m[1]!.slice(`${prefix}/lib/shoal/`.length));
+      return ["shoal.js", "shoal-run.js"].filter((e) => opened.includes(e));
+    } finally {
+      await Deno.remove(log);
+    }
+  };
+  assertEquals(await entries(["run", "--help"]), ["shoal-run.js"]);
+  assertEquals(await entries(["--debug", "-q", "run", "--help"]), ["shoal-run.js"]);
+  assertEquals(await entries(["help", "run"]), ["shoal.js"]);
+  assertEquals(await entries(["--version"]), ["shoal.js"]);
+  // The two programs explain `shoal run` alike.
+  const runHelp = await runCommand(bin, ["run", "--help"]);
+  const help = await runCommand(bin, ["help", "run"]);
+  assertEquals([runHelp.code, runHelp.stdout], [0, help.stdout]);
 });

@@ -1,22 +1,22 @@
 /**
  * The command-line program: the command table, in the order `shoal --help`
- * lists it, and running what argv asks for. A command's definition (its
+ * lists it (start.ts runs it). A command's definition (its
  * options and action, and with them its engine) is loaded only when it runs
  * or is explained, so a command loads only its own code.
  */
-import { ExitStatus } from "../errors.ts";
 import { VERSION } from "../version.ts";
 import { FOREIGN_COMMANDS } from "./foreign.ts";
-import { parseArgv, type Program } from "./parser.ts";
+import type { Program } from "./parser.ts";
+import { PROGRAM_SUMMARY, RUN_SUMMARY } from "./summaries.ts";
 
 export const program: Program = {
-  summary: "Rootless OCI containers for HPC clusters.",
+  summary: PROGRAM_SUMMARY,
   version: VERSION,
   // Loading every command's definitions cost every start ~3 ms.
   commands: [
     {
       name: "run",
-      summary: "run a command in a new container from a pulled image",
+      summary: RUN_SUMMARY,
       load: async () => (await import("./run.ts")).runCommand,
     },
     {
@@ -105,23 +105,3 @@ Examples:
   shoal --version`,
   foreign: FOREIGN_COMMANDS,
 };
-
-const encoder = new TextEncoder();
-
-/** Parses argv and runs the command; returns the process exit code. */
-export async function runProgram(argv: string[]): Promise<number> {
-  const parse = await parseArgv(program, argv);
-  if (parse.kind === "print") {
-    const out = parse.stream === "stdout" ? Deno.stdout : Deno.stderr;
-    const bytes = encoder.encode(parse.text);
-    for (let done = 0; done < bytes.length;) done += out.writeSync(bytes.subarray(done));
-    return parse.code;
-  }
-  try {
-    await parse.command.action(parse.invocation);
-  } catch (err) {
-    if (err instanceof ExitStatus) return err.code;
-    throw err;
-  }
-  return 0;
-}

@@ -10,8 +10,9 @@ import { ConfigError } from "../errors.ts";
 export interface InstallLayout {
   /**
    * `compiled`: `<prefix>/bin/shoal` built by `deno compile`; `bundle`:
-   * `<prefix>/lib/shoal/shoal.js` run by `<prefix>/lib/shoal/deno` through the
-   * launcher `<prefix>/bin/shoal`; `checkout`: main.ts at the root of a clone.
+   * `<prefix>/lib/shoal/shoal.js` (or `shoal-run.js`, `shoal run`'s own) run
+   * by `<prefix>/lib/shoal/deno` through the launcher `<prefix>/bin/shoal`;
+   * `checkout`: main.ts (or main_run.ts) at the root of a clone.
    */
   kind: "compiled" | "bundle" | "checkout";
   prefix: string;
@@ -33,7 +34,8 @@ export interface InstallLayout {
   guardScript: string;
 }
 
-const BUNDLE_SUFFIX = "/lib/shoal/shoal.js";
+/** The bundle's two entries (install.sh): the whole program's and `shoal run`'s. */
+const BUNDLE_ENTRIES = ["/lib/shoal/shoal.js", "/lib/shoal/shoal-run.js"];
 
 export function installLayout(
   execPath: string = Deno.execPath(),
@@ -49,9 +51,8 @@ export function installLayout(
       hint: "run shoal from an installation or a checkout",
     });
   }
-  if (main.endsWith(BUNDLE_SUFFIX)) {
-    return layoutAt("bundle", main.slice(0, -BUNDLE_SUFFIX.length) || "/");
-  }
+  const entry = BUNDLE_ENTRIES.find((suffix) => main.endsWith(suffix));
+  if (entry !== undefined) return layoutAt("bundle", main.slice(0, -entry.length) || "/");
   return layoutAt("checkout", checkoutRoot(main));
 }
 

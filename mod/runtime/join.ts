@@ -65,6 +65,7 @@ import {
 import { INIT_PATH } from "./spec.ts";
 import { isRunProcess, readState, writeState } from "./state.ts";
 import type { StepKey } from "./step_key.ts";
+import { sleep } from "../sys/sleep.ts";
 import { type EarlyStop, holdStopSignals } from "./supervise.ts";
 
 /** The directory of the join files in the run base. */
@@ -390,12 +391,8 @@ async function lockAt(
 ): Promise<Deno.FsFile> {
   for (;;) {
     const file = openIn(dir, name);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<false>((resolve) => {
-      timer = setTimeout(() => resolve(false), Math.max(0, deadline - Date.now()));
-    });
+    const late = sleep(deadline - Date.now()).then(() => false);
     const locked = await Promise.race([file.lock(true).then(() => true), late]);
-    clearTimeout(timer);
     if (!locked) {
       throw new ShoalError(
         `${describeKey(step)}: timed out waiting for the step's container (${name} is locked)`,
@@ -412,10 +409,6 @@ export async function keyDigest(key: string): Promise<string> {
   const bytes = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
   return Array.from(new Uint8Array(bytes).subarray(0, 16), (b) => b.toString(16).padStart(2, "0"))
     .join("");
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Closes `file` (its flock goes with it); closing twice is fine. */

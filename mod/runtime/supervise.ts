@@ -167,7 +167,6 @@ export async function supervise(
   /** The first stop signal's number, when it came, and whether the container was killed for it. */
   let stopped: { number: number; at: number } | undefined;
   let killed = false;
-  let grace: ReturnType<typeof setTimeout> | undefined;
   const kill = () => {
     killed = true;
     end();
@@ -177,7 +176,10 @@ export async function supervise(
     if (number === undefined) return;
     if (stopped === undefined) {
       stopped = { number, at: performance.now() };
-      grace = setTimeout(kill, opts.stopTimeout * 1000);
+      // The grace period waits on the child, not on a timer (spawn.ts, statusWithin).
+      statusWithin(child, opts.stopTimeout * 1000).then((status) => {
+        if (status === undefined && !ended) kill();
+      });
     } else if (sig === "SIGINT" && performance.now() - stopped.at >= AGAIN_MS) {
       kill();
     }
@@ -215,7 +217,6 @@ export async function supervise(
     };
   } finally {
     main.stop();
-    clearTimeout(grace);
     for (const stop of forward) stop();
     await stopHeld();
   }

@@ -11,6 +11,7 @@
  */
 import { basename } from "../../path.ts";
 import { ShoalError } from "../../errors.ts";
+import { sleep } from "../../sys/sleep.ts";
 
 export type LockMode = "shared" | "exclusive";
 
@@ -125,10 +126,6 @@ function lockError(path: string, err: unknown): ShoalError {
     hint: "the repository's filesystem must support flock (on Lustre, mount it with -o flock)",
     cause: err,
   });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**
