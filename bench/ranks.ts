@@ -1,6 +1,6 @@
 /**
  * 64 ranks of one step on one node: 64 concurrent `shoal run --join KEY
- * IMAGE true` (one container, every rank joins it with runc exec; what
+ * IMAGE true` (one container, every rank enters it through shoal-enter; what
  * `srun -n 64 shoal run` does, join.ts) against 64 concurrent bare `runc run`
  * of the same image's bundle (64 containers), and against 64 concurrent plain
  * `shoal run` (64 containers), and 64 `shoal version` (what a shoal process
@@ -37,6 +37,8 @@ const line = (name: string, w: Wave, floor: Wave) =>
 console.log(`${count} ranks of one step on one node running 'true', medians of ${rounds} rounds`);
 for (const path of ["helper", "unprivileged"] as const) {
   await site.usePath(path);
+  // The first start after the config changed validates it; a site's ranks find it validated.
+  await site.run(site.bin, ["run", "--root", site.image, "true"]);
   const runc = await medianWave((round, i) => [RUNC, runcArgs(site, `ranks-${round}-${i}`)]);
   const key = `ranks-${Deno.pid}-${path}`;
   const joined = await medianWave((round) => [

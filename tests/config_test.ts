@@ -601,32 +601,41 @@ Deno.test("config cache: an edit takes effect at once; a cache others could writ
     assertEquals(await siteEnv(), "two");
 
     // The cache is what a start takes while the texts are the same...
-    const record = JSON.parse(Deno.readTextFileSync(cache));
+    const written = JSON.parse(Deno.readTextFileSync(cache));
+    const record = written.records[0];
     record.validated.config.environment.set.SITE = "from the cache";
-    Deno.writeTextFileSync(cache, JSON.stringify(record));
+    const keep = (...records: unknown[]) =>
+      Deno.writeTextFileSync(cache, JSON.stringify({ records }));
+    keep(record);
     assertEquals(await siteEnv(), "from the cache");
     // ...and the same build of shoal: another one may have other schemas or defaults...
-    Deno.writeTextFileSync(
-      cache,
-      JSON.stringify({ ...record, inputs: { ...record.inputs, build: "0.0.9 elsewhere" } }),
-    );
+    const other = { ...record, inputs: { ...record.inputs, build: "0.0.9 elsewhere" } };
+    keep(other);
     assertEquals(await siteEnv(), "two");
-    Deno.writeTextFileSync(cache, JSON.stringify(record));
+    // ...whose result is kept beside this build's (the run bundle's and the program's)...
+    const kept = JSON.parse(Deno.readTextFileSync(cache)).records;
+    assertEquals(kept.map((r: typeof record) => r.inputs.build), [
+      record.inputs.build,
+      "0.0.9 elsewhere",
+    ]);
+    keep(other, record);
     assertEquals(await siteEnv(), "from the cache");
     // ...but not when anyone else could have written it, or it is another user's.
     Deno.chmodSync(cache, 0o622);
     assertEquals(await siteEnv(), "two");
-    Deno.writeTextFileSync(cache, JSON.stringify(record));
+    keep(record);
     Deno.chmodSync(cache, 0o600);
     Deno.chmodSync(cacheDir, 0o777);
     assertEquals(await siteEnv(), "two");
     Deno.chmodSync(cacheDir, 0o700);
-    Deno.writeTextFileSync(cache, JSON.stringify(record));
+    keep(record);
     Deno.chownSync(cache, 4242, 4242);
     assertEquals(await siteEnv(), "two");
     // A damaged cache is only a miss; an invalid config is reported whatever the cache holds.
     Deno.removeSync(cache);
     Deno.writeTextFileSync(cache, "{", { mode: 0o600 });
+    assertEquals(await siteEnv(), "two");
+    keep(null, { inputs: 1 });
     assertEquals(await siteEnv(), "two");
     t.file(t.layout.configFile, '{ "environment": { "set": { "1X": "y" } } }');
     await assertRejects(() => load(t.layout, { env: me, cacheDir }), ConfigError);
