@@ -215,7 +215,7 @@ deno_reason() {
 # Everything is built in $STAGE before the prefix is touched, so a failed
 # build leaves an earlier installation as it was.
 # Baked into the executable; the launcher passes the same (see scripts/shoal).
-V8_FLAGS=--v8-flags=--no-lazy,--no-enable-lazy-source-positions,--single-threaded
+V8_FLAGS=--v8-flags=--no-lazy,--no-enable-lazy-source-positions,--single-threaded,--min-semi-space-size=16
 
 # Code splitting puts each command's engine in chunks of its own, loaded when
 # that command runs: `shoal run` then never loads the registry client, nor
@@ -315,7 +315,7 @@ unset NODE_OPTIONS
 EOF
   cat >>"$STAGE/launcher" <<EOF
 exec $HOLD"\$lib/deno" run -A --no-config --unstable-lazy-dynamic-imports --quiet --no-prompt \\
-  --v8-flags=--no-lazy,--no-enable-lazy-source-positions,--single-threaded "\$lib/\$entry" "\$@"
+  $V8_FLAGS "\$lib/\$entry" "\$@"
 EOF
 fi
 

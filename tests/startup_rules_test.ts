@@ -116,10 +116,18 @@ Deno.test("no timer in the modules a run or a step's rank loads (the first setTi
   );
 });
 
+/** The V8 flags of every start (scripts/shoal says why). */
+const V8_FLAGS = [
+  "--no-lazy",
+  "--no-enable-lazy-source-positions",
+  "--single-threaded",
+  "--min-semi-space-size=16",
+];
+
 Deno.test("the launcher and the compiled binary keep the V8 flags and lazy dynamic imports", () => {
   const launcher = Deno.readTextFileSync(new URL("scripts/shoal", ROOT));
   const denoJson = JSON.parse(Deno.readTextFileSync(new URL("deno.json", ROOT)));
-  for (const flag of ["--no-lazy", "--no-enable-lazy-source-positions", "--single-threaded"]) {
+  for (const flag of V8_FLAGS) {
     assert(launcher.includes(flag), `scripts/shoal lacks the V8 flag ${flag}`);
     assert(denoJson.tasks.compile.includes(flag), `deno task compile lacks the V8 flag ${flag}`);
   }
@@ -260,6 +268,20 @@ Deno.test(`shoal run's own bundle loads at most ${RUN_BUNDLE_FILES} files at sta
 
 Deno.test("the installed launcher starts shoal run's own bundle for run, and the whole program otherwise", async () => {
   const { bin, prefix } = await installedShoal();
+  const head = new Uint8Array(4);
+  using file = Deno.openSync(bin);
+  file.readSync(head);
+  if (new TextDecoder().decode(head.subarray(0, 2)) !== "#!") {
+    // Installed with deno compile: one executable, whose flags deno.json's compile task holds.
+    assertEquals(
+      [...head],
+      [0x7f, 0x45, 0x4c, 0x46],
+      `${bin} is neither a launcher nor an ELF file`,
+    );
+    return;
+  }
+  const launcher = Deno.readTextFileSync(bin);
+  for (const flag of V8_FLAGS) assert(launcher.includes(flag), `the launcher lacks ${flag}`);
   const entries = async (args: string[]) => {
     const log = await Deno.makeTempFile({ prefix: "shoal-strace-" });
     try {

@@ -4,7 +4,8 @@ import { testUser } from "./support/users.ts";
 import { Cap, fileCaps, processCaps } from "../mod/sys/caps.ts";
 import { FsMagic, MountFlag, statfs } from "../mod/sys/fs.ts";
 import { atLeast, kernelVersion } from "../mod/sys/kernel.ts";
-import { Errno, ErrnoError } from "../mod/sys/libc.ts";
+import { Errno, ErrnoError, O } from "../mod/sys/libc.ts";
+import { closeFd, lstatAt, openAt, removeTreeAt } from "../mod/sys/dirfd.ts";
 import { nextFreeRange, parseSubidFile, rangesOf } from "../mod/sys/subid.ts";
 import { credentials, getgrgid, getpwuid } from "../mod/sys/user.ts";
 import { spawn, statusWithin } from "../mod/sys/spawn.ts";
@@ -292,4 +293,68 @@ Deno.test("spawn: the child gets shoal's environment byte for byte, not only its
   ]);
   assertEquals(r.code, 0, r.stderr);
   assertEquals(r.stdout.trim(), "61 ff 62");
+});
+
+Deno.test("removeTreeAt removes a tree through descriptors: no symlink followed, nothing mounted from elsewhere removed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-rmtree-" });
+  const tree = `${dir}/tree`;
+  const outside = `${dir}/outside`;
+  const mounted: string[] = [];
+  try {
+    await Deno.mkdir(`${tree}/sub/deeper`, { recursive: true });
+    await Deno.mkdir(`${outside}/dir`, { recursive: true });
+    for (const f of ["a", "sub/b", "sub/deeper/c"]) await Deno.writeTextFile(`${tree}/${f}`, f);
+    for (const f of ["kept", "dir/kept"]) await Deno.writeTextFile(`${outside}/${f}`, f);
+    await Deno.symlink(`${outside}/kept`, `${tree}/link-to-file`);
+    await Deno.symlink(`${outside}/dir`, `${tree}/sub/link-to-dir`);
+    if (Deno.uid() === 0) {
+      // Mount points of this namespace, of other filesystems: a tmpfs with a file in it, and a
+      // file of that tmpfs bound over one of the tree's.
+      await Deno.mkdir(`${tree}/sub/mnt`);
+      await Deno.writeTextFile(`${tree}/fmnt`, "");
+      const tmpfs = await runCommand("mount", ["-t", "tmpfs", "shoal-rmtree", `${tree}/sub/mnt`]);
+      assertEquals(tmpfs.code, 0, tmpfs.stderr);
+      mounted.push(`${tree}/sub/mnt`);
+      await Deno.writeTextFile(`${tree}/sub/mnt/kept`, "mounted");
+      const bind = await runCommand("mount", ["--bind", `${tree}/sub/mnt/kept`, `${tree}/fmnt`]);
+      assertEquals(bind.code, 0, bind.stderr);
+      mounted.push(`${tree}/fmnt`);
+    }
+    const fd = openAt(-100, dir, O.RDONLY | O.DIRECTORY);
+    try {
+      const complete = removeTreeAt(fd, "tree", lstatAt(fd, "tree").dev);
+      assertEquals(complete, mounted.length === 0);
+    } finally {
+      closeFd(fd);
+    }
+    // Whatever the links and mounts pointed at is untouched.
+    assertEquals(await Deno.readTextFile(`${outside}/kept`), "kept");
+    assertEquals(await Deno.readTextFile(`${outside}/dir/kept`), "dir/kept");
+    if (mounted.length > 0) {
+      assertEquals(await Deno.readTextFile(`${tree}/sub/mnt/kept`), "mounted");
+    }
+    const left = [];
+    for (
+      const p of [
+        "tree/a",
+        "tree/sub/b",
+        "tree/sub/deeper",
+        "tree/link-to-file",
+        "tree/sub/link-to-dir",
+        "tree/fmnt",
+        "tree/sub/mnt",
+      ]
+    ) {
+      try {
+        await Deno.lstat(`${dir}/${p}`);
+        left.push(p);
+      } catch { /* removed */ }
+    }
+    assertEquals(left, mounted.length === 0 ? [] : ["tree/fmnt", "tree/sub/mnt"]);
+    if (mounted.length === 0) assertThrows(() => Deno.lstatSync(tree), Deno.errors.NotFound);
+  } finally {
+    for (const m of mounted.reverse()) await runCommand("umount", [m]);
+    assertEquals((await Deno.readTextFile("/proc/self/mounts")).includes("shoal-rmtree"), false);
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -48,9 +48,15 @@ export interface Owner {
 /** Whose the trusted files are: root's (a site install), or also `alsoOwnedBy`'s (a user install). */
 interface Trust {
   seen: Seen;
+  /** Whether each path examined is a symlink: a chain without one needs no resolving. */
+  links: Map<string, boolean>;
   alsoOwnedBy?: Owner;
   /** The installation's prefix: what is at or below it may be fixed in place. */
   prefix: string;
+}
+
+function trustIn(prefix: string, alsoOwnedBy?: Owner): Trust {
+  return { seen: new Set(), links: new Map(), prefix, ...(alsoOwnedBy && { alsoOwnedBy }) };
 }
 
 /**
@@ -60,6 +66,18 @@ interface Trust {
  */
 function pathProblems(path: string, trust: Trust): SecurityProblem[] {
   const absolute = resolve(path);
+  // Both chains are checked. The path as named: whoever can write a directory
+  // on it (including one holding a symlink) can point the name elsewhere. The
+  // resolved target: whoever can write there can replace the file itself.
+  // Without a symlink on the way, both are the same chain.
+  const named = chain(absolute);
+  const problems: SecurityProblem[] = [];
+  for (const p of named) {
+    const found = entryProblems(p, trust, p === absolute);
+    if (found === MISSING) return [];
+    problems.push(...found);
+  }
+  if (!named.some((p) => trust.links.get(p))) return problems;
   let real: string;
   try {
     real = Deno.realPathSync(absolute);
@@ -67,12 +85,9 @@ function pathProblems(path: string, trust: Trust): SecurityProblem[] {
     if (err instanceof Deno.errors.NotFound) return [];
     return [unreadable(absolute, err)];
   }
-  // Both chains are checked. The path as named: whoever can write a directory
-  // on it (including one holding a symlink) can point the name elsewhere. The
-  // resolved target: whoever can write there can replace the file itself.
-  const problems: SecurityProblem[] = [];
-  for (const p of [...chain(absolute), ...chain(real)]) {
-    problems.push(...entryProblems(p, trust, p === absolute || p === real));
+  for (const p of chain(real)) {
+    const found = entryProblems(p, trust, p === real);
+    if (found !== MISSING) problems.push(...found);
   }
   return problems;
 }
@@ -84,16 +99,26 @@ function chain(path: string): string[] {
   return out;
 }
 
-function entryProblems(path: string, trust: Trust, trusted: boolean): SecurityProblem[] {
+/** A path that does not exist: nothing to trust yet, and whatever needs it says it is missing. */
+const MISSING = Symbol("missing");
+
+function entryProblems(
+  path: string,
+  trust: Trust,
+  trusted: boolean,
+): SecurityProblem[] | typeof MISSING {
   const { seen, alsoOwnedBy, prefix } = trust;
   if (seen.has(path)) return [];
-  seen.add(path);
   let info: Deno.FileInfo;
   try {
     info = Deno.lstatSync(path);
   } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return MISSING;
+    seen.add(path);
     return [unreadable(path, err)];
   }
+  seen.add(path);
+  trust.links.set(path, info.isSymlink);
   const key = `${info.dev}:${info.ino}`;
   if (seen.has(key)) return [];
   seen.add(key);
@@ -158,7 +183,7 @@ export type TrustedPaths = Pick<LoadedConfig, "file"> & {
  */
 export function installationProblems(loaded: TrustedPaths): SecurityProblem[] {
   const { prefix } = loaded.layout;
-  const trust: Trust = { seen: new Set(), prefix };
+  const trust = trustIn(prefix);
   const { helper, runc, init, hooksDir } = loaded.paths;
   const problems: SecurityProblem[] = [];
   const trusted = [
@@ -192,14 +217,14 @@ export function installationProblems(loaded: TrustedPaths): SecurityProblem[] {
  * not writable by others, with every directory above them.
  */
 export function helperTrustProblems(loaded: TrustedPaths): SecurityProblem[] {
-  const trust: Trust = { seen: new Set(), prefix: loaded.layout.prefix };
+  const trust = trustIn(loaded.layout.prefix);
   const { helper, runc } = loaded.paths;
   return [helper, loaded.file, runc].flatMap((p) => p === undefined ? [] : pathProblems(p, trust));
 }
 
 /** Problems with `path` by the rule, for a directory the helper trusts outside the installation. */
 export function rootOnlyProblems(path: string): SecurityProblem[] {
-  return pathProblems(path, { seen: new Set(), prefix: path });
+  return pathProblems(path, trustIn(path));
 }
 
 /** What an installation trusts and whether it checks it, as loaded. */
@@ -217,11 +242,7 @@ export type CheckedInstall = TrustedPaths & { config: Pick<SiteConfig, "security
 export function trustProblems(loaded: CheckedInstall, user: Owner): SecurityProblem[] {
   if (loaded.config.securityChecks) return installationProblems(loaded);
   if (loaded.file === undefined) return [];
-  return pathProblems(loaded.file, {
-    seen: new Set(),
-    alsoOwnedBy: user,
-    prefix: loaded.layout.prefix,
-  });
+  return pathProblems(loaded.file, trustIn(loaded.layout.prefix, user));
 }
 
 /** A user install (`install.sh --user`): checks off, and a config of its own user's. */

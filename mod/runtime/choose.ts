@@ -14,6 +14,7 @@ import { join } from "../path.ts";
 import { expand, type LoadedConfig } from "../config/load.ts";
 import { getpwuid } from "../sys/user.ts";
 import { ShoalError } from "../errors.ts";
+import { defineLazy } from "../lazy.ts";
 import { kernelVersion } from "../sys/kernel.ts";
 import { rootOnlyProblems } from "../config/security.ts";
 import { idmapToolCheck, privilegesCheck } from "../host/ids.ts";
@@ -167,23 +168,39 @@ export function helperRepositories(loaded: LoadedConfig, uid: number): HelperRep
       ? join(user.home, ".local", "share", "shoal")
       : expand(configured, { home: user.home, user: user.name }, loaded.layout.configFile, "local");
     repos.local = local;
-    const refused = localRepositoryRefusal(local, uid);
-    if (refused !== undefined) repos.localRefused = refused;
+    // Walked only when asked: an image in the centralized repository or the store needs no walk.
+    defineLazy(repos, "localRefused", () => localRepositoryRefusal(local, uid));
   }
   if (loaded.config.store !== undefined) repos.store = storeAsHelperSees(loaded);
   return repos;
 }
 
-/** The cluster store as the helper judges it (helper/store.c), with the reason it refuses it. */
+/**
+ * The cluster store as the helper judges it (helper/store.c): its owner and
+ * why it refuses it, found when first asked (a run of another repository's
+ * image needs neither).
+ */
 function storeAsHelperSees(loaded: LoadedConfig): HelperRepositories["store"] {
   const root = loaded.config.store!.path;
-  try {
-    const store = configuredStore(loaded)!;
-    const refused = storeProblem(store);
-    return { root, owner: store.owner.uid, ...(refused !== undefined && { refused }) };
-  } catch (err) {
-    return { root, owner: -1, refused: (err as Error).message };
-  }
+  const judged = (): { owner: number; refused?: string } => {
+    try {
+      const store = configuredStore(loaded)!;
+      const refused = storeProblem(store);
+      return { owner: store.owner.uid, ...(refused !== undefined && { refused }) };
+    } catch (err) {
+      return { owner: -1, refused: (err as Error).message };
+    }
+  };
+  let verdict: ReturnType<typeof judged> | undefined;
+  return {
+    root,
+    get owner() {
+      return (verdict ??= judged()).owner;
+    },
+    get refused() {
+      return (verdict ??= judged()).refused;
+    },
+  };
 }
 
 /** What one run asks for that decides its path: the identity and the writable layer's size. */

@@ -127,9 +127,27 @@ export function fdPath(fd: number, name?: string): string {
  * Removes `name` in `dirfd` and, for a directory, everything in it, through
  * descriptors: symlinks are removed, never followed, and nothing on another
  * filesystem than `dev` (a mount point) is entered or removed. Returns false
- * when something was left for that reason.
+ * when something was left for that reason. `listed`: the directory listing
+ * said `name` is no directory, so it is unlinked without a look first (a
+ * file's unlink never follows it, and fails on a mount point).
  */
-export function removeTreeAt(dirfd: number, name: string, dev: string): boolean {
+export function removeTreeAt(
+  dirfd: number,
+  name: string,
+  dev: string,
+  listed?: "not a directory",
+): boolean {
+  if (listed !== undefined) {
+    try {
+      unlinkAt(dirfd, name, false);
+      return true;
+    } catch (err) {
+      if (!(err instanceof ErrnoError)) throw err;
+      if (err.errno === Errno.EBUSY) return false;
+      // A directory by now (replaced since the listing): looked at below.
+      if (err.errno !== Errno.EISDIR) throw err;
+    }
+  }
   let info: FdStat;
   try {
     info = lstatAt(dirfd, name);
@@ -147,7 +165,8 @@ export function removeTreeAt(dirfd: number, name: string, dev: string): boolean 
   try {
     // The listing is of the open directory itself (fdPath), not of a name.
     for (const entry of Deno.readDirSync(fdPath(fd))) {
-      complete = removeTreeAt(fd, entry.name, dev) && complete;
+      const listed = entry.isDirectory ? undefined : "not a directory";
+      complete = removeTreeAt(fd, entry.name, dev, listed) && complete;
     }
   } finally {
     closeFd(fd);

@@ -139,8 +139,10 @@ export const O = {
 export const Errno = {
   ENOENT: 2,
   EACCES: 13,
+  EBUSY: 16,
   EEXIST: 17,
   ENOTDIR: 20,
+  EISDIR: 21,
   ELOOP: 40,
   ERANGE: 34,
   ENODATA: 61,
