@@ -63,7 +63,7 @@ import {
   type RunBase,
 } from "./rundir.ts";
 import { INIT_PATH } from "./spec.ts";
-import { isRunProcess, readState, writeState } from "./state.ts";
+import { isRunProcess, readState, type RunState, writeState } from "./state.ts";
 import type { StepKey } from "./step_key.ts";
 import { sleep } from "../sys/sleep.ts";
 import { type EarlyStop, holdStopSignals } from "./supervise.ts";
@@ -100,10 +100,10 @@ export async function runInStep(ctx: RunContext, step: StepKey): Promise<RunOutc
         continue;
       }
       // Both locks are theirs to release from here.
-      const record = liveRecord(ctx.base, dir, h);
-      if (record === undefined) return await lead(ctx, dir, h, election, member, step);
+      const live = liveRecord(ctx.base, dir, h);
+      if (live === undefined) return await lead(ctx, dir, h, election, member, step);
       try {
-        return await joinStep(ctx, record, election, member, step);
+        return await joinStep(ctx, live, election, member, step);
       } finally {
         removeOrphaned(ctx.base, dir, h);
       }
@@ -177,7 +177,7 @@ async function lead(
 /** Execs this rank into the live container of `record`, if it asks for the same one. */
 async function joinStep(
   ctx: RunContext,
-  record: StepRecord,
+  { record, state }: LiveRecord,
   election: Deno.FsFile,
   member: Deno.FsFile,
   step: StepKey,
@@ -187,7 +187,6 @@ async function joinStep(
   const bundle: Bundle = { name: record.name, path: `${base.path}/${record.name}`, fd };
   try {
     // Its membership keeps the container: the others need not wait while it builds its spec.
-    const state = readState(base, record.name)!;
     release(election);
     // Built for that bundle, as the leader built it for its own.
     const spec = (await specFor(ctx, bundle, true)).spec;
@@ -304,8 +303,14 @@ function describeKey(step: StepKey): string {
     : `ranks of ${step.source} step ${step.key.slice(step.source.length + 1)}`;
 }
 
+/** A step's container and its leader's run state. */
+interface LiveRecord {
+  record: StepRecord;
+  state: RunState;
+}
+
 /** The step's live container, from H.json: its leader's shoal must be running it. */
-function liveRecord(base: RunBase, dir: number, h: string): StepRecord | undefined {
+function liveRecord(base: RunBase, dir: number, h: string): LiveRecord | undefined {
   let record: StepRecord;
   try {
     record = JSON.parse(Deno.readTextFileSync(fdPath(dir, `${h}.json`)));
@@ -317,7 +322,9 @@ function liveRecord(base: RunBase, dir: number, h: string): StepRecord | undefin
   const state = readState(base, record.name);
   try {
     const info = lstatAt(base.fd, record.name);
-    return state !== undefined && isRunProcess(state, base.uid, info) ? record : undefined;
+    return state !== undefined && isRunProcess(state, base.uid, info)
+      ? { record, state }
+      : undefined;
   } catch {
     return undefined;
   }
