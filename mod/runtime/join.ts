@@ -124,6 +124,8 @@ async function lead(
 ): Promise<RunOutcome> {
   const { request } = ctx.opts;
   const logger = ctx.opts.logger;
+  // The leader chooses the run path (run.ts), which may refuse, before it makes anything.
+  void ctx.path;
   // Until its files are removed: a stop signal (scancel's TERM comes to every process of
   // the step, more than once) must not end this shoal before that.
   const stop = holdStopSignals();
@@ -189,7 +191,7 @@ async function joinStep(
     // Its membership keeps the container: the others need not wait while it builds its spec.
     release(election);
     // Built for that bundle, as the leader built it for its own.
-    const spec = (await specFor(ctx, bundle, true)).spec;
+    const spec = (await specFor(ctx, bundle, true, state.runPath)).spec;
     const differs = firstDifference(record.container, whatItIs(ctx, spec));
     if (differs !== undefined) {
       throw new ShoalError(

@@ -17,6 +17,7 @@ import { choosePath } from "./choose.ts";
 import { USERNS_FILE } from "./launch_helper.ts";
 import { type Launch, prepareLaunch } from "./launch.ts";
 import { generateName } from "./names.ts";
+import { defineLazy } from "../lazy.ts";
 import { installedHooks } from "./hooks.ts";
 import { RUNC_FATAL_PREFIX, runcFailure } from "./runc_error.ts";
 import {
@@ -115,14 +116,22 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   Deno.umask(0o022);
   logger.debug(`image ${image.reference} found (${now()})`);
   // Sync file calls throughout: each async one costs ~0.5 ms in a fresh process.
-  const imageFile = Deno.statSync(image.squashfsPath);
-  const choice = choosePath(loaded, user, {
-    // The helper judges the file by where it really is.
-    path: Deno.realPathSync(image.squashfsPath),
-    uid: imageFile.uid ?? -1,
-    mode: imageFile.mode ?? 0,
-  }, { root: request.root, tmpfsSize: request.writableTmpfsSize });
-  logger.debug(`run path: ${choice.path}: ${choice.reason} (${now()})`);
+  const choose = (): RunPath => {
+    const imageFile = Deno.statSync(image.squashfsPath);
+    const choice = choosePath(loaded, user, {
+      // The helper judges the file by where it really is.
+      path: Deno.realPathSync(image.squashfsPath),
+      uid: imageFile.uid ?? -1,
+      mode: imageFile.mode ?? 0,
+    }, { root: request.root, tmpfsSize: request.writableTmpfsSize });
+    logger.debug(`run path: ${choice.path}: ${choice.reason} (${now()})`);
+    return choice.path;
+  };
+  const step = stepKey(user.env, opts.join);
+  if (step !== undefined) logger.debug(`step key ${step.key} from ${step.source}`);
+  // A run of its own has its path before it makes anything; a rank joining its step's
+  // container takes the container's (join.ts), and only a leader needs one chosen.
+  const path = step === undefined ? choose() : undefined;
   const launcher = launcherPassthrough(opts.preserveFds, user.env, request.mounts);
   for (const w of launcher.warnings) logger.warn(w);
   // Loaded only by runs with --mpi; its checks refuse before anything is created.
@@ -138,8 +147,6 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
   };
   for (const w of mpi?.injection.warnings ?? []) logger.warn(w);
   for (const d of mpi?.injection.details ?? []) logger.debug(d);
-  const step = stepKey(user.env, opts.join);
-  if (step !== undefined) logger.debug(`step key ${step.key} from ${step.source}`);
 
   let claimed: Bundle | undefined;
   let launch: Launch | undefined;
@@ -154,7 +161,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       opts,
       user,
       image,
-      path: choice.path,
+      path: path!,
       launcher,
       base,
       early,
@@ -162,8 +169,11 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       ...(mpi && { mpi }),
       ...(step && { step }),
     };
-    // Loaded only by runs that share a container: a single run pays nothing for it.
-    if (step !== undefined) return await (await import("./join.ts")).runInStep(ctx, step);
+    if (step !== undefined) {
+      defineLazy(ctx, "path", choose);
+      // Loaded only by runs that share a container: a single run pays nothing for it.
+      return await (await import("./join.ts")).runInStep(ctx, step);
+    }
     claimed = claimName(base, request.name);
     const bundle = claimed;
     logger.debug(`bundle: ${bundle.path} (${now()})`);
@@ -226,16 +236,20 @@ export function startLaunch(ctx: RunContext, bundle: Bundle): Launch {
   });
 }
 
-/** The run's config.json and identity files for a container in the bundle dir `dir`; warns. */
+/**
+ * The run's config.json and identity files for a container in the bundle dir
+ * `dir`, on the run path `path` (a joining rank's is its container's); warns.
+ */
 export async function specFor(
   ctx: RunContext,
   bundle: Bundle,
   init: boolean,
+  path: RunPath = ctx.path,
 ): Promise<BundleSpec> {
   const { loaded, opts: { request }, launcher } = ctx;
   const dir = bundle.path;
   const host = hostInfo(
-    ctx.path === "helper" ? { kind: "join", path: join(dir, USERNS_FILE) } : { kind: "inherit" },
+    path === "helper" ? { kind: "join", path: join(dir, USERNS_FILE) } : { kind: "inherit" },
     dir,
     init ? loaded.paths.init : undefined,
     loaded.layout.execShim,
