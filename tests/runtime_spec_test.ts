@@ -15,7 +15,8 @@ import { runCommand } from "./support/shoal.ts";
 import { runAs, type TestUser, testUser } from "./support/users.ts";
 import { ConfigError, UsageError } from "../mod/errors.ts";
 import { type SiteConfig, siteConfigSchema } from "../mod/config/schema.ts";
-import { parseMountOption, parseVolumeOption } from "../mod/runtime/mounts.ts";
+import { parseMountOption, parseVolumeOption, withLockedFlags } from "../mod/runtime/mounts.ts";
+import { statPath } from "../mod/sys/dirfd.ts";
 import { parseEnvOption } from "../mod/runtime/env.ts";
 import { idMap } from "../mod/runtime/idmap.ts";
 import { parseDeviceOption } from "../mod/runtime/devices.ts";
@@ -688,4 +689,40 @@ Deno.test("real runc: keep-id runs as the user, image root stays root, --init is
     "host-pids-hidden",
     INIT_PATH,
   ]);
+});
+
+Deno.test("locked flags are each mount's own: two mounts of one filesystem with other flags are told apart", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "shoal-flags-" });
+  const mounted: string[] = [];
+  const mount = async (...args: string[]) => {
+    const r = await runCommand("mount", args);
+    assertEquals(r.code, 0, r.stderr);
+  };
+  try {
+    await Deno.mkdir(`${dir}/fs`);
+    await Deno.mkdir(`${dir}/view`);
+    await mount("-t", "tmpfs", "shoal-flags", `${dir}/fs`);
+    mounted.push(`${dir}/fs`);
+    await Deno.mkdir(`${dir}/fs/sub`);
+    await Deno.writeTextFile(`${dir}/fs/sub/lib.so`, "");
+    // The same directory of the same tmpfs, seen again read-only and noexec.
+    await mount("--bind", `${dir}/fs/sub`, `${dir}/view`);
+    mounted.push(`${dir}/view`);
+    await mount("-o", "remount,bind,ro,noexec", `${dir}/view`);
+    const flags = (path: string) => {
+      const { mntId } = statPath(path);
+      assert(mntId !== undefined, "statx reports no mount id");
+      return withLockedFlags(["rbind"], path, mntId);
+    };
+    const writable = flags(`${dir}/fs/sub/lib.so`);
+    const readOnly = flags(`${dir}/view/lib.so`);
+    assert(!writable.includes("ro") && !writable.includes("noexec"), writable.join(","));
+    assert(readOnly.includes("ro") && readOnly.includes("noexec"), readOnly.join(","));
+    // Asked again, each mount's flags are the same (kept by mount, not recomputed wrongly).
+    assertEquals(flags(`${dir}/view/lib.so`), readOnly);
+    assertEquals(flags(`${dir}/fs/sub/lib.so`), writable);
+  } finally {
+    for (const m of mounted.reverse()) await runCommand("umount", [m]);
+    await Deno.remove(dir, { recursive: true });
+  }
 });

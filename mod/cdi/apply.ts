@@ -10,6 +10,8 @@
  * host's resctrl filesystem, which only root may write, so it is not applied.
  */
 import { ConfigError, SecurityError } from "../errors.ts";
+import { statPath } from "../sys/dirfd.ts";
+import { Errno, ErrnoError } from "../sys/libc.ts";
 import { rootOnlyProblems } from "../config/security.ts";
 import { deviceMount, resolveDevice } from "../runtime/devices.ts";
 import { withLockedFlags } from "../runtime/mounts.ts";
@@ -89,10 +91,13 @@ function mount(spec: OciSpec, m: NonNullable<CdiEdits["mounts"]>[number], from: 
     options.includes("rbind");
   const type = bind ? "bind" : m.type!;
   if (bind) {
+    let mntId: bigint | undefined;
     try {
-      Deno.statSync(m.hostPath);
+      mntId = statPath(m.hostPath).mntId;
     } catch (err) {
-      const why = err instanceof Deno.errors.NotFound ? "does not exist" : (err as Error).message;
+      const why = err instanceof ErrnoError && err.errno === Errno.ENOENT
+        ? "does not exist"
+        : (err as Error).message;
       throw new ConfigError(
         `--device ${from.device} (${from.file}): mount source ${m.hostPath} ${why}`,
         {
@@ -101,7 +106,7 @@ function mount(spec: OciSpec, m: NonNullable<CdiEdits["mounts"]>[number], from: 
       );
     }
     if (!options.includes("bind") && !options.includes("rbind")) options = ["rbind", ...options];
-    options = withLockedFlags(options, m.hostPath);
+    options = withLockedFlags(options, m.hostPath, mntId);
   }
   replaceMount(spec, { destination: m.containerPath, type, source: m.hostPath, options });
 }

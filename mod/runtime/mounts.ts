@@ -267,14 +267,22 @@ const LOCKED_FLAGS: [number, string][] = [
 const ST_NOATIME = 0x400;
 const ST_RELATIME = 0x1000;
 
+/** The flags of mounts already looked at, by mount id: a CDI spec binds dozens of one's files. */
+const mountFlags = new Map<bigint, number>();
+
 /**
  * `options` plus the flags of the mount holding `source` that a user namespace
  * locks (ro, nosuid, nodev, noexec, atime): the kernel refuses to clear them on
  * the remount runc does after binding, and runc 1.1 does not add them itself
  * (a `noexec` scratch filesystem would fail with "operation not permitted").
+ * `mntId`: the mount `source` is on, where the caller has it (statPath).
  */
-export function withLockedFlags(options: string[], source: string): string[] {
-  const flags = statfs(source).flags;
+export function withLockedFlags(options: string[], source: string, mntId?: bigint): string[] {
+  let flags = mntId === undefined ? undefined : mountFlags.get(mntId);
+  if (flags === undefined) {
+    flags = statfs(source).flags;
+    if (mntId !== undefined) mountFlags.set(mntId, flags);
+  }
   const out = [...options];
   const add = (o: string) => {
     if (!out.includes(o)) out.push(o);

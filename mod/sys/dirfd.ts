@@ -19,6 +19,7 @@ const AT_SYMLINK_NOFOLLOW = 0x100;
 const AT_REMOVEDIR = 0x200;
 const AT_EMPTY_PATH = 0x1000;
 const STATX_BASIC_STATS = 0x7ff;
+const STATX_MNT_ID = 0x1000;
 const STATX_SIZE = 256;
 
 const S_IFMT = 0o170000;
@@ -39,18 +40,22 @@ export interface FdStat {
   size: number;
   /** Modification time, milliseconds since the epoch. */
   mtimeMs: number;
+  /** The mount it is on (Linux 5.8 and later): mounts of one filesystem differ in their flags. */
+  mntId?: bigint;
 }
 
 function statxCall(dirfd: number, name: string, flags: number, subject: string): FdStat {
   const buf = new Uint8Array(STATX_SIZE);
   check(
     "statx",
-    libc().statx(dirfd, ptr(cString(name)), flags, STATX_BASIC_STATS, ptr(buf)),
+    libc().statx(dirfd, ptr(cString(name)), flags, STATX_BASIC_STATS | STATX_MNT_ID, ptr(buf)),
     subject,
   );
   const v = new DataView(buf.buffer);
   const mode = v.getUint16(28, true);
+  const mask = v.getUint32(0, true);
   return {
+    ...((mask & STATX_MNT_ID) !== 0 && { mntId: v.getBigUint64(144, true) }),
     type: mode & S_IFMT,
     perm: mode & 0o7777,
     uid: v.getUint32(20, true),
