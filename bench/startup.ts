@@ -10,7 +10,8 @@
  * With CDI devices too: the same run with one device and with all devices of
  * a spec of realistic size (8 GPUs, each a device node and variables, and 60
  * driver libraries bind-mounted for all of them), against the same path
- * without devices (issue 13: within 10%), and `--gpus all`. The nodes are /dev/null's, the
+ * without devices (issue 13: within 10%), and `--gpus all`; and bare runc with
+ * the same mounts, which runc itself pays for. The nodes are /dev/null's, the
  * libraries small files of the site's.
  *
  * And as a user runs on a site install by default, as themselves: their own
@@ -85,6 +86,7 @@ async function breakdown(args: string[]): Promise<Record<string, number>> {
 
 const paths = ["helper", "unprivileged"] as const;
 const shoalArgs = ["run", "--root", site.image, "true"];
+const floorCdiBundle = `${site.work}/bundle-cdi`;
 const cdi = { cdiSpecDirs: [await benchCdiSpec(site.prefix)] };
 const deviceCases = {
   "one CDI device": ["run", "--root", "--device", "nvidia.com/gpu=0", site.image, "true"],
@@ -126,7 +128,34 @@ async function benchCdiSpec(prefix: string): Promise<string> {
     },
   };
   await Deno.writeTextFile(`${dir}/bench.json`, JSON.stringify(spec), { mode: 0o644 });
+  await floorWithDevices(mounts, devices.map((d) => d.containerEdits.deviceNodes[0]!.path));
   return dir;
+}
+
+/**
+ * The floor's bundle with what all 8 devices add (the 60 libraries and the
+ * nodes, bound as rootless runc binds them), for bare runc: what runc itself
+ * pays for the devices' mounts, apart from shoal.
+ */
+async function floorWithDevices(
+  libraries: { hostPath: string; containerPath: string; options: string[] }[],
+  nodes: string[],
+): Promise<void> {
+  const config = JSON.parse(await Deno.readTextFile(`${site.bundle}/config.json`));
+  config.root.path = `${site.bundle}/rootfs`;
+  const bind = (source: string, destination: string, options: string[]) => ({
+    destination,
+    type: "bind",
+    source,
+    options: ["rbind", ...options.filter((o) => o !== "bind")],
+  });
+  config.mounts.push(
+    ...libraries.map((l) => bind(l.hostPath, l.containerPath, l.options)),
+    ...["/dev/benchctl", ...nodes].map((n) => bind("/dev/null", n, ["nosuid", "noexec"])),
+  );
+  await Deno.mkdir(floorCdiBundle, { recursive: true });
+  await Deno.writeTextFile(`${floorCdiBundle}/config.json`, JSON.stringify(config));
+  await Deno.chown(floorCdiBundle, site.user.uid, site.user.gid);
 }
 // The site's cluster store, owned by an account of its own, with the user's image published in it.
 const storeOwner = await testUser("shoal-store-t", false);
@@ -162,6 +191,8 @@ for (const c of Object.values(asUser)) {
 
 let n = 0;
 const floorRun = () => timed(RUNC, runcArgs(site, `bench-${Deno.pid}-${n++}`));
+const floorCdiRun = () =>
+  timed(RUNC, ["--root", `${site.work}/runc`, "run", "--bundle", floorCdiBundle, `cdi-${n++}`]);
 
 /**
  * Switches the site config, then starts once untimed: the first start after
@@ -179,7 +210,13 @@ async function useConfig(
 
 // Rounds take one of each in turn, so that a machine that slows down or speeds up
 // during the benchmark (a VM) shifts the floor and shoal alike.
-const times: Record<string, number[]> = { floor: [], version: [], helper: [], unprivileged: [] };
+const times: Record<string, number[]> = {
+  floor: [],
+  floorCdi: [],
+  version: [],
+  helper: [],
+  unprivileged: [],
+};
 const deviceTimes: Record<string, number[]> = {};
 const parts: Record<string, Record<string, number>[]> = { helper: [], unprivileged: [] };
 const usable: Record<string, string | undefined> = {};
@@ -193,8 +230,10 @@ for (const path of paths) {
   }
 }
 await floorRun();
+await floorCdiRun();
 for (let round = 0; round < runs; round++) {
   times.floor!.push(await floorRun());
+  times.floorCdi!.push(await floorCdiRun());
   times.version!.push(await timed(site.bin, ["version"]));
   for (const [name, c] of Object.entries(asUser)) {
     await useConfig(c.path, c.extra, c.args);
@@ -216,6 +255,8 @@ const row = (name: string, ms: number) =>
   console.log(`  ${name.padEnd(40)} ${ms.toFixed(1).padStart(7)} ms   ${(ms / floor).toFixed(2)}x`);
 console.log(`start-up of a container running 'true', median of ${runs} runs, ratio to the floor`);
 row("runc run, prepared bundle (floor)", floor);
+const floorCdi = median(times.floorCdi!);
+row("  the same with all 8 devices' mounts", floorCdi);
 for (const path of paths) {
   if (usable[path] !== undefined) {
     console.log(`  shoal run --root (${path} path): did not run: ${usable[path]}`);
@@ -232,7 +273,8 @@ for (const path of paths) {
     const ms = median(deviceTimes[`${path}: ${name}`]!);
     console.log(
       `    with ${name.padEnd(26)} ${ms.toFixed(1).padStart(7)} ms   ` +
-        `${(ms / plain).toFixed(2)}x the run without devices`,
+        `${(ms / plain).toFixed(2)}x the run without devices, ` +
+        `${(ms / floorCdi).toFixed(2)}x runc with their mounts`,
     );
   }
   await site.usePath(path, cdi);
