@@ -190,16 +190,6 @@ fi
 [ -x "$DENO" ] || die "Deno is not set up in this checkout: run scripts/bootstrap (or drop --no-bootstrap)"
 DENO_VERSION=$("$DENO" --version | sed -n '1s/^deno \([^ ]*\).*/\1/p')
 export DENO_NO_UPDATE_CHECK=1
-# `shoal run`, the command every job rank starts, has a bundle of its own that
-# loads fewer files (~4 ms less); global flags may come first.
-entry=shoal.js
-for arg in "$@"; do
-  case $arg in
-    --debug | --verbose | -q | --quiet) ;;
-    run) entry=shoal-run.js; break ;;
-    *) break ;;
-  esac
-done
 
 STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
