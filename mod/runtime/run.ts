@@ -161,6 +161,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
       opts,
       user,
       image,
+      // A step's rank has none yet: it is chosen when first asked (below).
       path: path!,
       launcher,
       base,
