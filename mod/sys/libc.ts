@@ -59,50 +59,17 @@ const symbols = {
 type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
 type Scalar = "i32" | "isize" | "pointer";
 
-/**
- * Symbols a run seldom calls (errors, doctor's probes, the store's owner,
- * signals and watches of long runs): bound together on the first use of any
- * of them, so that a run binds only what it calls (~35 us a symbol).
- */
-const SELDOM = new Set<string>([
-  "strerror",
-  "statfs",
-  "getxattr",
-  "getpwnam_r",
-  "fchmod",
-  "pidfd_send_signal",
-  "kill",
-  "inotify_init1",
-  "inotify_add_watch",
-]);
-
 let bound: Symbols | undefined;
 /** Kept open (and referenced) for as long as shoal runs. */
-const libraries: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
+let library: Deno.DynamicLibrary<Deno.ForeignLibraryInterface> | undefined;
 
-/** The libc symbols: most bound on the first call, the seldom ones on their first use. */
+/** The libc symbols, all bound on the first call. */
 export function libc(): Symbols {
   if (Deno.build.os !== "linux" || !["x86_64", "aarch64"].includes(Deno.build.arch)) {
     // The struct layouts read in mod/sys/ are those of 64-bit Linux.
     throw new Error(`shoal's libc bindings support 64-bit Linux only, not ${Deno.build.target}`);
   }
-  if (bound === undefined) {
-    const out = bind((name) => !SELDOM.has(name));
-    for (const name of SELDOM) {
-      Object.defineProperty(out, name, {
-        configurable: true,
-        enumerable: true,
-        get() {
-          const seldom = bind((n) => SELDOM.has(n));
-          for (const [n, fn] of Object.entries(seldom)) {
-            Object.defineProperty(out, n, { value: fn, enumerable: true });
-          }
-          return seldom[name];
-        },
-      });
-    }
-    bound = out as Symbols;
-  }
+  bound ??= bind();
   return bound;
 }
 
@@ -110,22 +77,21 @@ export function libc(): Symbols {
  * Deno compiles machine code for each symbol it binds with scalar types (a
  * fast-call trampoline, with Cranelift), ~0.15 ms a symbol: a run's ten
  * symbols cost ~1.5 ms of its start. A symbol whose result is a struct gets
- * none and is called through libffi, a few microseconds slower a call. So
- * each synchronous symbol is bound as returning a one-field struct of its C
- * result type, which both 64-bit ABIs shoal supports (x86-64 System V,
- * AArch64 PCS) return in the same register as the scalar, and the struct is
- * read back here. Nonblocking symbols get no trampoline and stay as they are.
+ * none and is called through libffi, a few microseconds slower a call; all
+ * of them bind in ~0.6 ms. So each synchronous symbol is bound as returning
+ * a one-field struct of its C result type, which both 64-bit ABIs shoal
+ * supports (x86-64 System V, AArch64 PCS) return in the same register as the
+ * scalar, and the struct is read back here. Nonblocking symbols get no
+ * trampoline and stay as they are.
  */
-function bind(which: (name: string) => boolean): Record<string, unknown> {
+function bind(): Symbols {
   const table: Record<string, Deno.ForeignFunction> = {};
   for (const [name, def] of Object.entries(symbols) as [string, Deno.ForeignFunction][]) {
-    if (!which(name)) continue;
     table[name] = "nonblocking" in def
       ? def
       : { ...def, result: { struct: [def.result as Scalar] } };
   }
-  const library = Deno.dlopen("libc.so.6", table);
-  libraries.push(library);
+  library = Deno.dlopen("libc.so.6", table);
   const out: Record<string, unknown> = {};
   for (const [name, fn] of Object.entries(library.symbols)) {
     const def = symbols[name as keyof typeof symbols] as Deno.ForeignFunction;
@@ -133,7 +99,7 @@ function bind(which: (name: string) => boolean): Record<string, unknown> {
       ? fn
       : scalarOf(fn as (...args: unknown[]) => Uint8Array<ArrayBuffer>, def.result as Scalar);
   }
-  return out;
+  return out as Symbols;
 }
 
 /** A struct-returning binding (bind()) as the function returning its one field. */
