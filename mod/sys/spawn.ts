@@ -207,15 +207,24 @@ async function exitStatus(pid: number): Promise<number> {
  * limit.
  */
 export async function statusWithin(child: ChildProcess, ms: number): Promise<number | undefined> {
-  const c = libc();
-  const fd = c.pidfd_open === null ? -1 : await c.pidfd_open(child.pid, 0);
   // No pidfd: none here, or the child has ended and been reaped, its status known.
-  if (fd < 0) return await child.status;
+  if (await endsWithin(child.pid, ms) === false) return undefined;
+  return await child.status;
+}
+
+/**
+ * Whether process `pid` ends within `ms`, from poll(2) of its pidfd (see
+ * statusWithin); undefined when there is no pidfd to wait on: no such
+ * process, or none here.
+ */
+export async function endsWithin(pid: number, ms: number): Promise<boolean | undefined> {
+  const c = libc();
+  const fd = c.pidfd_open === null ? -1 : await c.pidfd_open(pid, 0);
+  if (fd < 0) return undefined;
   try {
     // struct pollfd: int fd, short events (POLLIN: the process ended), short revents.
     const pollfd = new Int32Array([fd, 1]);
-    if (await c.poll(pollfd, 1n, ms) === 0) return undefined;
-    return await child.status;
+    return await c.poll(pollfd, 1n, ms) !== 0;
   } finally {
     c.close(fd);
   }
