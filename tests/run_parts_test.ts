@@ -12,7 +12,7 @@ import { usernsLimitsCheck } from "../mod/host/kernel.ts";
 import { fuseCheck } from "../mod/host/tools.ts";
 import { parseSize } from "../mod/cli/run.ts";
 import { parseSignal } from "../mod/runtime/runs.ts";
-import { liveRuns, processStartTime, writeState } from "../mod/runtime/state.ts";
+import { liveRuns, processRuns, processStartTime, writeState } from "../mod/runtime/state.ts";
 import { runState } from "./support/run.ts";
 import {
   type Bundle,
@@ -169,6 +169,32 @@ Deno.test("--writable-tmpfs-size and kill's signals parse as users write them", 
   assertEquals(["TERM", "SIGTERM", "term", "15"].map(parseSignal), Array(4).fill("SIGTERM"));
   assertEquals(parseSignal("kill"), "SIGKILL");
   assertThrows(() => parseSignal("SIGSEGV"), UsageError, "unknown signal 'SIGSEGV'");
+});
+
+Deno.test("processRuns: a live process runs; a zombie (ended, not reaped) and a gone one do not", async () => {
+  // sh's background child ends at once; sh then becomes sleep, which never reaps it.
+  const sh = new Deno.Command("sh", {
+    args: ["-c", "true & echo $!; exec sleep 5"],
+    stdout: "piped",
+  }).spawn();
+  try {
+    const reader = sh.stdout.getReader();
+    const zombie = Number(new TextDecoder().decode((await reader.read()).value).trim());
+    reader.releaseLock();
+    assert(Number.isInteger(zombie) && zombie > 0, `no pid from sh: ${zombie}`);
+    assertEquals(processRuns(sh.pid), true);
+    let zombieSeen = false;
+    for (let i = 0; i < 100 && !zombieSeen; i++) {
+      zombieSeen = !processRuns(zombie) && processStartTime(zombie) !== undefined;
+      if (!zombieSeen) await new Promise((r) => setTimeout(r, 10));
+    }
+    assert(zombieSeen, "the ended, unreaped child counts as running");
+  } finally {
+    sh.kill();
+    await sh.status;
+    await sh.stdout.cancel().catch(() => {});
+  }
+  assertEquals(processRuns(sh.pid), false, "a process gone");
 });
 
 Deno.test("run state: live while the same process lives and holds its bundle; dead runs' dirs are removed", async () => {

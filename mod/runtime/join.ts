@@ -34,7 +34,7 @@
 import { join } from "../path.ts";
 import { ShoalError } from "../errors.ts";
 import { closeFd, fdPath, fstat, lstatAt, mkdirAt, O, openAt } from "../sys/dirfd.ts";
-import { spawn, statusWithin } from "../sys/spawn.ts";
+import { endsWithin, spawn, statusWithin } from "../sys/spawn.ts";
 import { libc } from "../sys/libc.ts";
 import type { ExecTarget, Launch } from "./launch.ts";
 import { execProcess, execTarget } from "./launch_exec.ts";
@@ -63,7 +63,7 @@ import {
   type RunBase,
 } from "./rundir.ts";
 import { INIT_PATH } from "./spec.ts";
-import { isRunProcess, readState, type RunState, writeState } from "./state.ts";
+import { isRunProcess, processRuns, readState, type RunState, writeState } from "./state.ts";
 import type { StepKey } from "./step_key.ts";
 import { sleep } from "../sys/sleep.ts";
 import { type EarlyStop, holdStopSignals } from "./supervise.ts";
@@ -105,7 +105,7 @@ export async function runInStep(ctx: RunContext, step: StepKey): Promise<RunOutc
       try {
         return await joinStep(ctx, live, election, member, step);
       } finally {
-        removeOrphaned(ctx.base, dir, h);
+        await removeOrphaned(ctx.base, dir, h);
       }
     }
   } finally {
@@ -247,17 +247,38 @@ async function lastOut(
 
 /**
  * The step's files, when its leader is gone (killed: its container went
- * with it) and no rank is left: the last rank out removes them.
+ * with it) and no rank is left: the last rank out removes them. A killed
+ * leader's watchdog ends the container, and so this rank, while the leader's
+ * process may still be ending, holding its flocks and its bundle: then this
+ * rank waits for it (END_MS at most) and looks again.
  */
-function removeOrphaned(base: RunBase, dir: number, h: string): void {
+async function removeOrphaned(base: RunBase, dir: number, h: string): Promise<void> {
+  if (removeIfOrphaned(base, dir, h)) return;
+  const live = liveRecord(base, dir, h);
+  // A leader whose container still runs ends the step itself (lastOut).
+  if (live === undefined || containerRuns(base, live.record.name)) return;
+  // Ended, or nothing to wait on (gone already): look again.
+  if (await endsWithin(live.state.pid, END_MS) !== false) removeIfOrphaned(base, dir, h);
+}
+
+/** Removes the step's files when no rank and no live leader is left; true when it did. */
+function removeIfOrphaned(base: RunBase, dir: number, h: string): boolean {
   const election = tryLockAt(dir, `${h}.lock`, true);
   const members = election && tryLockAt(dir, `${h}.members`, true);
   try {
-    if (members !== undefined && liveRecord(base, dir, h) === undefined) removeStepFiles(dir, h);
+    if (members === undefined || liveRecord(base, dir, h) !== undefined) return false;
+    removeStepFiles(dir, h);
+    return true;
   } finally {
     if (members !== undefined) release(members);
     if (election !== undefined) release(election);
   }
+}
+
+/** Whether the container of the step's bundle `name` still runs (its process 1, runc's pid file). */
+function containerRuns(base: RunBase, name: string): boolean {
+  const pid = readPid(fdPath(base.fd, `${name}/${MAIN_PID_FILE}`));
+  return pid !== undefined && processRuns(pid);
 }
 
 function removeStepFiles(dir: number, h: string): void {

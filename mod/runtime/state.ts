@@ -75,6 +75,18 @@ export interface RunEntry {
 
 /** Start time of process `pid` (clock ticks since boot), or undefined when there is none. */
 export function processStartTime(pid: number): number | undefined {
+  const start = Number(statFields(pid)?.[19]);
+  return Number.isInteger(start) ? start : undefined;
+}
+
+/** Whether `pid` runs: it exists and has not ended (a zombie waits only to be reaped). */
+export function processRuns(pid: number): boolean {
+  const state = statFields(pid)?.[0];
+  return state !== undefined && state !== "Z" && state !== "X";
+}
+
+/** The fields of /proc/PID/stat from the third (the state) on; undefined when it is gone. */
+function statFields(pid: number): string[] | undefined {
   let stat: string;
   try {
     stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
@@ -82,9 +94,7 @@ export function processStartTime(pid: number): number | undefined {
     return undefined;
   }
   // The command name (field 2) is in parentheses and may itself contain spaces and ')'.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const start = Number(fields[19]);
-  return Number.isInteger(start) ? start : undefined;
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
 }
 
 /** What a run's bundle dir is: the supervising shoal holds it open for the run's life. */
