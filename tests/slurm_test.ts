@@ -112,6 +112,21 @@ for (const helper of [true, false]) {
         ], r.stderr);
       });
 
+      await t.step("--mem-bind: each rank keeps its memory policy inside", async () => {
+        // Slurm's task/affinity sets the rank's NUMA policy (set_mempolicy), which numa_maps
+        // shows for every mapping; one node here, so the policy binds to node 0.
+        const policy = async (bind: string[]) => {
+          const r = await slurm.run(user, "srun", [
+            ...["-n", "1", ...bind, site.bin, "run", image],
+            ...["head", "-n", "1", "/proc/self/numa_maps"],
+          ]);
+          assertEquals(r.code, 0, r.stderr);
+          return r.stdout.trim().split(/\s+/)[1];
+        };
+        assertEquals(await policy(["--mem-bind=map_mem:0"]), "bind:0");
+        assertEquals(await policy([]), "default", "without --mem-bind, Slurm sets no policy");
+      });
+
       await t.step("sbatch: a batch script's srun runs shoal", async () => {
         const out = `${user.home}/sbatch-${crypto.randomUUID().slice(0, 8)}.out`;
         try {
