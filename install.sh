@@ -234,9 +234,12 @@ touch -d @0 "$STAGE"/js/*.js
 # Builds $STAGE/shoal with deno compile and checks that it runs; on failure
 # sets WHY and returns non-zero.
 try_compile() {
-  # The output's name is embedded too, hence always "shoal".
-  if (cd "$STAGE" && timeout "$COMPILE_TIMEOUT" "$DENO" compile -A --no-config --quiet "$V8_FLAGS" \
-    --output "$STAGE/shoal" "$STAGE/js/shoal.js") 2>"$STAGE/err"; then
+  # The output's name is embedded too, hence always "shoal". No code cache: a
+  # compiled program keeps it in $TMPDIR/deno-compile-shoal.cache, a name any
+  # user of the node can take first and fill with code that every later user,
+  # root included, would run (SECURITY.md); each start compiles instead.
+  if (cd "$STAGE" && timeout "$COMPILE_TIMEOUT" "$DENO" compile -A --no-config --no-code-cache \
+    --quiet "$V8_FLAGS" --output "$STAGE/shoal" "$STAGE/js/shoal.js") 2>"$STAGE/err"; then
     if version=$("$STAGE/shoal" --version 2>&1) && [ "${version#shoal }" != "$version" ]; then
       return 0
     fi
@@ -288,7 +291,42 @@ else
   self=$(readlink -f -- "$0") || exit 1
   lib=$(dirname -- "$(dirname -- "$self")")/lib/shoal
 fi
-export DENO_NO_UPDATE_CHECK=1
+# What is set here is for shoal's Deno alone: the names the caller had not set
+# are listed for mod/runtime/env.ts, which keeps them from the container.
+added=
+if [ -z "${DENO_NO_UPDATE_CHECK+x}" ]; then
+  export DENO_NO_UPDATE_CHECK=1
+  added=DENO_NO_UPDATE_CHECK
+fi
+# Deno's caches (the bundle's compiled code, in SQLite databases whose
+# write-ahead log every start reads whole) node-local and shoal's alone, in the
+# user's run directory (mod/runtime/rundir.ts) rather than under $HOME: a home
+# on a network filesystem took every rank's start to the file server, and a
+# cache shared with the user's other Deno work grew a log of megabytes. Taken
+# only when it is the user's own directory that no other user can replace
+# (/tmp sticky); otherwise, or when the caller set DENO_DIR, Deno's choice
+# stays. dash reads /proc a byte at a time, still cheaper than running id(1).
+if [ -z "${DENO_DIR+x}" ]; then
+  uid=
+  while IFS=':	 ' read -r key real _; do
+    if [ "$key" = Uid ]; then uid=$real; break; fi
+  done </proc/self/status
+  base=
+  if [ -z "$uid" ]; then :
+  elif [ -d "/run/user/$uid" ] && [ ! -L "/run/user/$uid" ] && [ -O "/run/user/$uid" ]; then
+    base=/run/user/$uid/shoal
+  elif [ -k /tmp ] && [ ! -L /tmp ]; then
+    base=/tmp/shoal-$uid
+  fi
+  if [ -n "$base" ]; then
+    [ -e "$base" ] || [ -L "$base" ] || mkdir -m 700 "$base" 2>/dev/null
+    if [ -d "$base" ] && [ ! -L "$base" ] && [ -O "$base" ]; then
+      export DENO_DIR="$base/.deno"
+      added="$added DENO_DIR"
+    fi
+  fi
+fi
+[ -z "$added" ] || export SHOAL_LAUNCHER_ADDED="$added"
 # `shoal run`, the command every job rank starts, has a bundle of its own that
 # loads fewer files (~4 ms less); global flags may come first.
 entry=shoal.js

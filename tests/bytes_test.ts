@@ -64,11 +64,17 @@ Deno.test("bytes: arguments come from /proc/self/cmdline, Deno's own left out", 
   }
 });
 
-Deno.test("bytes: the environment keeps a value that is not UTF-8", async () => {
-  const environ = await procFile(bytes("A=1\0BADENV=a", [0xff], "b\0=x\0A=2\0CUT=short"));
+Deno.test("bytes: the environment keeps a value that is not UTF-8, less what the launcher added", async () => {
+  const environ = await procFile(
+    bytes(
+      "A=1\0BADENV=a",
+      [0xff],
+      "b\0=x\0A=2\0DENO_DIR=/tmp/shoal-1/.deno\0SHOAL_LAUNCHER_ADDED= DENO_DIR\0CUT=short",
+    ),
+  );
   try {
     assertEquals(hostEnvironment(environ), { A: "1", BADENV: "a\udcffb" });
-    assertEquals(procStrings(environ), ["A=1", "BADENV=a\udcffb", "=x", "A=2"]);
+    assertEquals(procStrings(environ).slice(0, 4), ["A=1", "BADENV=a\udcffb", "=x", "A=2"]);
   } finally {
     await Deno.remove(environ);
   }
@@ -274,6 +280,33 @@ for (const helper of [true, false]) {
     );
     assertEquals(r.code, 0, r.stderr);
     assertEquals(r.stdout, bytes("a", [0xff], "b|", [0xe9], "|"));
+  });
+
+  Deno.test(`launcher: Deno's cache is node-local, the caller's own DENO_DIR is kept, neither reaches the container unasked (${path})`, async () => {
+    const show =
+      `sh -c 'echo "\${DENO_DIR-unset} \${DENO_NO_UPDATE_CHECK-unset} \${SHOAL_LAUNCHER_ADDED-unset}"'`;
+    const user = (await (await byteSite(helper)).user("user"))!;
+    const base = `/tmp/shoal-${user.uid}`;
+    await Deno.remove(`${base}/.deno`, { recursive: true }).catch(() => {});
+    const plain = await asUser(
+      helper,
+      `unset DENO_DIR DENO_NO_UPDATE_CHECK; exec "$1" run "$3" ${show}`,
+    );
+    assertEquals(plain.code, 0, plain.stderr);
+    assertEquals(new TextDecoder().decode(plain.stdout), "unset unset unset\n");
+    const cache = Deno.lstatSync(`${base}/.deno/v8_code_cache_v2`);
+    assert(cache.isFile && cache.uid === user.uid, "the compiled code is kept in the run dir");
+
+    const mine = `${user.home}/deno-mine`;
+    await Deno.remove(mine, { recursive: true }).catch(() => {});
+    const own = await asUser(
+      helper,
+      `export DENO_DIR=${mine} DENO_NO_UPDATE_CHECK=0; exec "$1" run "$3" ${show}`,
+    );
+    assertEquals(own.code, 0, own.stderr);
+    assertEquals(new TextDecoder().decode(own.stdout), `${mine} 0 unset\n`);
+    assert(Deno.lstatSync(`${mine}/v8_code_cache_v2`).isFile, "the caller's DENO_DIR is used");
+    await Deno.remove(mine, { recursive: true });
   });
 
   Deno.test(`bytes: a -v host path that is not UTF-8 is mounted (${path})`, async () => {

@@ -56,6 +56,15 @@ function sleeperOf(user: TestUser | undefined): Deno.ChildProcess {
   return new Deno.Command(argv[0]!, { args: argv.slice(1), stdin: "null" }).spawn();
 }
 
+const existing = (path: string) => {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 const alive = (pid: number) => {
   try {
     return !Deno.readTextFileSync(`/proc/${pid}/stat`).includes(") Z ");
@@ -146,6 +155,8 @@ Deno.test("run dir attacks by another user: symlinked, squatted, forged runs, FI
       assertEquals(run2.code, 0, run2.stderr);
       assertMatch(run2.stderr, /is not yours \(owner uid \d+, mode 0777\): shoal uses a private/);
       assert(Deno.lstatSync(`${predictable}/forged/state.json`).isFile, "their files stay");
+      // The launcher keeps Deno's compiled code there only in a directory of the victim's.
+      assertEquals(existing(`${predictable}/.deno`), false, "no code of the victim's in theirs");
       await cleanTmp();
 
       // 3. Inside the victim's own run dir: entries only root could have put
@@ -184,6 +195,8 @@ Deno.test("run dir attacks by another user: symlinked, squatted, forged runs, FI
         !n.startsWith(".")
       );
       assertEquals(left.sort(), ["foreign", "linked"]);
+      const cache = Deno.lstatSync(`${predictable}/.deno`);
+      assert(cache.isDirectory && cache.uid === victim.uid, "Deno's cache in the victim's own dir");
     });
   } finally {
     sleeper.kill();

@@ -31,12 +31,27 @@ export function parseEnvOption(spec: string): EnvOption {
 }
 
 /**
- * shoal's own environment byte for byte (shoal never changes it): Deno.env
- * drops a variable that is not UTF-8, so `BADENV=$'a\xffb'` would vanish.
- * Where /proc/self/environ has such bytes, it is read from there, values
- * with hostString's escapes; otherwise Deno.env has it all, and is faster.
+ * The installed launcher's list of the variables it set for shoal's Deno
+ * (DENO_DIR, DENO_NO_UPDATE_CHECK) where the caller had not (install.sh).
+ */
+const LAUNCHER_ADDED = "SHOAL_LAUNCHER_ADDED";
+
+/**
+ * The caller's environment byte for byte (shoal never changes it), less what
+ * the launcher added for Deno: Deno.env drops a variable that is not UTF-8,
+ * so `BADENV=$'a\xffb'` would vanish. Where /proc/self/environ has such
+ * bytes, it is read from there, values with hostString's escapes; otherwise
+ * Deno.env has it all, and is faster.
  */
 export function hostEnvironment(environ = "/proc/self/environ"): Record<string, string> {
+  const env = processEnvironment(environ);
+  for (const name of [LAUNCHER_ADDED, ...(env[LAUNCHER_ADDED]?.split(" ") ?? [])]) {
+    delete env[name];
+  }
+  return env;
+}
+
+function processEnvironment(environ: string): Record<string, string> {
   if (!Deno.readTextFileSync(environ).includes("\ufffd")) return Deno.env.toObject();
   const env: Record<string, string> = {};
   const entries = procStrings(environ);
