@@ -65,6 +65,10 @@ export async function runSite(name = "shoal-bench"): Promise<RunSite> {
         : { registries: { insecure: [registry.host] }, runtime: { helper: `${prefix}/none` } }),
       ...extra,
     });
+  // Deno's cache of shoal's compiled code starts empty, as for a user of one installation: the
+  // launcher keeps it in the run directory (install.sh), and every installation the tests and
+  // benchmarks made before left its entries there, in a log of databases that each start reads.
+  must(await run("rm", ["-rf", `/tmp/shoal-${user.uid}/.deno`]), "rm");
   await usePath("helper");
   must(await run(bin, ["pull", "-q", image]), "shoal pull");
 
