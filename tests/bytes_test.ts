@@ -6,6 +6,7 @@
 import { runRequest } from "./support/request.ts";
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { runSite } from "./support/run.ts";
+import { exists } from "./support/fs.ts";
 import { userArgv } from "./support/users.ts";
 import { runCommand } from "./support/shoal.ts";
 import { hostBytes, hostString, procStrings } from "../mod/bytes.ts";
@@ -307,6 +308,20 @@ for (const helper of [true, false]) {
     assertEquals(new TextDecoder().decode(own.stdout), `${mine} 0 unset\n`);
     assert(Deno.lstatSync(`${mine}/v8_code_cache_v2`).isFile, "the caller's DENO_DIR is used");
     await Deno.remove(mine, { recursive: true });
+
+    // With a session's /run/user/UID (logind makes it), the run directory is there.
+    const runUser = `/run/user/${user.uid}`;
+    assertEquals(await exists(runUser), false, `${runUser} was there before the test`);
+    await Deno.mkdir(runUser, { recursive: true, mode: 0o700 });
+    await Deno.chown(runUser, user.uid, user.gid);
+    try {
+      const session = await asUser(helper, `exec "$1" run "$3" true`);
+      assertEquals(session.code, 0, session.stderr);
+      const cached = Deno.lstatSync(`${runUser}/shoal/.deno/v8_code_cache_v2`);
+      assert(cached.isFile && cached.uid === user.uid, "the compiled code is kept there");
+    } finally {
+      await Deno.remove(runUser, { recursive: true });
+    }
   });
 
   Deno.test(`bytes: a -v host path that is not UTF-8 is mounted (${path})`, async () => {

@@ -10,6 +10,7 @@
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "./support/assert.ts";
 import { runSite, runState } from "./support/run.ts";
+import { exists } from "./support/fs.ts";
 import { processStartTime } from "../mod/runtime/state.ts";
 import { runCommand } from "./support/shoal.ts";
 import { runAs, type TestUser, testUser, userArgv } from "./support/users.ts";
@@ -55,15 +56,6 @@ function sleeperOf(user: TestUser | undefined): Deno.ChildProcess {
   const argv = user === undefined ? ["sleep", "120"] : userArgv(user, "sleep", ["120"]);
   return new Deno.Command(argv[0]!, { args: argv.slice(1), stdin: "null" }).spawn();
 }
-
-const existing = (path: string) => {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 const alive = (pid: number) => {
   try {
@@ -156,7 +148,11 @@ Deno.test("run dir attacks by another user: symlinked, squatted, forged runs, FI
       assertMatch(run2.stderr, /is not yours \(owner uid \d+, mode 0777\): shoal uses a private/);
       assert(Deno.lstatSync(`${predictable}/forged/state.json`).isFile, "their files stay");
       // The launcher keeps Deno's compiled code there only in a directory of the victim's.
-      assertEquals(existing(`${predictable}/.deno`), false, "no code of the victim's in theirs");
+      assertEquals(
+        await exists(`${predictable}/.deno`),
+        false,
+        "no code of the victim's in theirs",
+      );
       await cleanTmp();
 
       // 3. Inside the victim's own run dir: entries only root could have put
