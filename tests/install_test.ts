@@ -137,6 +137,8 @@ Deno.test("reinstall changes nothing; a moved install finds its config; uninstal
     assertOk(first, "install");
     assertEquals(first.stderr, "", "a clean install warns about nothing");
     assertMatch(first.stdout, /^installing shoal into .*: bundle \(--no-compile\)$/m);
+    const checked = await runCommand("shellcheck", ["--shell=sh", `${prefix}/bin/shoal`]);
+    assertEquals(checked.code, 0, `the launcher install.sh wrote: ${checked.stdout}`);
     assertEquals(actionFor(first.stdout, `${prefix}/etc/shoal.json`), "installed");
     assertEquals(
       await Deno.readTextFile(`${prefix}/etc/shoal.json`),
