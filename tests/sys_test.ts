@@ -9,6 +9,7 @@ import { closeFd, lstatAt, openAt, removeTreeAt } from "../mod/sys/dirfd.ts";
 import { nextFreeRange, parseSubidFile, rangesOf } from "../mod/sys/subid.ts";
 import { credentials, getgrgid, getpwuid } from "../mod/sys/user.ts";
 import { spawn, statusWithin } from "../mod/sys/spawn.ts";
+import { sleep, stoppableSleep } from "../mod/sys/sleep.ts";
 
 Deno.test("credentials match Deno's and id's view of this process", async () => {
   const c = credentials();
@@ -357,4 +358,22 @@ Deno.test("removeTreeAt removes a tree through descriptors: no symlink followed,
     assertEquals((await Deno.readTextFile("/proc/self/mounts")).includes("shoal-rmtree"), false);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("sleep and stoppableSleep: they last their time; stop ends one at once and leaves no descriptor", async () => {
+  const fds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+  const before = fds();
+  let started = performance.now();
+  await sleep(40);
+  assert(performance.now() - started >= 39, "sleep lasts its time");
+  started = performance.now();
+  await stoppableSleep(40).slept;
+  assert(performance.now() - started >= 39, "an unstopped sleep lasts its time");
+  const long = stoppableSleep(60_000);
+  started = performance.now();
+  long.stop();
+  await long.slept;
+  long.stop();
+  assert(performance.now() - started < 5_000, "stop ends the sleep at once");
+  assertEquals(fds(), before, "the pipes are closed");
 });

@@ -65,7 +65,7 @@ import {
 import { INIT_PATH } from "./spec.ts";
 import { isRunProcess, processRuns, readState, type RunState, writeState } from "./state.ts";
 import type { StepKey } from "./step_key.ts";
-import { sleep } from "../sys/sleep.ts";
+import { sleep, stoppableSleep } from "../sys/sleep.ts";
 import { type EarlyStop, holdStopSignals } from "./supervise.ts";
 
 /** The directory of the join files in the run base. */
@@ -421,8 +421,12 @@ async function lockAt(
 ): Promise<Deno.FsFile> {
   for (;;) {
     const file = openIn(dir, name);
-    const late = sleep(deadline - Date.now()).then(() => false);
-    const locked = await Promise.race([file.lock(true).then(() => true), late]);
+    const timeout = stoppableSleep(deadline - Date.now());
+    const locked = await Promise.race([
+      file.lock(true).then(() => true),
+      timeout.slept.then(() => false),
+    ]);
+    timeout.stop();
     if (!locked) {
       throw new ShoalError(
         `${describeKey(step)}: timed out waiting for the step's container (${name} is locked)`,
