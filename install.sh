@@ -305,7 +305,9 @@ fi
 # cache shared with the user's other Deno work grew a log of megabytes. Taken
 # only when it is the user's own directory that no other user can replace
 # (/tmp sticky); otherwise, or when the caller set DENO_DIR, Deno's choice
-# stays. dash reads /proc a byte at a time, still cheaper than running id(1).
+# stays. Its mode is not looked at (that takes a program, ~1 ms): every run
+# makes it 0700 again where its owner widened it (mod/runtime/rundir.ts).
+# dash reads /proc a byte at a time, cheaper than running id(1).
 if [ -z "${DENO_DIR+x}" ]; then
   uid=
   while IFS=':	 ' read -r key real _; do
