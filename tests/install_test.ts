@@ -137,8 +137,9 @@ Deno.test("reinstall changes nothing; a moved install finds its config; uninstal
     assertOk(first, "install");
     assertEquals(first.stderr, "", "a clean install warns about nothing");
     assertMatch(first.stdout, /^installing shoal into .*: bundle \(--no-compile\)$/m);
-    const checked = await runCommand("shellcheck", ["--shell=sh", `${prefix}/bin/shoal`]);
-    assertEquals(checked.code, 0, `the launcher install.sh wrote: ${checked.stdout}`);
+    // Where make and gcc are (scripts/bootstrap installs them), the launcher is a static
+    // program; tests/launcher_test.ts holds it and the script to the same behaviour.
+    assertMatch(first.stdout, /\/bin\/shoal \(launcher, a static program\)$/m);
     assertEquals(actionFor(first.stdout, `${prefix}/etc/shoal.json`), "installed");
     assertEquals(
       await Deno.readTextFile(`${prefix}/etc/shoal.json`),

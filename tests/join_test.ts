@@ -301,3 +301,22 @@ Deno.test("step keys: ranks of one step on one node share; a lone rank does not"
   assertEquals(stepKey({}), undefined);
   assertEquals(stepKey(slurm, "mine"), { key: "join:mine", source: "join" });
 });
+
+Deno.test("step files: a short key names them itself, a long one by its digest, never the same", async () => {
+  const slurm = await keyDigest("slurm:7.0:4242");
+  assertEquals(
+    slurm,
+    `k${
+      Array.from(new TextEncoder().encode("slurm:7.0:4242"), (b) => b.toString(16).padStart(2, "0"))
+        .join("")
+    }`,
+  );
+  const long = `join:${"x".repeat(200)}`;
+  const digest = await keyDigest(long);
+  assertMatch(digest, /^d[0-9a-f]{32}$/);
+  assertEquals(await keyDigest(long), digest);
+  assert(digest !== await keyDigest(`join:${"x".repeat(201)}`));
+  // A name stays within what a filesystem takes, with the longest suffix added.
+  assert(`${await keyDigest("k".repeat(64))}.members`.length < 255);
+  assert((await keyDigest("k".repeat(65))).startsWith("d"));
+});

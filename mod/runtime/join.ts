@@ -63,7 +63,14 @@ import {
   type RunBase,
 } from "./rundir.ts";
 import { INIT_PATH } from "./spec.ts";
-import { isRunProcess, processRuns, readState, type RunState, writeState } from "./state.ts";
+import {
+  isRunProcess,
+  processRuns,
+  processStartTime,
+  readState,
+  type RunState,
+  writeState,
+} from "./state.ts";
 import type { StepKey } from "./step_key.ts";
 import { sleep, stoppableSleep } from "../sys/sleep.ts";
 import { type EarlyStop, holdStopSignals } from "./supervise.ts";
@@ -105,7 +112,11 @@ export async function runInStep(ctx: RunContext, step: StepKey): Promise<RunOutc
       try {
         return await joinStep(ctx, live, election, member, step);
       } finally {
-        await removeOrphaned(ctx.base, dir, h);
+        // A leader still running ends the step itself (lastOut): only a killed one leaves
+        // that to the last rank out. Its start time says so at the cost of one read.
+        if (processStartTime(live.state.pid) !== live.state.startTime) {
+          await removeOrphaned(ctx.base, dir, h);
+        }
       }
     }
   } finally {
@@ -438,11 +449,24 @@ async function lockAt(
   }
 }
 
-/** The step files' name for `key` (H in the header). */
+/** Keys up to this many bytes name their files themselves, hex-encoded. */
+const NAMED_KEY_BYTES = 64;
+
+/**
+ * The step files' name for `key` (H in the header): the key's bytes in hex
+ * when it is short, as the keys Slurm, hydra and PMIx give are, which costs a
+ * rank nothing; a digest of a longer one (WebCrypto, whose first use costs
+ * ~0.3 ms). The prefixes keep the two kinds of name apart.
+ */
 export async function keyDigest(key: string): Promise<string> {
-  const bytes = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
-  return Array.from(new Uint8Array(bytes).subarray(0, 16), (b) => b.toString(16).padStart(2, "0"))
-    .join("");
+  const bytes = new TextEncoder().encode(key);
+  if (bytes.length <= NAMED_KEY_BYTES) return `k${hex(bytes)}`;
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return `d${hex(new Uint8Array(digest).subarray(0, 16))}`;
+}
+
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Closes `file` (its flock goes with it); closing twice is fine. */

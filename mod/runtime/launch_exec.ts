@@ -227,7 +227,6 @@ async function enterProcess(r: ExecRequest, enter: { shim: string; pid: number }
     stdin: r.stdin,
     tty: false,
     holdPrefix: ENTER_FATAL_PREFIX,
-    bundle: fdPath(r.bundle.fd),
     stopTimeout: r.stopTimeout,
     end: (child) => libc().kill(child, SIGKILL),
     moves: r.moves,

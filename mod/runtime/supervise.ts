@@ -71,8 +71,12 @@ export interface SuperviseOptions {
   tty: boolean;
   /** Holds back stderr lines starting with this (runc's own fatal error). */
   holdPrefix: string;
-  /** A path to the bundle, where runc writes the main process's pid (MAIN_PID_FILE). */
-  bundle: string;
+  /**
+   * A path to the bundle, where runc writes the main process's pid
+   * (MAIN_PID_FILE); none when the child becomes the process itself
+   * (shoal-enter), whose exit is the child's.
+   */
+  bundle?: string;
   /** Seconds the container has to end after a stop signal. */
   stopTimeout: number;
   /** Kills the container's processes, not runc, which then exits with the main one's status. */
@@ -149,7 +153,7 @@ export async function supervise(
     moves: opts.moves,
     ...(opts.env !== undefined && { env: opts.env }),
   });
-  const main = watchMainExit(opts.bundle, child);
+  const main = opts.bundle === undefined ? undefined : watchMainExit(opts.bundle, child);
   let ended = false;
   const end = () => {
     if (ended) return;
@@ -161,7 +165,7 @@ export async function supervise(
       if (status === undefined) libc().kill(child.pid, SIGKILL);
     });
   };
-  main.exited.then(async (exited) => {
+  main?.exited.then(async (exited) => {
     if (exited && await statusWithin(child, LINGER_MS) === undefined) end();
   }).catch(() => {/* no watch: runc ends the run as before */});
   /** The first stop signal's number, when it came, and whether the container was killed for it. */
@@ -216,7 +220,7 @@ export async function supervise(
       },
     };
   } finally {
-    main.stop();
+    main?.stop();
     for (const stop of forward) stop();
     await stopHeld();
   }
