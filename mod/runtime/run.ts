@@ -6,6 +6,7 @@
  * runs that share a container (a step's ranks, `--join`) go on in join.ts.
  */
 import { join } from "../path.ts";
+import { runInStep } from "./join.ts";
 import type { LoadedConfig } from "../config/load.ts";
 import { ShoalError, UsageError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -172,8 +173,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     };
     if (step !== undefined) {
       defineLazy(ctx, "path", choose);
-      // Loaded only by runs that share a container: a single run pays nothing for it.
-      return await (await import("./join.ts")).runInStep(ctx, step);
+      return await runInStep(ctx, step);
     }
     claimed = claimName(base, request.name);
     const bundle = claimed;
