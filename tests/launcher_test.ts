@@ -11,6 +11,7 @@
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { installedShoal, rootOwnedTempDir, runInstall } from "./support/install.ts";
 import { runCommand } from "./support/shoal.ts";
+import { exists } from "./support/fs.ts";
 import { runAs, type TestUser, testUser } from "./support/users.ts";
 
 /**
@@ -175,7 +176,7 @@ Deno.test("launcher: a session's /run/user/UID holds the cache, made 0700 whatev
       await run(`exec "$1" run IMAGE true`),
       new RegExp(`^DENO_DIR: /tmp/shoal-${l.user.uid}/\\.deno$`, "m"),
     );
-    assertEquals(await existsAt(`${mine}/shoal`), false, "nothing made in another's directory");
+    assertEquals(await exists(`${mine}/shoal`), false, "nothing made in another's directory");
   });
 });
 
@@ -191,7 +192,7 @@ Deno.test("launcher: another user's /tmp/shoal-UID, or a link there, gets no cac
     noCache(await run(`exec "$1" run IMAGE true`));
     await root(`rm -rf "$1" "$2" && mkdir -m 777 "$2" && ln -s "$2" "$1"`, tmp, theirs);
     noCache(await run(`exec "$1" run IMAGE true`));
-    assertEquals(await existsAt(`${theirs}/.deno`), false);
+    assertEquals(await exists(`${theirs}/.deno`), false);
     await root(`rm -rf "$1" "$2"`, tmp, theirs);
   });
 });
@@ -213,12 +214,3 @@ Deno.test("launcher: found through a link, a linked bin directory or a relative 
     }
   });
 });
-
-async function existsAt(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

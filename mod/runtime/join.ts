@@ -66,9 +66,9 @@ import { INIT_PATH } from "./spec.ts";
 import {
   isRunProcess,
   processRuns,
-  processStartTime,
   readState,
   type RunState,
+  runsSince,
   writeState,
 } from "./state.ts";
 import type { StepKey } from "./step_key.ts";
@@ -113,8 +113,9 @@ export async function runInStep(ctx: RunContext, step: StepKey): Promise<RunOutc
         return await joinStep(ctx, live, election, member, step);
       } finally {
         // A leader still running ends the step itself (lastOut): only a killed one leaves
-        // that to the last rank out. Its start time says so at the cost of one read.
-        if (processStartTime(live.state.pid) !== live.state.startTime) {
+        // that to the last rank out, and has ended (a zombie at least) by the time its
+        // container, this rank with it, is ended for it. One read of /proc says which.
+        if (!runsSince(live.state.pid, live.state.startTime)) {
           await removeOrphaned(ctx.base, dir, h);
         }
       }

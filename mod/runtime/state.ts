@@ -79,6 +79,13 @@ export function processStartTime(pid: number): number | undefined {
   return Number.isInteger(start) ? start : undefined;
 }
 
+/** Whether `pid` is the process that started at `startTime` and has not ended (processRuns). */
+export function runsSince(pid: number, startTime: number): boolean {
+  const fields = statFields(pid);
+  return fields !== undefined && fields[0] !== "Z" && fields[0] !== "X" &&
+    Number(fields[19]) === startTime;
+}
+
 /** Whether `pid` runs: it exists and has not ended (a zombie waits only to be reaped). */
 export function processRuns(pid: number): boolean {
   const state = statFields(pid)?.[0];
