@@ -67,8 +67,8 @@ import {
   isRunProcess,
   processRuns,
   readState,
-  type RunState,
   runsSince,
+  type RunState,
   writeState,
 } from "./state.ts";
 import type { StepKey } from "./step_key.ts";
