@@ -11,6 +11,7 @@ import { eventually, type RunSite, runSite } from "./support/run.ts";
 import { runAs } from "./support/users.ts";
 import type { RunState } from "../mod/runtime/state.ts";
 import { JOIN_DIR, keyDigest } from "../mod/runtime/join.ts";
+import { toHex } from "../mod/bytes.ts";
 import { openRunBase } from "../mod/runtime/rundir.ts";
 import { slurmLocalTasks, stepKey } from "../mod/runtime/step_key.ts";
 
@@ -304,13 +305,7 @@ Deno.test("step keys: ranks of one step on one node share; a lone rank does not"
 
 Deno.test("step files: a short key names them itself, a long one by its digest, never the same", async () => {
   const slurm = await keyDigest("slurm:7.0:4242");
-  assertEquals(
-    slurm,
-    `k${
-      Array.from(new TextEncoder().encode("slurm:7.0:4242"), (b) => b.toString(16).padStart(2, "0"))
-        .join("")
-    }`,
-  );
+  assertEquals(slurm, `k${toHex(new TextEncoder().encode("slurm:7.0:4242"))}`);
   const long = `join:${"x".repeat(200)}`;
   const digest = await keyDigest(long);
   assertMatch(digest, /^d[0-9a-f]{32}$/);

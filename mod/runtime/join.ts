@@ -32,6 +32,7 @@
  * exec'd rank with it: runc exec then reports that, and nobody hangs.
  */
 import { join } from "../path.ts";
+import { toHex } from "../bytes.ts";
 import { ShoalError } from "../errors.ts";
 import { closeFd, fdPath, fstat, lstatAt, mkdirAt, O, openAt } from "../sys/dirfd.ts";
 import { endsWithin, spawn, statusWithin } from "../sys/spawn.ts";
@@ -453,13 +454,9 @@ const NAMED_KEY_BYTES = 64;
  */
 export async function keyDigest(key: string): Promise<string> {
   const bytes = new TextEncoder().encode(key);
-  if (bytes.length <= NAMED_KEY_BYTES) return `k${hex(bytes)}`;
+  if (bytes.length <= NAMED_KEY_BYTES) return `k${toHex(bytes)}`;
   const digest = await crypto.subtle.digest("SHA-256", bytes);
-  return `d${hex(new Uint8Array(digest).subarray(0, 16))}`;
-}
-
-function hex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `d${toHex(new Uint8Array(digest).subarray(0, 16))}`;
 }
 
 /** Closes `file` (its flock goes with it); closing twice is fine. */
