@@ -45,12 +45,8 @@ for (const path of ["helper", "unprivileged"] as const) {
     site.bin,
     ["run", "--root", "--join", `${key}-${round}`, site.image, "true"],
   ]);
-  // Names of their own: generated ones are reused within a wave, where a run's sweep of
-  // ended runs can remove a new run's bundle of the same name (a known race, state.ts).
-  const alone = await medianWave((round, i) => [
-    site.bin,
-    ["run", "--root", "--name", `${key}-${round}-${i}`, site.image, "true"],
-  ]);
+  // Generated names, as users get them: a wave frees and takes them again (rundir.ts).
+  const alone = await medianWave(() => [site.bin, ["run", "--root", site.image, "true"]]);
   // What every rank's shoal costs before it does anything: Deno's start and the CLI.
   const started = await medianWave(() => [site.bin, ["version"]]);
   console.log(`path: ${path}`);

@@ -13,15 +13,10 @@ import { fuseCheck } from "../mod/host/tools.ts";
 import { parseSize } from "../mod/cli/run.ts";
 import { parseSignal } from "../mod/runtime/runs.ts";
 import { liveRuns, processRuns, processStartTime, writeState } from "../mod/runtime/state.ts";
-import { runState } from "./support/run.ts";
-import {
-  type Bundle,
-  closeBundle,
-  createBundle,
-  NAME_PATTERN,
-  openRunBase,
-} from "../mod/runtime/rundir.ts";
+import { eventually, runState } from "./support/run.ts";
+import { type Bundle, createBundle, NAME_PATTERN, openRunBase } from "../mod/runtime/rundir.ts";
 import { generateName } from "../mod/runtime/names.ts";
+import { closeFd } from "../mod/sys/dirfd.ts";
 import { launcherPassthrough } from "../mod/runtime/pmi.ts";
 import { supervise } from "../mod/runtime/supervise.ts";
 import { chainArgv, mapArgument, rootIsUser } from "../mod/runtime/launch_fuse.ts";
@@ -201,26 +196,46 @@ Deno.test("run state: live while the same process lives and holds its bundle; de
   const dir = await Deno.makeTempDir({ prefix: "shoal-rundir-" });
   const base = openRunBase({ uid: Deno.uid()!, runDir: `${dir}/run` }, true)!;
   const sleeper = new Deno.Command("sleep", { args: ["60"] }).spawn();
+  // The run's shoal: holds its bundle dir open, as shoal does for a run's life.
+  const holder = new Deno.Command("sh", {
+    args: ["-c", 'exec 3<"$0" && exec sleep 60', `${dir}/run/live`],
+  });
+  let held: Deno.ChildProcess | undefined;
   try {
-    const me = processStartTime(Deno.pid);
-    assert(me !== undefined && me > 0);
     const live = createBundle(base, "live") as Bundle;
-    await writeState(live, runState("live", Deno.pid, me));
+    held = holder.spawn();
+    const holds = () => {
+      try {
+        return Deno.readLinkSync(`/proc/${held!.pid}/fd/3`) === live.path;
+      } catch {
+        return false; // not yet
+      }
+    };
+    assert(await eventually(() => Promise.resolve(holds())), "the holder holds the bundle");
+    const start = processStartTime(held.pid)!;
+    await writeState(live, runState("live", held.pid, start));
     // The same pid with another start time is a reused pid: that run is gone.
     const reused = createBundle(base, "reused") as Bundle;
-    await writeState(reused, runState("reused", Deno.pid, me + 1));
+    await writeState(reused, runState("reused", held.pid, start + 1));
     // A live process of the caller's that does not hold the bundle is not the run's.
     const other = createBundle(base, "other") as Bundle;
     await writeState(other, runState("other", sleeper.pid, processStartTime(sleeper.pid)!));
-    closeBundle(other);
+    for (const b of [live, reused, other]) closeFd(b.fd);
     assertEquals(createBundle(base, "live"), false, "a name is taken once");
     assertEquals(liveRuns(base).map((r) => r.state.name), ["live"]);
     assertEquals([...Deno.readDirSync(base.path)].map((e) => e.name).sort(), ["live"]);
     assertEquals((Deno.statSync(live.path).mode ?? 0) & 0o777, 0o700);
-    closeBundle(live);
-    closeBundle(reused);
-    assertEquals(liveRuns(base).map((r) => r.state.name), [], "the bundle is no longer held");
+    held.kill();
+    await held.status;
+    assertEquals(liveRuns(base).map((r) => r.state.name), [], "its shoal is gone");
+    assertEquals([...Deno.readDirSync(base.path)], [], "and so is its bundle");
   } finally {
+    if (held !== undefined) {
+      try {
+        held.kill();
+      } catch { /* ended */ }
+      await held.status;
+    }
     sleeper.kill();
     await sleeper.status;
     await Deno.remove(dir, { recursive: true });

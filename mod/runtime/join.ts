@@ -57,10 +57,9 @@ import {
   BUNDLE,
   type Bundle,
   bundleFile,
-  closeBundle,
   componentWhy,
+  endBundle,
   NAME_PATTERN,
-  removeBundle,
   type RunBase,
 } from "./rundir.ts";
 import { INIT_PATH } from "./spec.ts";
@@ -176,8 +175,7 @@ async function lead(
       libc().kill(container.pid, SIGKILL);
       await container.status;
     }
-    closeBundle(bundle);
-    removeBundle(ctx.base, bundle.name);
+    endBundle(ctx.base, bundle);
     stop.release();
   }
 }

@@ -25,10 +25,9 @@ import {
   BUNDLE,
   type Bundle,
   bundleFile,
-  closeBundle,
   createBundle,
+  endBundle,
   NAME_PATTERN,
-  removeBundle,
   type RunBase,
   runBaseFor,
 } from "./rundir.ts";
@@ -217,8 +216,7 @@ export async function runContainer(loaded: LoadedConfig, opts: RunOptions): Prom
     early.release();
     await launch?.finish();
     if (claimed !== undefined) {
-      closeBundle(claimed);
-      removeBundle(base!, claimed.name);
+      endBundle(base!, claimed);
     }
   }
 }

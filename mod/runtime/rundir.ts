@@ -25,10 +25,12 @@
  * Sync file calls: a run's start does dozens on small files, and each async
  * one costs ~0.5 ms in a fresh process (bench/startup.ts).
  */
+import { toHex } from "../bytes.ts";
 import { ShoalError } from "../errors.ts";
 import { Errno, ErrnoError } from "../sys/libc.ts";
 import {
   closeFd,
+  emptyDirAt,
   fchmod,
   fdPath,
   type FdStat,
@@ -38,9 +40,10 @@ import {
   O,
   openAt,
   openRoot,
-  removeTreeAt,
+  renameNoReplaceAt,
   S_IFDIR,
   S_IFLNK,
+  unlinkAt,
 } from "../sys/dirfd.ts";
 
 /** Bundle entries the runtime writes or mounts on. */
@@ -328,16 +331,28 @@ function randomSuffix(): string {
 
 /**
  * Creates the bundle dir `<base>/<name>` (0700) with its mount points, open;
- * false when a run of that name already has one.
+ * false when a run of that name already has one. It is made under a name of
+ * its own and then renamed: under a run's name a bundle is never empty, so the
+ * rmdir that ends another run of that name (removeBundle) cannot take it.
  */
 export function createBundle(base: RunBase, name: string): Bundle | false {
-  if (!mkdirAt(base.fd, name, PERM_PRIVATE)) return false;
-  const fd = openAt(base.fd, name, O.RDONLY | O.DIRECTORY);
-  // mkdir's mode is cut by the umask; the helper wants exactly 0700.
-  fchmod(fd, PERM_PRIVATE);
-  mkdirAt(fd, BUNDLE.rootfs, PERM_PRIVATE);
-  mkdirAt(fd, BUNDLE.mountArea, PERM_PRIVATE);
-  return { name, path: `${base.path}/${name}`, fd };
+  const made = `shoal-new-${toHex(crypto.getRandomValues(new Uint8Array(8)))}`;
+  if (!mkdirAt(base.fd, made, PERM_PRIVATE)) {
+    throw new ShoalError(`${base.path}/${made} exists`, { hint: "run again" });
+  }
+  const fd = openAt(base.fd, made, O.RDONLY | O.DIRECTORY);
+  try {
+    // mkdir's mode is cut by the umask; the helper wants exactly 0700.
+    fchmod(fd, PERM_PRIVATE);
+    mkdirAt(fd, BUNDLE.rootfs, PERM_PRIVATE);
+    mkdirAt(fd, BUNDLE.mountArea, PERM_PRIVATE);
+    if (renameNoReplaceAt(base.fd, made, name)) return { name, path: `${base.path}/${name}`, fd };
+  } catch (err) {
+    removeBundle(base, made, fd);
+    throw err;
+  }
+  removeBundle(base, made, fd);
+  return false;
 }
 
 /** A path to `entry` of an open bundle, for Deno's file calls. */
@@ -346,11 +361,22 @@ export function bundleFile(bundle: Bundle, entry: string): string {
 }
 
 /**
- * Removes bundle `name` and everything in it, through descriptors: nothing
- * outside the base or on another filesystem is touched; a missing one is fine.
+ * Removes bundle `name` of the base, open at `fd` (its run's own, or the one
+ * a sweep judged ended), and closes it. Its content goes through the
+ * descriptor: only that very directory is emptied, never another run's that
+ * took the name meanwhile (names are reused: names.ts). Then the name, which
+ * rmdir takes only while it is empty, so it stays when it is another run's by
+ * then. Nothing outside the base or on another filesystem is touched; a
+ * bundle another shoal removes at the same time is fine.
  */
-export function removeBundle(base: RunBase, name: string): void {
-  removeTreeAt(base.fd, name, base.dev);
+export function removeBundle(base: RunBase, name: string, fd: number): void {
+  try {
+    if (emptyDirAt(fd, base.dev)) unlinkAt(base.fd, name, true);
+  } catch (err) {
+    if (!(err instanceof ErrnoError && err.errno === Errno.ENOTEMPTY)) throw err;
+  } finally {
+    closeFd(fd);
+  }
 }
 
 /**
@@ -384,8 +410,9 @@ function isBundle(base: RunBase, name: string): boolean {
   }
 }
 
-export function closeBundle(bundle: Bundle): void {
-  closeFd(bundle.fd);
+/** Removes a run's own bundle at its end (removeBundle). */
+export function endBundle(base: RunBase, bundle: Bundle): void {
+  removeBundle(base, bundle.name, bundle.fd);
 }
 
 /** Run bases opened by this process, by where they were looked for. */

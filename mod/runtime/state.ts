@@ -21,17 +21,7 @@ import {
   string,
   tryShape,
 } from "../shape.ts";
-import {
-  closeFd,
-  fdPath,
-  type FdStat,
-  fstat,
-  lstatAt,
-  O,
-  openAt,
-  S_IFREG,
-  statPath,
-} from "../sys/dirfd.ts";
+import { closeFd, fdPath, type FdStat, fstat, O, openAt, S_IFREG, statPath } from "../sys/dirfd.ts";
 import {
   BUNDLE,
   type Bundle,
@@ -162,15 +152,20 @@ const MAX_STATE_BYTES = 64 * 1024;
  * link or waiting on a FIFO), holding a run state.
  */
 export function readState(base: RunBase, name: string): RunState | undefined {
+  return readStateAt(base.fd, `${name}/${BUNDLE.state}`, base.uid);
+}
+
+/** readState of the state file at `path` in directory `dirfd`. */
+function readStateAt(dirfd: number, path: string, uid: number): RunState | undefined {
   let fd: number;
   try {
-    fd = openAt(base.fd, `${name}/${BUNDLE.state}`, O.RDONLY | O.NONBLOCK);
+    fd = openAt(dirfd, path, O.RDONLY | O.NONBLOCK);
   } catch {
     return undefined;
   }
   try {
     const info = fstat(fd);
-    if (info.type !== S_IFREG || info.uid !== base.uid || info.size > MAX_STATE_BYTES) {
+    if (info.type !== S_IFREG || info.uid !== uid || info.size > MAX_STATE_BYTES) {
       return undefined;
     }
     // The open file itself: /proc/self/fd/N is that inode, whatever the name points to now.
@@ -194,25 +189,30 @@ const SETUP_GRACE_MS = 60_000;
  */
 export function liveRuns(base: RunBase): RunEntry[] {
   const live: RunEntry[] = [];
-  // Looked at by name in the base (bundleNames judged each a directory of the
-  // caller's, in a directory only the caller may write), not held open: the
-  // run's own process is the one that holds it (isRunProcess).
+  // bundleNames judged each a directory of the caller's, in a directory only the
+  // caller may write. Each is then looked at, and removed, through a descriptor: a
+  // name may be freed and taken by a new run meanwhile (removeBundle).
   for (const name of bundleNames(base)) {
-    let info: FdStat;
+    let fd: number;
     try {
-      info = lstatAt(base.fd, name);
+      fd = openAt(base.fd, name, O.RDONLY | O.DIRECTORY);
     } catch {
       continue; // removed meanwhile
     }
-    const state = readState(base, name);
+    const info = fstat(fd);
+    const state = readStateAt(fd, BUNDLE.state, base.uid);
     if (state !== undefined && isRunProcess(state, base.uid, identityOf(info))) {
       live.push({ name, state, identity: identityOf(info) });
+      closeFd(fd);
       continue;
     }
-    if (state === undefined && Date.now() - info.mtimeMs <= SETUP_GRACE_MS) continue;
+    if (state === undefined && Date.now() - info.mtimeMs <= SETUP_GRACE_MS) {
+      closeFd(fd);
+      continue;
+    }
     try {
-      removeBundle(base, name);
-    } catch { /* another shoal is removing it too */ }
+      removeBundle(base, name, fd);
+    } catch { /* what stays is looked at again by the next sweep */ }
   }
   return live;
 }

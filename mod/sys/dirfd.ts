@@ -115,6 +115,19 @@ export function unlinkAt(dirfd: number, name: string, dir: boolean): void {
   if (code !== Errno.ENOENT) throw new ErrnoError(dir ? "rmdir" : "unlink", code, name);
 }
 
+/** Renames `from` to `to`, both in `dirfd`; false when `to` exists (RENAME_NOREPLACE). */
+export function renameNoReplaceAt(dirfd: number, from: string, to: string): boolean {
+  const RENAME_NOREPLACE = 1;
+  if (
+    libc().renameat2(dirfd, ptr(cString(from)), dirfd, ptr(cString(to)), RENAME_NOREPLACE) === 0
+  ) {
+    return true;
+  }
+  const code = errno();
+  if (code === Errno.EEXIST) return false;
+  throw new ErrnoError("rename", code, `${from} to ${to}`);
+}
+
 export function fchmod(fd: number, mode: number): void {
   check("fchmod", libc().fchmod(fd, mode));
 }
@@ -165,17 +178,34 @@ export function removeTreeAt(
     unlinkAt(dirfd, name, false);
     return true;
   }
-  const fd = openAt(dirfd, name, O.RDONLY | O.DIRECTORY);
-  let complete = true;
+  let fd: number;
   try {
-    // The listing is of the open directory itself (fdPath), not of a name.
-    for (const entry of Deno.readDirSync(fdPath(fd))) {
-      const listed = entry.isDirectory ? undefined : "not a directory";
-      complete = removeTreeAt(fd, entry.name, dev, listed) && complete;
-    }
+    fd = openAt(dirfd, name, O.RDONLY | O.DIRECTORY);
+  } catch (err) {
+    // Removed meanwhile by another remover (a run's end and a sweep of ended runs meet).
+    if (err instanceof ErrnoError && err.errno === Errno.ENOENT) return true;
+    throw err;
+  }
+  let complete: boolean;
+  try {
+    complete = emptyDirAt(fd, dev);
   } finally {
     closeFd(fd);
   }
   if (complete) unlinkAt(dirfd, name, true);
+  return complete;
+}
+
+/**
+ * Removes everything in the open directory `fd` as removeTreeAt does, the
+ * directory itself staying; false when something was left.
+ */
+export function emptyDirAt(fd: number, dev: string): boolean {
+  let complete = true;
+  // The listing is of the open directory itself (fdPath), not of a name.
+  for (const entry of Deno.readDirSync(fdPath(fd))) {
+    const listed = entry.isDirectory ? undefined : "not a directory";
+    complete = removeTreeAt(fd, entry.name, dev, listed) && complete;
+  }
   return complete;
 }

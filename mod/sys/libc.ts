@@ -20,6 +20,7 @@ const symbols = {
   statx: { parameters: ["i32", "pointer", "i32", "u32", "pointer"], result: "i32" },
   mkdirat: { parameters: ["i32", "pointer", "u32"], result: "i32" },
   unlinkat: { parameters: ["i32", "pointer", "i32"], result: "i32" },
+  renameat2: { parameters: ["i32", "pointer", "i32", "pointer", "u32"], result: "i32" },
   fchmod: { parameters: ["i32", "u32"], result: "i32" },
   // glibc 2.36's (kernel 5.1); optional, a missing one is null.
   pidfd_send_signal: {
@@ -145,6 +146,7 @@ export const Errno = {
   EISDIR: 21,
   ELOOP: 40,
   ERANGE: 34,
+  ENOTEMPTY: 39,
   ENODATA: 61,
   EOPNOTSUPP: 95,
 } as const;
