@@ -311,11 +311,24 @@ fi
 # user's run directory (mod/runtime/rundir.ts) rather than under $HOME: a home
 # on a network filesystem took every rank's start to the file server, and a
 # cache shared with the user's other Deno work grew a log of megabytes. Taken
-# only when it is the user's own directory that no other user can replace
-# (/tmp sticky); otherwise, or when the caller set DENO_DIR, Deno's choice
-# stays. Its mode is not looked at (that takes a program, ~1 ms): every run
-# makes it 0700 again where its owner widened it (mod/runtime/rundir.ts).
-# dash reads /proc a byte at a time, cheaper than running id(1).
+# only when it is the user's own directory that no other user can replace: in
+# /run/user/UID or /tmp where that passes the rule for a directory above a run
+# dir (helper/paths.c dir_why: root's or the user's, and sticky and root's
+# where others may write it; may_hold). Otherwise, or when the caller set
+# DENO_DIR, Deno's choice stays. The cache directory's own mode is not looked
+# at: every run makes it 0700 again where its owner widened it
+# (mod/runtime/rundir.ts). dash reads /proc a byte at a time, cheaper than
+# running id(1); it cannot tell a file's owner but by stat(1) (~1 ms a start,
+# which the static launcher does without).
+may_hold() {
+  info=$(stat -c '%u:%a:%F' -- "$1" 2>/dev/null) || return 1
+  owner=${info%%:*}
+  rest=${info#*:}
+  mode=0${rest%%:*}
+  [ "${rest#*:}" = directory ] || return 1
+  [ "$owner" = 0 ] || [ "$owner" = "$uid" ] || return 1
+  [ $((mode & 022)) = 0 ] || { [ $((mode & 01000)) != 0 ] && [ "$owner" = 0 ]; }
+}
 if [ -z "${DENO_DIR+x}" ]; then
   uid=
   while IFS=':	 ' read -r key real _; do
@@ -323,9 +336,9 @@ if [ -z "${DENO_DIR+x}" ]; then
   done </proc/self/status
   base=
   if [ -z "$uid" ]; then :
-  elif [ -d "/run/user/$uid" ] && [ ! -L "/run/user/$uid" ] && [ -O "/run/user/$uid" ]; then
+  elif [ -O "/run/user/$uid" ] && may_hold "/run/user/$uid"; then
     base=/run/user/$uid/shoal
-  elif [ -k /tmp ] && [ ! -L /tmp ]; then
+  elif may_hold /tmp; then
     base=/tmp/shoal-$uid
   fi
   if [ -n "$base" ]; then

@@ -3,16 +3,18 @@
  * can build it (otherwise it writes a shell script that does the same, whose
  * comments say why each step is there): runs the bundled shoal with the Deno
  * installed next to it. A static program, ~0.4 ms of every start where the
- * script and env(1) take ~1.4 ms, and every job rank is a start.
+ * script, env(1) and stat(1) take ~3.3 ms, and every job rank is a start.
  *
  * In the script's order:
  * - the installation from /proc/self/exe, the launcher's own file with every
  *   link resolved: <prefix>/bin/shoal gives <prefix>/lib/shoal;
  * - DENO_NO_UPDATE_CHECK=1 unless the caller set it;
  * - DENO_DIR, unless the caller set it, in the user's run directory:
- *   /run/user/UID/shoal where /run/user/UID is the user's own directory,
- *   else /tmp/shoal-UID where /tmp is a sticky directory; made 0700 when
- *   missing, taken only when it is a directory (not a link) of the user's;
+ *   /run/user/UID/shoal, else /tmp/shoal-UID, where /run/user/UID or /tmp
+ *   passes the rule for a directory above a run dir (paths.c dir_why, the
+ *   helper's and mod/runtime/rundir.ts's: root's or the user's, and sticky
+ *   and root's where others may write it); made 0700 when missing, taken only
+ *   when it is a directory (not a link) of the user's;
  * - SHOAL_LAUNCHER_ADDED: the names it set, which shoal keeps from the
  *   container (mod/runtime/env.ts);
  * - shoal-run.js, the bundle of `shoal run` alone, when the command is `run`
@@ -35,6 +37,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "paths.h"
+
 #ifndef DENO_ARGS
 #error "DENO_ARGS: Deno's arguments before the entry, space-separated (install.sh gives them)"
 #endif
@@ -44,6 +48,12 @@ enum { NOT_FOUND = 127, CANNOT_EXECUTE = 126 };
 static char lib[PATH_MAX];
 
 /* Whether `path` is a directory of the effective user's, itself and not a link to one. */
+/* Whether path may hold the user's run directory (paths.c dir_why, ABOVE_BASE). */
+static int may_hold(const char *path) {
+  struct stat st;
+  return lstat(path, &st) == 0 && dir_why(ABOVE_BASE, st.st_uid, st.st_mode, getuid()) == NULL;
+}
+
 static int own_dir(const char *path) {
   struct stat st;
   return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid();
@@ -69,13 +79,12 @@ static int find_lib(void) {
 /* The run directory Deno's caches go to, or "" (see the header). */
 static void run_dir(char *base, size_t size) {
   char user_dir[32];
-  struct stat st;
   unsigned uid = (unsigned)getuid();
   base[0] = '\0';
   snprintf(user_dir, sizeof user_dir, "/run/user/%u", uid);
-  if (own_dir(user_dir))
+  if (own_dir(user_dir) && may_hold(user_dir))
     snprintf(base, size, "%s/shoal", user_dir);
-  else if (lstat("/tmp", &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX))
+  else if (may_hold("/tmp"))
     snprintf(base, size, "/tmp/shoal-%u", uid);
   if (base[0] == '\0') return;
   // mkdir's mode is narrowed by the umask; chmod makes it 0700 whatever the umask.

@@ -12,7 +12,7 @@ import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { installedShoal, rootOwnedTempDir, runInstall } from "./support/install.ts";
 import { runCommand } from "./support/shoal.ts";
 import { exists } from "./support/fs.ts";
-import { runAs, type TestUser, testUser } from "./support/users.ts";
+import { runAs, type TestUser, testUser, userArgv } from "./support/users.ts";
 
 /**
  * What the fake Deno prints: its arguments, the environment the launcher sets,
@@ -102,18 +102,26 @@ async function root(script: string, ...args: string[]): Promise<void> {
 
 /** Each case runs with both launchers, from a clean /tmp/shoal-UID and no /run/user/UID. */
 async function bothLaunchers(
-  check: (run: (script: string) => Promise<string>, l: Launchers) => Promise<void>,
+  check: (
+    run: (script: string) => Promise<string>,
+    l: Launchers,
+    prefix: string,
+  ) => Promise<void>,
 ): Promise<void> {
   const l = await launchers();
   const outputs: string[] = [];
   for (const prefix of [l.binary, l.script]) {
     await root(`rm -rf "/tmp/shoal-$1" "/run/user/$1"`, String(l.user.uid));
     const seen: string[] = [];
-    await check(async (script) => {
-      const out = await launch(l.user, prefix, script);
-      seen.push(out);
-      return out;
-    }, l);
+    await check(
+      async (script) => {
+        const out = await launch(l.user, prefix, script);
+        seen.push(out);
+        return out;
+      },
+      l,
+      prefix,
+    );
     outputs.push(seen.join("\n---\n"));
   }
   await root(`rm -rf "/tmp/shoal-$1" "/run/user/$1"`, String(l.user.uid));
@@ -194,6 +202,40 @@ Deno.test("launcher: another user's /tmp/shoal-UID, or a link there, gets no cac
     noCache(await run(`exec "$1" run IMAGE true`));
     assertEquals(await exists(`${theirs}/.deno`), false);
     await root(`rm -rf "$1" "$2"`, tmp, theirs);
+  });
+});
+
+Deno.test("launcher: a /run/user/UID others may write, or a /tmp that is not root's, gets no cache", async () => {
+  await bothLaunchers(async (run, l, prefix) => {
+    // The user's own, but writable by anyone: another user could replace what is in it.
+    const mine = `/run/user/${l.user.uid}`;
+    await root(`mkdir -p "$1" && chmod 777 "$1" && chown "$2" "$1"`, mine, String(l.user.uid));
+    assertMatch(
+      await run(`exec "$1" run IMAGE true`),
+      new RegExp(`^DENO_DIR: /tmp/shoal-${l.user.uid}/\\.deno$`, "m"),
+    );
+    assertEquals(await exists(`${mine}/shoal`), false, "nothing made in it");
+    await root(`rm -rf "$1"`, mine);
+    // A /tmp of another user's, sticky and open to all as /tmp is (in a mount namespace of the
+    // test's own): its owner may rename anything in it.
+    const theirTmp = `${l.dir}/their-tmp`;
+    await root(`mkdir -m 1777 "$1" && chown "$2" "$1"`, theirTmp, String(l.other.uid));
+    const launcher = `${prefix}/bin/shoal`;
+    const argv = userArgv(l.user, "sh", ["-c", `exec "$1" run IMAGE true`, "sh", launcher]);
+    const out = await runCommand("unshare", [
+      "--mount",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      'mount --bind "$0" /tmp && cd / && exec "$@"',
+      theirTmp,
+      ...argv,
+    ]);
+    assertEquals(out.code, 0, out.stderr);
+    assertMatch(out.stdout, /^DENO_DIR: unset$/m);
+    assertEquals([...Deno.readDirSync(theirTmp)], [], "nothing made in it");
+    await root(`rm -rf "$1"`, theirTmp);
   });
 });
 
