@@ -412,7 +412,7 @@ if [ -f "$ROOT/helper/exec_shim.c" ]; then
 fi
 
 # The launcher as a static program (helper/launcher.c), the same steps as
-# the script's in ~0.4 ms of every start instead of ~1.4: where it builds, and
+# the script's in ~0.4 ms of every start instead of ~3.3: where it builds, and
 # the admin did not ask for the script.
 if [ "$KIND" = bundle ] && [ "$launcher" = auto ] && [ -f "$ROOT/helper/launcher.c" ]; then
   [ -d "$STAGE/helper" ] || cp -R "$ROOT/helper" "$STAGE/helper"
