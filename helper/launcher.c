@@ -47,13 +47,13 @@
 enum { NOT_FOUND = 127, CANNOT_EXECUTE = 126 };
 static char lib[PATH_MAX];
 
-/* Whether `path` is a directory of the effective user's, itself and not a link to one. */
 /* Whether path may hold the user's run directory (paths.c dir_why, ABOVE_BASE). */
 static int may_hold(const char *path) {
   struct stat st;
   return lstat(path, &st) == 0 && dir_why(ABOVE_BASE, st.st_uid, st.st_mode, getuid()) == NULL;
 }
 
+/* Whether `path` is a directory of the effective user's, itself and not a link to one. */
 static int own_dir(const char *path) {
   struct stat st;
   return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid();

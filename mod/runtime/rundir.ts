@@ -349,6 +349,13 @@ export function createBundle(base: RunBase, name: string): Bundle | false {
     if (renameNoReplaceAt(base.fd, made, name)) return { name, path: `${base.path}/${name}`, fd };
   } catch (err) {
     removeBundle(base, made, fd);
+    if (err instanceof ErrnoError && err.errno === Errno.EINVAL) {
+      throw new ShoalError(
+        `the run directory ${base.path} is on a filesystem that cannot rename without replacing ` +
+          "(renameat2 RENAME_NOREPLACE), which the run directory's names rely on",
+        { hint: "set runDir in the site config to a node-local filesystem (tmpfs, ext4, xfs)" },
+      );
+    }
     throw err;
   }
   removeBundle(base, made, fd);

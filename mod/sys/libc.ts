@@ -144,6 +144,7 @@ export const Errno = {
   EEXIST: 17,
   ENOTDIR: 20,
   EISDIR: 21,
+  EINVAL: 22,
   ELOOP: 40,
   ERANGE: 34,
   ENOTEMPTY: 39,
