@@ -303,6 +303,7 @@ Deno.test("removeTreeAt removes a tree through descriptors: no symlink followed,
   const mounted: string[] = [];
   try {
     await Deno.mkdir(`${tree}/sub/deeper`, { recursive: true });
+    await Deno.mkdir(`${tree}/sub/empty`);
     await Deno.mkdir(`${outside}/dir`, { recursive: true });
     for (const f of ["a", "sub/b", "sub/deeper/c"]) await Deno.writeTextFile(`${tree}/${f}`, f);
     for (const f of ["kept", "dir/kept"]) await Deno.writeTextFile(`${outside}/${f}`, f);
@@ -317,6 +318,11 @@ Deno.test("removeTreeAt removes a tree through descriptors: no symlink followed,
       assertEquals(tmpfs.code, 0, tmpfs.stderr);
       mounted.push(`${tree}/sub/mnt`);
       await Deno.writeTextFile(`${tree}/sub/mnt/kept`, "mounted");
+      // An empty one too: rmdir, tried first on an empty-looking directory, must leave it.
+      await Deno.mkdir(`${tree}/emptymnt`);
+      const empty = await runCommand("mount", ["-t", "tmpfs", "shoal-rmtree", `${tree}/emptymnt`]);
+      assertEquals(empty.code, 0, empty.stderr);
+      mounted.push(`${tree}/emptymnt`);
       const bind = await runCommand("mount", ["--bind", `${tree}/sub/mnt/kept`, `${tree}/fmnt`]);
       assertEquals(bind.code, 0, bind.stderr);
       mounted.push(`${tree}/fmnt`);
@@ -340,10 +346,12 @@ Deno.test("removeTreeAt removes a tree through descriptors: no symlink followed,
         "tree/a",
         "tree/sub/b",
         "tree/sub/deeper",
+        "tree/sub/empty",
         "tree/link-to-file",
         "tree/sub/link-to-dir",
         "tree/fmnt",
         "tree/sub/mnt",
+        "tree/emptymnt",
       ]
     ) {
       try {
@@ -351,7 +359,7 @@ Deno.test("removeTreeAt removes a tree through descriptors: no symlink followed,
         left.push(p);
       } catch { /* removed */ }
     }
-    assertEquals(left, mounted.length === 0 ? [] : ["tree/fmnt", "tree/sub/mnt"]);
+    assertEquals(left, mounted.length === 0 ? [] : ["tree/fmnt", "tree/sub/mnt", "tree/emptymnt"]);
     if (mounted.length === 0) assertThrows(() => Deno.lstatSync(tree), Deno.errors.NotFound);
   } finally {
     for (const m of mounted.reverse()) await runCommand("umount", [m]);

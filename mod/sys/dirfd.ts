@@ -145,17 +145,20 @@ export function fdPath(fd: number, name?: string): string {
  * Removes `name` in `dirfd` and, for a directory, everything in it, through
  * descriptors: symlinks are removed, never followed, and nothing on another
  * filesystem than `dev` (a mount point) is entered or removed. Returns false
- * when something was left for that reason. `listed`: the directory listing
- * said `name` is no directory, so it is unlinked without a look first (a
- * file's unlink never follows it, and fails on a mount point).
+ * when something was left for that reason. `listed`: what the directory
+ * listing said `name` is. No directory: it is unlinked without a look first
+ * (a file's unlink never follows it, and fails on a mount point). A
+ * directory: rmdir first, which takes only an empty one (most of a bundle's
+ * are, their mounts gone with the run's namespace), one call instead of
+ * four; a mount point here fails it with EBUSY, and is looked at below.
  */
 export function removeTreeAt(
   dirfd: number,
   name: string,
   dev: string,
-  listed?: "not a directory",
+  listed?: "not a directory" | "a directory",
 ): boolean {
-  if (listed !== undefined) {
+  if (listed === "not a directory") {
     try {
       unlinkAt(dirfd, name, false);
       return true;
@@ -164,6 +167,14 @@ export function removeTreeAt(
       if (err.errno === Errno.EBUSY) return false;
       // A directory by now (replaced since the listing): looked at below.
       if (err.errno !== Errno.EISDIR) throw err;
+    }
+  } else if (listed === "a directory") {
+    try {
+      unlinkAt(dirfd, name, true);
+      return true;
+    } catch (err) {
+      // Not empty, a mount point, or no directory by now: looked at below.
+      if (!(err instanceof ErrnoError)) throw err;
     }
   }
   let info: FdStat;
@@ -204,7 +215,7 @@ export function emptyDirAt(fd: number, dev: string): boolean {
   let complete = true;
   // The listing is of the open directory itself (fdPath), not of a name.
   for (const entry of Deno.readDirSync(fdPath(fd))) {
-    const listed = entry.isDirectory ? undefined : "not a directory";
+    const listed = entry.isDirectory ? "a directory" : "not a directory";
     complete = removeTreeAt(fd, entry.name, dev, listed) && complete;
   }
   return complete;
