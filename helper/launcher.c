@@ -25,7 +25,7 @@
  *   entry and the caller's arguments.
  *
  * Not setuid: it runs as the caller, and judges the directories it hands
- * Deno as the script does, by lstat (no link followed) and owner.
+ * Deno as the script does, by lstat (no link followed), owner and mode.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -25,7 +25,6 @@
  * Sync file calls: a run's start does dozens on small files, and each async
  * one costs ~0.5 ms in a fresh process (bench/startup.ts).
  */
-import { toHex } from "../bytes.ts";
 import { ShoalError } from "../errors.ts";
 import { Errno, ErrnoError } from "../sys/libc.ts";
 import {
@@ -336,7 +335,7 @@ function randomSuffix(): string {
  * rmdir that ends another run of that name (removeBundle) cannot take it.
  */
 export function createBundle(base: RunBase, name: string): Bundle | false {
-  const made = `shoal-new-${toHex(crypto.getRandomValues(new Uint8Array(8)))}`;
+  const made = `shoal-new-${randomSuffix()}`;
   if (!mkdirAt(base.fd, made, PERM_PRIVATE)) {
     throw new ShoalError(`${base.path}/${made} exists`, { hint: "run again" });
   }
