@@ -59,14 +59,14 @@ has referenced for store.retentionDays, and what dead publishes left.`,
       throw new UsageError(`--caller takes a uid, not '${opts.caller}'`);
     }
     const { loaded, logger } = await commandContext(verbosity);
-    const { convertAsOwner } = await import("../image/cluster/converter_main.ts");
+    const { convertAsOwner, publishedInput } = await import("../image/cluster/converter_main.ts");
     const out = Deno.stdout.writable.getWriter();
     const encoder = new TextEncoder();
     try {
       await convertAsOwner(loaded, {
         digest,
         caller,
-        input: Deno.stdin.readable,
+        input: publishedInput(),
         answer: (line) => out.write(encoder.encode(`${line}\n`)),
         logger,
       });

@@ -208,9 +208,10 @@ async function build(
     const hash = hasherFor(layer.digest);
     const file = Deno.openSync(path, { write: true, createNew: true, mode: 0o644 });
     try {
-      await r.exact(layer.size, `layer ${i}`, async (chunk) => {
+      // Synchronous: a chunk is the reader's only until this returns (stream.ts).
+      await r.exact(layer.size, `layer ${i}`, (chunk) => {
         hash.update(chunk);
-        for (let at = 0; at < chunk.length;) at += await file.write(chunk.subarray(at));
+        for (let at = 0; at < chunk.length;) at += file.writeSync(chunk.subarray(at));
       });
     } finally {
       file.close();

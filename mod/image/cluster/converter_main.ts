@@ -9,6 +9,7 @@ import { ShoalError } from "../../errors.ts";
 import { convertPublished, type ConvertRequest, type ConvertResult } from "./convert.ts";
 import { type ClusterStore, prepareStore, trustedStore } from "./open.ts";
 import { collectGarbage, type GcReport } from "./gc.ts";
+import { widenPipe } from "../../sys/pipe.ts";
 
 /** The store, when this process is its owner. */
 function ownStore(loaded: LoadedConfig): ClusterStore {
@@ -27,6 +28,16 @@ function ownStore(loaded: LoadedConfig): ClusterStore {
   prepareStore(store);
   Deno.umask(0o022);
   return store;
+}
+
+/**
+ * The publisher's stream, on standard input: a pipe from the user's shoal
+ * (through the helper), widened to 1 MiB so that a layer comes in reads of up
+ * to that (stream.ts); a smaller pipe only makes it slower.
+ */
+export function publishedInput(): ReadableStream<Uint8Array> {
+  widenPipe(0, 1 << 20);
+  return Deno.stdin.readable;
 }
 
 export async function convertAsOwner(

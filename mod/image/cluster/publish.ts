@@ -124,7 +124,8 @@ async function sendFile(
   let sent = 0;
   for (let n = await file.read(buffer); n !== null; n = await file.read(buffer)) {
     sent += n;
-    await input.write(buffer.slice(0, n));
+    // The write is done (in the pipe) when it resolves: the buffer is free again.
+    await input.write(buffer.subarray(0, n));
   }
   if (sent !== layer.size) {
     throw new ShoalError(`${layer.path} has ${sent} bytes, not the ${layer.size} expected`);
