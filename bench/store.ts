@@ -22,7 +22,7 @@ import { busyboxImage, pushImage } from "../tests/support/oci.ts";
 import { startRegistry } from "../tests/support/registry.ts";
 import { rootOwnedTempDir } from "../tests/support/install.ts";
 import { runAs, testUser, userArgv } from "../tests/support/users.ts";
-import { publishImage } from "../mod/image/cluster/publish.ts";
+import { layerFile, publishImage } from "../mod/image/cluster/publish.ts";
 import { silentLogger } from "../mod/log.ts";
 import { runSite } from "./lib/run_site.ts";
 import { median } from "./lib/stats.ts";
@@ -83,7 +83,7 @@ const work = await Deno.makeTempDir();
 const layerFiles = await Promise.all(debian.layers.map(async (l, i) => {
   const path = `${work}/layer-${i}`;
   await Deno.writeFile(path, l.data);
-  return { path, size: l.size };
+  return layerFile(path, l.size);
 }));
 const source = {
   registry: registry.host,

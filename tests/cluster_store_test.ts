@@ -11,9 +11,15 @@
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { runSite, testImages } from "./support/run.ts";
 import { makeKey, payloadFor, signPayload } from "./support/cosign.ts";
-import { busyboxImage, type Image, pushImage } from "./support/oci.ts";
+import { busyboxImage, type Image, makeImage, makeLayer, pushImage } from "./support/oci.ts";
+import { startFakeRegistry } from "./support/fake_registry.ts";
 import { runAs, type TestUser, testUser, userArgv } from "./support/users.ts";
-import { publishImage, type PublishSource } from "../mod/image/cluster/publish.ts";
+import {
+  type LayerFile,
+  layerFile,
+  publishImage,
+  type PublishSource,
+} from "../mod/image/cluster/publish.ts";
 import { clusterMeta } from "../mod/image/cluster/meta.ts";
 import { clusterPaths, imageDir, refFile } from "../mod/image/cluster/layout.ts";
 import { silentLogger } from "../mod/log.ts";
@@ -23,13 +29,13 @@ const OWNER = "shoal-store-t";
 
 /** The image as a publisher sends it, its layers written to files under `dir`. */
 async function source(image: Image, dir: string, tamper = false): Promise<PublishSource> {
-  const paths: { path: string; size: number }[] = [];
+  const layers: LayerFile[] = [];
   for (const [i, layer] of image.layers.entries()) {
     const path = `${dir}/layer-${crypto.randomUUID()}-${i}`;
     const data = new Uint8Array(layer.data); // a copy: gzipSync gives a Buffer, whose slice() is a view
     if (tamper) data[data.length - 5]! ^= 1;
     await Deno.writeFile(path, data);
-    paths.push({ path, size: layer.size });
+    layers.push(layerFile(path, layer.size));
   }
   return {
     registry: "registry.example",
@@ -38,7 +44,7 @@ async function source(image: Image, dir: string, tamper = false): Promise<Publis
     manifestBytes: image.manifest.data,
     configBytes: image.config.data,
     signatures: [],
-    layers: () => Promise.resolve(paths),
+    layers: () => Promise.resolve(layers),
   };
 }
 
@@ -440,4 +446,84 @@ Deno.test("cluster store: rmi drops a user's reference, gc removes what nobody r
     assert(!there(c.digest));
     assertEquals([...Deno.readDirSync(paths.staging)], []);
   });
+});
+
+Deno.test("publishes whose download is cut: resumed within the pull, or failed with the download's error and resumed by the next pull", async () => {
+  const site = await runSite(true);
+  const owner = await testUser(OWNER, false);
+  const store = `${site.dir}/store-cut`;
+  await Deno.mkdir(store, { mode: 0o755 });
+  await Deno.chown(store, owner.uid, owner.gid);
+  await site.writeConfig({ store: { path: store, owner: OWNER } });
+  const paths = clusterPaths(store);
+  const user = (await site.user("user"))!;
+  const blobs = `${site.dir}/repo/${user.name}/blobs`;
+  await using reg = startFakeRegistry();
+  /** An image of one uncompressed 3 MiB layer of random bytes, and the bytes' SHA-256. */
+  const add = (name: string) => {
+    const content = new Uint8Array(3 << 20);
+    for (let i = 0; i < content.length; i += 65536) {
+      crypto.getRandomValues(content.subarray(i, i + 65536));
+    }
+    const layer = makeLayer([{ type: "file", path: "data.bin", content }], {
+      compression: "none",
+    });
+    const image = makeImage([layer]);
+    reg.add(name, "v1", image);
+    return { layer, content, digest: image.manifest.digest, ref: `${reg.host}/${name}:v1` };
+  };
+  /** The layer's first request sends half of it and drops; later ones fail while `down`. */
+  const cutOnce = (layer: { digest: string; data: Uint8Array; size: number }, down: boolean) => {
+    let cut = false;
+    reg.intercept = (_req, url) => {
+      if (!url.pathname.endsWith(layer.digest)) return undefined;
+      if (cut) {
+        return down
+          ? Response.json({ errors: [{ code: "BLOB_UNKNOWN" }] }, { status: 404 })
+          : undefined;
+      }
+      cut = true;
+      const body = new ReadableStream<Uint8Array>({
+        start(ctrl) {
+          ctrl.enqueue(layer.data.slice(0, Math.floor(layer.size / 2)));
+          setTimeout(() => ctrl.error(new Error("cut")), 200);
+        },
+      });
+      return new Response(body, { headers: { "content-length": String(layer.size) } });
+    };
+  };
+  const ranges = (digest: string) =>
+    reg.requests.filter((r) => r.path.endsWith(digest)).map((r) => r.headers.get("range"));
+  /** The store's image holds the layer's file, byte for byte. */
+  const stored = async (x: { digest: string; content: Uint8Array }) => {
+    const file = `${imageDir(paths, x.digest)}/image.sqsh`;
+    const got = (await new Deno.Command("rdsquashfs", { args: ["-c", "/data.bin", file] }).output())
+      .stdout;
+    assert(got.length === x.content.length && got.every((v, i) => v === x.content[i]));
+  };
+
+  // The layer is sent to the converter as it downloads: a retry resumes it mid-send.
+  const a = add("a");
+  cutOnce(a.layer, false);
+  const once = await site.shoal("user", ["pull", "--tls-verify=false", a.ref]);
+  assertEquals(once.code, 0, once.stderr);
+  assertEquals(ranges(a.layer.digest).at(-1), `bytes=${Math.floor(a.layer.size / 2)}-`);
+  await stored(a);
+
+  const b = add("b");
+  cutOnce(b.layer, true);
+  const failed = await site.shoal("user", ["pull", "--tls-verify=false", b.ref]);
+  assertEquals(failed.code, 1, failed.stdout);
+  assertMatch(failed.stderr, new RegExp(`blob ${b.layer.digest}`));
+  assertEquals([...Deno.readDirSync(paths.staging)], [], "a claim is left");
+  const partial = `${blobs}/sha256/${b.layer.digest.slice(7)}.partial`;
+  assertEquals((await Deno.stat(partial)).size, Math.floor(b.layer.size / 2));
+  reg.intercept = undefined;
+  const resumed = await site.shoal("user", ["pull", "--tls-verify=false", b.ref]);
+  assertEquals(resumed.code, 0, resumed.stderr);
+  assertMatch(resumed.stdout, /, into the cluster store\n$/);
+  assertEquals(ranges(b.layer.digest).at(-1), `bytes=${Math.floor(b.layer.size / 2)}-`);
+  await stored(b);
+  const left = await runCommand("find", [blobs, "-type", "f"]);
+  assertEquals(left.stdout, "", "the user's repository keeps a layer");
 });

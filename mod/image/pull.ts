@@ -31,6 +31,7 @@ import type { ImageRecord } from "./store/metadata.ts";
 import { storedImageAdmitted, verifyPulledImage } from "./signature/verify.ts";
 import { exists } from "../sys/fs.ts";
 import { IMAGE_FILE, imageDir } from "./cluster/layout.ts";
+import type { DownloadFollower } from "./cluster/follow.ts";
 import { join } from "../path.ts";
 
 export interface PullRequest {
@@ -157,11 +158,14 @@ export async function pull(
     const startedAt = new Map<string, number>();
     /** Blobs this pull put in the cache (not found there). */
     const fetched: string[] = [];
-    const download = () =>
+    /** Follows the download for a publish, which sends the layers as they come. */
+    let follower: DownloadFollower | undefined;
+    const download = (signal = options.signal) =>
       client.fetchBlobs(resolved, {
         cacheDir: store.blobsDir,
-        signal: options.signal,
+        signal,
         onProgress: (p) => {
+          follower?.progress(p);
           if (!startedAt.has(p.digest)) startedAt.set(p.digest, p.cached ? p.total : p.done);
           if (p.complete && !p.cached) {
             downloadedBytes += p.total - (startedAt.get(p.digest) ?? 0);
@@ -182,7 +186,11 @@ export async function pull(
       // Published into the site's cluster store: converted there once, by its owner.
       const { publishImage } = await import("./cluster/publish.ts");
       const { referStoreImage } = await import("./cluster/refs.ts");
+      const { DownloadFollower } = await import("./cluster/follow.ts");
       let downloadedAt = resolvedAt;
+      let downloaded: Promise<unknown> | undefined;
+      // A publish that fails while the layers download stops the download (a partial is kept).
+      const stop = new AbortController();
       try {
         // An image the store has costs no converter: the helper records the reference itself.
         const found = exists(join(imageDir(store.cluster, resolved.manifestDigest), IMAGE_FILE));
@@ -199,13 +207,17 @@ export async function pull(
           manifestBytes: resolved.manifestBytes,
           configBytes: resolved.configBytes,
           signatures: verified?.signed ?? [],
-          layers: async () => {
-            const paths = await download();
-            downloadedAt = performance.now();
-            emit({ kind: "converting", layers: paths.length });
-            return paths.map((path, i) => ({ path, size: resolved.layers[i]!.size }));
+          layers: () => {
+            const following = follower = new DownloadFollower(store.blobsDir);
+            const signals = options.signal === undefined ? [] : [options.signal];
+            downloaded = download(AbortSignal.any([stop.signal, ...signals])).then((paths) => {
+              downloadedAt = performance.now();
+              emit({ kind: "converting", layers: paths.length });
+            }, (err) => following.fail(err));
+            return Promise.resolve(resolved.layers.map((l) => following.layer(l.digest, l.size)));
           },
         }, logger);
+        await downloaded;
         emit({ kind: "committing" });
         const image = await store.commitClusterReference(origin);
         return {
@@ -220,6 +232,8 @@ export async function pull(
           },
         };
       } finally {
+        stop.abort();
+        await downloaded;
         // The store has the image now (or the publish failed): the user's copies only take space.
         await store.dropBlobs(fetched).catch(() => {});
       }

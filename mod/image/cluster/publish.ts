@@ -20,8 +20,25 @@ export interface PublishSource {
   manifestBytes: Uint8Array;
   configBytes: Uint8Array;
   signatures: SignedPayload[];
-  /** The layer blobs, in manifest order, fetched when the converter asks for them. */
-  layers(): Promise<{ path: string; size: number }[]>;
+  /** The layers, in manifest order, fetched when the converter asks for them. */
+  layers(): Promise<LayerFile[]>;
+}
+
+/** A layer to send: a file, which may still be growing (a download in progress, follow.ts). */
+export interface LayerFile {
+  size: number;
+  open(): Promise<Deno.FsFile>;
+  /** Resolves with the bytes the file has once it has more than `offset`, or all it will have. */
+  written(offset: number): Promise<number>;
+}
+
+/** A layer that is a complete file of `size` bytes at `path`. */
+export function layerFile(path: string, size: number): LayerFile {
+  return {
+    size,
+    open: () => Deno.open(path, { read: true }),
+    written: () => Promise.resolve(size),
+  };
 }
 
 export type PublishOutcome = { outcome: "exists" } | { outcome: "published"; size: number };
@@ -68,6 +85,8 @@ export async function publishImage(
   const input = child.stdin.getWriter();
   const answers = lines(child.stdout);
   let outcome: PublishOutcome | undefined;
+  /** shoal's own failure (a download's): it says more than the converter's, left without input. */
+  let failed: ShoalError | undefined;
   try {
     const header = [
       encoder.encode(`${PROTOCOL_LINE}\nname ${src.registry}/${src.repository}\n`),
@@ -97,13 +116,15 @@ export async function publishImage(
     }
   } catch (err) {
     // The converter's own error says more than a broken pipe.
-    if (!(err instanceof ShoalError)) logger.debug(`publish: ${(err as Error).message}`);
-    else throw err;
+    if (err instanceof ShoalError) failed = err;
+    else logger.debug(`publish: ${(err as Error).message}`);
   } finally {
     await input.close().catch(() => {});
+    await answers.return(undefined);
   }
   const status = await child.status;
   const said = (await stderr).trim().split("\n").at(-1) ?? "";
+  if (failed !== undefined) throw failed;
   if (outcome === undefined || !status.success) {
     throw new ShoalError(
       `publishing to the cluster store failed: ${
@@ -114,20 +135,31 @@ export async function publishImage(
   return outcome;
 }
 
-/** Writes the whole file to the converter; it must have the size the manifest says. */
-async function sendFile(
-  input: WritableStreamDefaultWriter<Uint8Array>,
-  layer: { path: string; size: number },
-): Promise<void> {
-  using file = await Deno.open(layer.path, { read: true });
+/**
+ * Writes the layer's bytes to the converter as the file has them; it must
+ * have the size the manifest says.
+ */
+async function sendFile(input: WritableStreamDefaultWriter<Uint8Array>, layer: LayerFile) {
+  using file = await layer.open();
   const buffer = new Uint8Array(1024 * 1024);
   let sent = 0;
-  for (let n = await file.read(buffer); n !== null; n = await file.read(buffer)) {
+  let after = sent;
+  while (sent < layer.size) {
+    const written = await layer.written(after);
+    const n = written > sent
+      ? await file.read(buffer.subarray(0, Math.min(buffer.length, written - sent)))
+      : null;
+    if (n === null) {
+      if (written === layer.size || written <= sent) {
+        throw new ShoalError(`a layer has ${sent} bytes, not the ${layer.size} expected`);
+      }
+      // Shorter than the download said: it started over, and writes the same bytes again.
+      after = written;
+      continue;
+    }
     sent += n;
+    after = sent;
     // The write is done (in the pipe) when it resolves: the buffer is free again.
     await input.write(buffer.subarray(0, n));
-  }
-  if (sent !== layer.size) {
-    throw new ShoalError(`${layer.path} has ${sent} bytes, not the ${layer.size} expected`);
   }
 }
