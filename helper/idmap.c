@@ -120,6 +120,18 @@ void mapping(uint32_t own, const struct range *used, int n, int root, struct idm
   if (!placed) add(m, own, own, 1);
 }
 
+int maps_outside(const struct idmap *m, uint64_t outside) {
+  for (int i = 0; i < m->n; i++)
+    if (outside >= m->outside[i] && outside - m->outside[i] < m->count[i]) return 1;
+  return 0;
+}
+
+int maps_inside(const struct idmap *m, uint64_t inside) {
+  for (int i = 0; i < m->n; i++)
+    if (inside >= m->inside[i] && inside - m->inside[i] < m->count[i]) return 1;
+  return 0;
+}
+
 void format_map(const struct idmap *m, char *out, int lines) {
   size_t len = 0;
   out[0] = 0;

@@ -49,6 +49,12 @@ int usable_ranges(const char *text, size_t len, const char *name, uint32_t uid, 
 /* The mapping of caller id own with the taken ranges, --root or not. */
 void mapping(uint32_t own, const struct range *used, int n, int root, struct idmap *m);
 
+/* Whether host id `outside` is one that m maps (the outside of an extent). */
+int maps_outside(const struct idmap *m, uint64_t outside);
+
+/* Whether container id `inside` is one that m maps. */
+int maps_inside(const struct idmap *m, uint64_t inside);
+
 /* As /proc/PID/uid_map wants it (lines: "inside outside count"), or joined
  * by ", "; out must hold MAP_TEXT_MAX bytes. */
 #define MAP_TEXT_MAX (MAX_EXTENTS * 40)

@@ -317,7 +317,7 @@ static void run(int argc, char **argv, int sep) {
     envp[4] = xdg_env;
   }
   argv[sep] = "runc";
-  watch(cfg.runc_real, argv + sep, envp, parent, ns);
+  watch(cfg.runc_real, argv + sep, envp, parent, ns, &um);
 }
 
 static void check(void) {

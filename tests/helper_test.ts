@@ -1225,6 +1225,42 @@ Deno.test("the root filesystem is nosuid; the writable layer has the site's size
   await assertNothingLeft(f.images.good!, [dir]);
 });
 
+Deno.test("a process the user brings into the container from outside goes with it too", async () => {
+  const f = await fx();
+  const [entered, main] = [marker(), marker()];
+  const dir = await bundle(f, {
+    args: ["sh", "-c", `echo $$; exec sleep ${main}`],
+    root: true,
+    userns: true,
+    hostPid: true,
+  });
+  const { child, out, stderr } = spawnHelper(f, dir);
+  await killedAfter(child, async () => {
+    const container = Number(await out.next());
+    // Started outside, by the owner of the container's namespace: no child of the helper's,
+    // found only as a member of the namespace.
+    const joined = await runAs(f.user, "sh", [
+      "-c",
+      `setsid -f nsenter --user --mount --preserve-credentials -t ${container} sleep ${entered} ` +
+      "</dev/null >/dev/null 2>&1",
+    ]);
+    assertEquals(joined.code, 0, joined.stderr);
+    assert(
+      await eventually(() => Promise.resolve(processesRunning(["sleep", entered]).length > 0)),
+      "the entered sleeper runs",
+    );
+    const killed = await runAs(f.user, "kill", [
+      "-KILL",
+      String(processesRunning(["sleep", main])[0]),
+    ]);
+    assertEquals(killed.code, 0, killed.stderr);
+    assertEquals((await child.status).code, 137);
+  });
+  assertNoError(await stderr);
+  assertEquals(processesRunning(["sleep", entered]), []);
+  await assertNothingLeft(f.images.good!, [dir]);
+});
+
 Deno.test("finished runs whose namespaces are held open count against the user's loop devices", async () => {
   const f = await fx();
   const user = await testUser("shoal-attacker", false);
