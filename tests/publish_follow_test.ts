@@ -17,7 +17,12 @@ import { sleep } from "../mod/sys/sleep.ts";
 
 const CHUNK = 256 * 1024;
 
-async function setup() {
+/**
+ * A publish of a layer that downloads as the test says; with `cached`, a
+ * second layer after it that is already in the blob cache (reported complete
+ * before the first one has begun, as parallel downloads may).
+ */
+async function setup(cached?: Uint8Array) {
   const dir = await Deno.makeTempDir();
   const data = new Uint8Array(4 * (1 << 20) + 123);
   for (let i = 0; i < data.length; i++) data[i] = (i * 31 + (i >> 16)) & 0xff;
@@ -25,6 +30,17 @@ async function setup() {
   const final = blobPath(`${dir}/blobs`, digest);
   await Deno.mkdir(final.slice(0, final.lastIndexOf("/")), { recursive: true });
   const follower = new DownloadFollower(`${dir}/blobs`);
+  const second = cached && { digest: digestOf(cached), size: cached.length };
+  if (second !== undefined) {
+    await Deno.writeFile(blobPath(`${dir}/blobs`, second.digest), cached!);
+    follower.progress({
+      ...second,
+      done: second.size,
+      total: second.size,
+      complete: true,
+      cached: true,
+    });
+  }
   const out = `${dir}/received`;
   const publish = publishImage(["sh", "-c", 'echo send; cat > "$1"; echo published 7', "sh", out], {
     registry: "r.example",
@@ -33,7 +49,11 @@ async function setup() {
     manifestBytes: new Uint8Array(),
     configBytes: new Uint8Array(),
     signatures: [],
-    layers: () => Promise.resolve([follower.layer(digest, data.length)]),
+    layers: () =>
+      Promise.resolve([
+        follower.layer(digest, data.length),
+        ...(second === undefined ? [] : [follower.layer(second.digest, second.size)]),
+      ]),
   }, silentLogger);
   /** What the converter has of the layer so far (the header is everything before it). */
   const received = () => {
@@ -90,6 +110,25 @@ Deno.test("publish: a layer reaches the converter while it downloads", async () 
     assertEquals(got.subarray(0, s.header.length), s.header);
     assert(got.length === s.header.length + s.data.length, `${got.length} bytes received`);
     assert(got.subarray(s.header.length).every((b, i) => b === s.data[i]), "the layer differs");
+  } finally {
+    await Deno.remove(s.dir, { recursive: true });
+  }
+});
+
+Deno.test("publish: layers go in the manifest's order, one already cached after one downloading", async () => {
+  const cached = new TextEncoder().encode("the second layer, in the cache already\n".repeat(1000));
+  const s = await setup(cached);
+  try {
+    await s.download.write(s.data.length);
+    await s.download.finish();
+    assertEquals((await s.publish).outcome, "published");
+    const got = (await Deno.readFile(s.out)).subarray(s.header.length);
+    assertEquals(got.length, s.data.length + cached.length);
+    assert(
+      got.subarray(0, s.data.length).every((b, i) => b === s.data[i]),
+      "the first layer differs",
+    );
+    assertEquals(got.subarray(s.data.length), cached);
   } finally {
     await Deno.remove(s.dir, { recursive: true });
   }
