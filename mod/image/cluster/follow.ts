@@ -3,8 +3,8 @@
  * blob cache's file as the download writes it (its partial file, renamed
  * into place once verified: the open descriptor reads on), up to the bytes
  * the download has reported. A publish then takes about as long as its
- * download, where sending after the download added the copy through the pipe
- * and the blob's flush to disk (~135 ms for the Debian image).
+ * download: sending after the download added the copy through the pipe and
+ * the blob's flush to disk to every publish.
  *
  * The converter checks every byte against the manifest, so nothing here is
  * trusted: the bytes are the download's, and a download that starts over (a

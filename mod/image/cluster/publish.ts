@@ -120,7 +120,9 @@ export async function publishImage(
     else logger.debug(`publish: ${(err as Error).message}`);
   } finally {
     await input.close().catch(() => {});
+    // Its output is read no further (a converter that failed may still write).
     await answers.return(undefined);
+    await child.stdout.cancel().catch(() => {/* cancelled with its reader */});
   }
   const status = await child.status;
   const said = (await stderr).trim().split("\n").at(-1) ?? "";
