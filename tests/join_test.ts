@@ -23,7 +23,9 @@ import { slurmLocalTasks, stepKey } from "../mod/runtime/step_key.ts";
  */
 const RANK = "echo $$ > /tmp/rank$RANK; o=$((1 - RANK)); i=0; " +
   "while [ ! -s /tmp/rank$o ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; " +
-  "p=$(cat /tmp/rank$o); ls /proc/$p/fd >/dev/null && echo fd ok; " +
+  // Entering its fd directory takes the ptrace check UCX's open of /proc/PID/fd/N does; a
+  // listing would also stat each entry, which the other shell may have closed since.
+  "p=$(cat /tmp/rank$o); (cd /proc/$p/fd) && echo fd ok; " +
   // Its memory, as cross-memory attach (process_vm_readv) reads it: the same ptrace check.
   "a=$((0x$(head -n1 /proc/$p/maps | cut -d- -f1))); " +
   '[ "$(dd if=/proc/$p/mem bs=1 count=1 skip=$a 2>/dev/null | wc -c)" = 1 ] && echo mem ok; ' +
