@@ -14,6 +14,7 @@ import { blobPath, partialPath } from "../mod/image/store/paths.ts";
 import { ShoalError } from "../mod/errors.ts";
 import { silentLogger } from "../mod/log.ts";
 import { sleep } from "../mod/sys/sleep.ts";
+import { eventually } from "./support/run.ts";
 
 const CHUNK = 256 * 1024;
 
@@ -92,17 +93,14 @@ async function setup(cached?: Uint8Array) {
   return { dir, data, publish, received, header, out, download, follower };
 }
 
-/** Waits (bounded) until `ok` holds. */
-async function eventually(ok: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 300 && !ok(); i++) await sleep(10);
-  assert(ok(), what);
-}
-
 Deno.test("publish: a layer reaches the converter while it downloads", async () => {
   const s = await setup();
   try {
     await s.download.write(2 * (1 << 20));
-    await eventually(() => s.received() >= 1 << 20, "nothing of the layer sent before its end");
+    assert(
+      await eventually(() => Promise.resolve(s.received() >= 1 << 20)),
+      "nothing of the layer sent before its end",
+    );
     await s.download.write(s.data.length);
     await s.download.finish();
     assertEquals(await s.publish, { outcome: "published", size: 7 });
@@ -138,7 +136,10 @@ Deno.test("publish: a download that starts over is followed to the same bytes", 
   const s = await setup();
   try {
     await s.download.write(3 * (1 << 20));
-    await eventually(() => s.received() >= 1 << 20, "nothing of the layer sent");
+    assert(
+      await eventually(() => Promise.resolve(s.received() >= 1 << 20)),
+      "nothing of the layer sent",
+    );
     // The server ignored the resume's range: the partial is emptied and written again.
     await s.download.file.truncate(0);
     await s.download.file.seek(0, Deno.SeekMode.Start);

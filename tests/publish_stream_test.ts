@@ -7,6 +7,7 @@
  * layer in reads of up to 1 MiB.
  */
 import { assert, assertEquals, assertRejects } from "./support/assert.ts";
+import { concatBytes } from "../mod/bytes.ts";
 import { ExactReader } from "../mod/image/cluster/stream.ts";
 import { widenPipe } from "../mod/sys/pipe.ts";
 import { libc, O, ptr } from "../mod/sys/libc.ts";
@@ -24,13 +25,7 @@ function message(): { bytes: Uint8Array; layer: Uint8Array } {
     encoder.encode("config 10\n"),
     encoder.encode("0123456789"),
   ];
-  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    bytes.set(p, at);
-    at += p.length;
-  }
-  return { bytes, layer };
+  return { bytes: concatBytes(parts), layer };
 }
 
 /** `bytes` cut at `cuts` (offsets), as a byte stream or as a plain one. */
